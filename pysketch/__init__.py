@@ -1,0 +1,12 @@
+"""pysketch: sketches for communication-efficient distributed training.
+
+Count Sketch, Count-Min sketch, top-k and random-k as Numba kernels that run
+on NumPy arrays (CPU) and on CUDA arrays (CuPy, PyTorch, JAX, anything with
+``__cuda_array_interface__`` or DLPack), with the same results from the same
+seed on both, plus mpi4py collectives (:mod:`pysketch.distributed`).
+"""
+
+from pysketch.countsketch import CountSketch
+
+__all__ = ["CountSketch"]
+__version__ = "0.1.0"

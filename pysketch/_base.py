@@ -1,0 +1,182 @@
+"""What Count Sketch and Count-Min share: a seeded table on one device.
+
+Parameters, compatibility checks, in-place table arithmetic on either device,
+copies, and the ``.npz`` file layout (no pickle) live here once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pysketch import _arrays, _cuda
+from pysketch._arrays import CPU
+from pysketch.kernels import tables
+
+FORMAT_VERSION = 1
+
+
+class TableSketch:
+    """Base class: a ``rows x cols`` table, its hash keys and its parameters.
+
+    Subclasses name their parameters in ``_PARAMS`` (all of them must match for
+    two sketches to be combined) and set ``self._table`` and ``self._device``.
+    """
+
+    _PARAMS: ClassVar[tuple[str, ...]] = ()
+    _table: Any
+    _device: str
+
+    # ------------------------------------------------------------ properties
+    @property
+    def table(self):
+        """The ``(rows, cols)`` table itself, on the sketch's device (not a copy).
+
+        Collectives reduce it in place; writing to it changes the sketch.
+        """
+        return self._table
+
+    @property
+    def device(self) -> str:
+        """``"cpu"`` or ``"cuda"``."""
+        return self._device
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters that two sketches must share to be combined."""
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the table: what a collective sends."""
+        return int(self._table.size) * np.dtype(self._table.dtype).itemsize
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args}, device={self._device!r})"
+
+    # ---------------------------------------------------------- compatibility
+    def check_compatible(self, other: Any, name: str = "other") -> None:
+        """Raise ``ValueError`` unless ``other`` has the same type, parameters and device."""
+        if type(other) is not type(self):
+            raise TypeError(f"{name} must be a {type(self).__name__}, got {type(other).__name__}")
+        diffs = [
+            f"{key}: {mine!r} != {theirs!r}"
+            for key, mine in self.params.items()
+            if (theirs := other.params[key]) != mine
+        ]
+        if other.device != self.device:
+            diffs.append(f"device: {self.device!r} != {other.device!r}")
+        if diffs:
+            raise ValueError(
+                f"{name} is not compatible with this {type(self).__name__} "
+                f"({'; '.join(diffs)}): sketches with different hashes or shapes cannot be combined"
+            )
+
+    # --------------------------------------------------------- table algebra
+    def _uses_kernels(self) -> bool:
+        """Whether the table lacks array operators (a Numba device array)."""
+        return self._device != CPU and hasattr(self._table, "copy_to_host")
+
+    def _axpy(self, alpha: float, other: TableSketch) -> None:
+        if not self._uses_kernels():
+            self._table += self._table.dtype.type(alpha) * other._table
+        else:
+            _cuda.launch(tables.cuda_axpy, self._table.size)(self._table, alpha, other._table)
+
+    def _scale(self, alpha: float) -> None:
+        if not self._uses_kernels():
+            self._table *= self._table.dtype.type(alpha)
+        else:
+            _cuda.launch(tables.cuda_scale, self._table.size)(self._table, alpha)
+
+    def zero(self):
+        """Reset every cell to 0, in place. Returns ``self``."""
+        if not self._uses_kernels():
+            self._table[...] = 0
+        else:
+            _cuda.launch(tables.cuda_fill, self._table.size)(self._table, 0)
+        return self
+
+    def copy(self):
+        """An independent sketch with the same parameters and a copy of the table."""
+        return self.to(self._device)
+
+    def to(self, device: str):
+        """A copy of this sketch on ``device`` (``"cpu"`` or ``"cuda"``)."""
+        _arrays.check_device(device)
+        host = self.table_to_host()
+        return self._from_table(self.params, host, device)
+
+    def table_to_host(self) -> np.ndarray:
+        """A host (NumPy) copy of the table."""
+        if self._device == CPU:
+            return self._table.copy()
+        return _cuda.to_host(self._table)
+
+    def _set_table(self, host_table: np.ndarray, device: str) -> None:
+        self._device = device
+        if device == CPU:
+            self._table = np.ascontiguousarray(host_table)
+        else:
+            self._table = _cuda.to_device(host_table)
+
+    @classmethod
+    def _from_table(cls, params: dict[str, Any], host_table: np.ndarray, device: str):
+        sketch = cls(**params, device=device)
+        expected = sketch._table.shape, np.dtype(sketch._table.dtype)
+        if (host_table.shape, host_table.dtype) != expected:
+            raise ValueError(
+                f"table must have shape {expected[0]} and dtype {expected[1]}, "
+                f"got {host_table.shape} and {host_table.dtype}"
+            )
+        sketch._set_table(host_table.copy(), device)
+        return sketch
+
+    # --------------------------------------------------------- serialisation
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the sketch to ``path`` as an ``.npz`` archive (no pickle).
+
+        The archive holds ``format`` (the class name), ``version``, one 0-d
+        array per parameter and ``table``; :meth:`load` validates all of them.
+        """
+        fields = {name: np.asarray(value) for name, value in self.params.items()}
+        if "dtype" in fields:
+            fields["dtype"] = np.asarray(str(self.params["dtype"]))
+        np.savez(
+            path,
+            format=np.asarray(f"pysketch.{type(self).__name__}"),
+            version=np.asarray(FORMAT_VERSION),
+            table=self.table_to_host(),
+            **fields,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str = CPU):
+        """Read a sketch written by :meth:`save`, onto ``device``.
+
+        Raises ``ValueError`` naming the field when the file is not a pysketch
+        archive of this class, has another version, or its table does not match
+        its parameters.
+        """
+        expected_format = f"pysketch.{cls.__name__}"
+        with np.load(path, allow_pickle=False) as archive:
+            missing = {"format", "version", "table", *cls._PARAMS} - set(archive.files)
+            if missing:
+                raise ValueError(
+                    f"{path} is not a {expected_format} archive: missing {sorted(missing)}"
+                )
+            if str(archive["format"]) != expected_format:
+                raise ValueError(
+                    f"{path} has format {str(archive['format'])!r}, expected {expected_format!r}"
+                )
+            if int(archive["version"]) != FORMAT_VERSION:
+                raise ValueError(
+                    f"{path} has format version {int(archive['version'])}, "
+                    f"this pysketch reads version {FORMAT_VERSION}"
+                )
+            params = {name: archive[name].item() for name in cls._PARAMS}
+            table = archive["table"]
+        return cls._from_table(params, table, device)

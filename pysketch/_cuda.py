@@ -1,0 +1,183 @@
+"""The one gateway to the CUDA toolchain.
+
+Every CUDA call of pysketch goes through this module: kernel modules import
+``cuda`` from here to define their kernels, and the dispatch code calls the
+helpers below to wrap, allocate, copy and synchronise device arrays. numba-cuda
+is in maintenance mode upstream, so keeping the target behind one small module
+lets it be swapped without touching the kernels' callers.
+
+Set ``NUMBA_ENABLE_CUDASIM=1`` before numba is imported to run the CUDA kernels
+in Numba's simulator on the CPU (that is how CI tests them).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from numba import cuda, njit
+
+__all__ = [
+    "cuda",
+    "SIMULATOR",
+    "THREADS_PER_BLOCK",
+    "is_cuda_array",
+    "as_cuda_array",
+    "stream_for",
+    "launch",
+    "empty",
+    "zeros",
+    "to_device",
+    "to_host",
+    "synchronize",
+    "available",
+    "device_function",
+]
+
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
+# The simulator runs one Python thread per CUDA thread: keep blocks small there.
+THREADS_PER_BLOCK = 32 if SIMULATOR else 256
+_MAX_BLOCKS = 8 if SIMULATOR else 65535
+_DLPACK_CUDA = 2
+_DLPACK_CUDA_MANAGED = 13
+
+
+def device_function(fn):
+    """Compile ``fn`` once for both targets: CPU kernels and CUDA kernels call it.
+
+    It becomes an inlined ``@numba.njit`` function, which Numba's CUDA target
+    also compiles when a kernel calls it. Under the simulator, CUDA kernels are
+    plain Python handing it simulated device arrays that compiled code cannot
+    type, so a call from Python runs the original function instead (with
+    wrap-around integer overflow, as in compiled code).
+    """
+    compiled = njit(inline="always")(fn)
+    if SIMULATOR:
+        compiled.__class__ = _simulated_dispatcher(type(compiled))
+    return compiled
+
+
+_SIMULATED_DISPATCHERS: dict[type, type] = {}
+
+
+def _simulated_dispatcher(base: type) -> type:
+    if base not in _SIMULATED_DISPATCHERS:
+
+        def __call__(self, *args):
+            with np.errstate(over="ignore"):
+                return self.py_func(*args)
+
+        _SIMULATED_DISPATCHERS[base] = type("SimulatedDispatcher", (base,), {"__call__": __call__})
+    return _SIMULATED_DISPATCHERS[base]
+
+
+def available() -> bool:
+    """True when a CUDA device (or the simulator) can run kernels."""
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # a broken driver install reads as "no GPU"
+        return False
+
+
+def _cupy():
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy
+
+
+def is_cuda_array(obj: Any) -> bool:
+    """Whether ``obj`` is an array in CUDA device memory (Numba, CAI or DLPack)."""
+    if hasattr(obj, "__cuda_array_interface__") or hasattr(obj, "__cuda_ndarray__"):
+        return True
+    dl_device = getattr(obj, "__dlpack_device__", None)
+    if dl_device is None:
+        return False
+    try:
+        return dl_device()[0] in (_DLPACK_CUDA, _DLPACK_CUDA_MANAGED)
+    except Exception:
+        return False
+
+
+def as_cuda_array(obj: Any):
+    """Zero-copy view of a CUDA array as something Numba kernels accept."""
+    if hasattr(obj, "__cuda_ndarray__"):  # already a Numba device array
+        return obj
+    if not hasattr(obj, "__cuda_array_interface__"):
+        cupy = _cupy()
+        if cupy is None:
+            raise TypeError(
+                "a DLPack CUDA array without __cuda_array_interface__ needs CuPy "
+                "to be viewed zero-copy; install pysketch[cuda12] or [cuda13]"
+            )
+        obj = cupy.from_dlpack(obj)
+    return cuda.as_cuda_array(obj, sync=False)
+
+
+def stream_for(obj: Any):
+    """The stream the caller's array lives on, so kernels queue behind its producer.
+
+    CuPy arrays run on CuPy's current stream; other CAI producers (PyTorch, JAX)
+    name their stream in the interface (v3); the default stream otherwise.
+    """
+    if SIMULATOR:
+        return 0
+    cupy = _cupy()
+    if cupy is not None and isinstance(obj, cupy.ndarray):
+        return cuda.external_stream(cupy.cuda.get_current_stream().ptr)
+    ptr = getattr(obj, "__cuda_array_interface__", {}).get("stream")
+    if ptr is None or ptr == 1:
+        return cuda.default_stream()
+    if ptr == 2:
+        return cuda.per_thread_default_stream()
+    return cuda.external_stream(ptr)
+
+
+def launch(kernel, n: int, stream=0):
+    """``kernel`` configured for a grid-stride loop over ``n`` items on ``stream``."""
+    blocks = max(1, min(_MAX_BLOCKS, -(-n // THREADS_PER_BLOCK)))
+    return kernel[blocks, THREADS_PER_BLOCK, stream]
+
+
+def empty(shape, dtype, stream=0):
+    """An uninitialised device array: CuPy when installed, Numba otherwise."""
+    cupy = _cupy()
+    if cupy is not None and not SIMULATOR:
+        return cupy.empty(shape, dtype=dtype)
+    return cuda.device_array(shape, dtype=dtype, stream=stream)
+
+
+def zeros(shape, dtype, stream=0):
+    """A zeroed device array: CuPy when installed, Numba otherwise."""
+    cupy = _cupy()
+    if cupy is not None and not SIMULATOR:
+        return cupy.zeros(shape, dtype=dtype)
+    return cuda.to_device(np.zeros(shape, dtype=dtype), stream=stream)
+
+
+def to_device(host: np.ndarray, stream=0):
+    """Copy a host array to the device (CuPy when installed, Numba otherwise)."""
+    cupy = _cupy()
+    if cupy is not None and not SIMULATOR:
+        return cupy.asarray(host)
+    return cuda.to_device(np.ascontiguousarray(host), stream=stream)
+
+
+def to_host(arr) -> np.ndarray:
+    """Copy a device array (any CAI/DLPack producer) to a new host array."""
+    if hasattr(arr, "copy_to_host"):
+        return arr.copy_to_host()
+    cupy = _cupy()
+    if cupy is not None and isinstance(arr, cupy.ndarray):
+        return cupy.asnumpy(arr)
+    return as_cuda_array(arr).copy_to_host()
+
+
+def synchronize(stream=0) -> None:
+    """Wait for ``stream`` (or the whole device) to finish queued work."""
+    if stream:
+        stream.synchronize()
+    else:
+        cuda.synchronize()

@@ -1,0 +1,387 @@
+"""Count Sketch: a linear sketch of a vector, with heavy-hitter recovery.
+
+The sketch of ``x`` in R^d is a ``rows x cols`` table ``S`` with
+``S[j, h_j(i)] += s_j(i) * x[i]`` [CCF02]_. It is linear, so the sketches of
+many workers' gradients add up to the sketch of their sum (one allreduce of
+``rows * cols`` values); the coordinates of large magnitude are then recovered
+from the sum (Sketched-SGD [IRU19]_, FetchSGD [RPU20]_), or the sum is
+desketched linearly (sketch-DL [SIL24]_).
+
+References
+----------
+.. [CCF02] M. Charikar, K. Chen, M. Farach-Colton, "Finding frequent items in
+   data streams", ICALP 2002.
+.. [IRU19] N. Ivkin, D. Rothchild, E. Ullah, V. Braverman, I. Stoica, R. Arora,
+   "Communication-efficient distributed SGD with Sketching", NeurIPS 2019.
+.. [RPU20] D. Rothchild, A. Panda, E. Ullah, N. Ivkin, I. Stoica, V. Braverman,
+   J. Gonzalez, R. Arora, "FetchSGD: Communication-Efficient Federated
+   Learning with Sketching", ICML 2020.
+.. [SIL24] M. Shrivastava, B. Isik, Q. Li, S. Koyejo, A. Banerjee, "Sketching
+   for Distributed Deep Learning: A Sharper Analysis", NeurIPS 2024.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numba
+import numpy as np
+
+from pysketch import _arrays, _cuda, hashing, topk
+from pysketch._arrays import CPU
+from pysketch._base import TableSketch
+from pysketch.kernels import countsketch as kernels
+from pysketch.kernels import reductions
+
+__all__ = ["CountSketch"]
+
+_NO_INDICES = np.empty(0, dtype=np.int64)  # the index argument of dense estimates
+
+
+class CountSketch(TableSketch):
+    """A Count Sketch of a vector of dimension ``d``.
+
+    Parameters
+    ----------
+    d : int
+        Dimension of the sketched vectors; indices lie in ``[0, d)``, ``d < 2**61``.
+    rows : int
+        Number of independent hash rows ``r`` (at most 64). The failure
+        probability falls exponentially in ``r``: ``r = O(log(d / delta))``.
+    cols : int
+        Buckets per row ``c`` (below ``2**32``). Estimation error scales as
+        ``||x_tail||_2 / sqrt(c)``; every ``i`` with ``x_i^2 >= phi ||x||^2``
+        is recovered for ``c = O(1/phi)``.
+    seed : int, default 0
+        Seed of the hash functions, in ``[0, 2**64)``. Sketches combine only
+        when they share it: every worker must use the same seed.
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+        Dtype of the table.
+    hash : {"mix", "polynomial"}, default "mix"
+        Hash family (see :mod:`pysketch.hashing`): ``"polynomial"`` is provably
+        2-wise (buckets) and 4-wise (signs) independent, ``"mix"`` is faster.
+    device : {"cpu", "cuda"}, default "cpu"
+        Where the table lives and the kernels run. Inputs must be on the same
+        device: NumPy (or CPU DLPack) arrays for ``"cpu"``; CuPy, or any
+        ``__cuda_array_interface__``/DLPack CUDA array, for ``"cuda"``.
+
+    Attributes
+    ----------
+    table : array of shape (rows, cols)
+        The sketch itself, on ``device``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pysketch import CountSketch
+    >>> x = np.zeros(10_000, dtype=np.float32)
+    >>> x[[3, 70, 900]] = [50.0, -40.0, 30.0]
+    >>> sketch = CountSketch(d=10_000, rows=5, cols=200, seed=7)
+    >>> _ = sketch.accumulate(x)
+    >>> idx, values = sketch.heavy_hitters(k=3)
+    >>> idx.tolist(), values.tolist()
+    ([3, 70, 900], [50.0, -40.0, 30.0])
+
+    Sketches with the same parameters add up, like the vectors they sketch:
+
+    >>> other = CountSketch(d=10_000, rows=5, cols=200, seed=7).accumulate(x)
+    >>> total = sketch + other
+    >>> float(total.estimate([3])[0])
+    100.0
+    """
+
+    _PARAMS = ("d", "rows", "cols", "seed", "hash", "dtype")
+
+    def __init__(
+        self,
+        d: int,
+        rows: int,
+        cols: int,
+        *,
+        seed: int = 0,
+        dtype: Any = np.float32,
+        hash: str = hashing.DEFAULT_FAMILY,
+        device: str = CPU,
+    ) -> None:
+        self.d = _arrays.check_positive_int("d", d, maximum=hashing.MAX_INDEX)
+        self.rows = _arrays.check_positive_int("rows", rows, maximum=reductions.MAX_ROWS)
+        self.cols = _arrays.check_positive_int("cols", cols, maximum=hashing.MAX_COLS)
+        self.dtype = _arrays.check_float_dtype("dtype", dtype)
+        self._family = hashing.family_code(hash)
+        self.hash = hash
+        host_keys = hashing.hash_keys(seed, self.rows, hash)
+        self.seed = int(seed)
+        self._device = _arrays.check_device(device)
+        self._keys = host_keys if device == CPU else _cuda.to_device(host_keys)
+        self._set_table(np.zeros((self.rows, self.cols), dtype=self.dtype), device)
+
+    # ------------------------------------------------------------ accumulate
+    def accumulate(self, x: Any, *, check_finite: bool = True) -> CountSketch:
+        """Add the sketch of a dense vector: ``S[j, h_j(i)] += s_j(i) * x[i]``.
+
+        Parameters
+        ----------
+        x : array_like of shape (d,)
+            Real values on the sketch's device (integers are converted in the kernel).
+        check_finite : bool, default True
+            Refuse NaN and Inf (one extra read of ``x``); the sketch is unchanged then.
+
+        Returns
+        -------
+        CountSketch
+            ``self``, for chaining.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pysketch import CountSketch
+        >>> s = CountSketch(d=4, rows=3, cols=8).accumulate(np.array([1.0, 0, 0, 0]))
+        >>> float(np.abs(s.table).sum())
+        3.0
+        """
+        inp = _arrays.as_input(x, "x", device=self._device)
+        if inp.size != self.d:
+            raise ValueError(f"x must have length d={self.d}, got {inp.size}")
+        if check_finite:
+            _arrays.check_finite(inp, "x")
+        if self._device == CPU:
+            self._accumulate_cpu(kernels.cpu_accumulate_dense, inp.size, inp.array, 0)
+        else:
+            _cuda.launch(kernels.cuda_accumulate_dense, inp.size, inp.stream)(
+                self._table, self._family, self._keys, inp.array, 0
+            )
+        return self
+
+    def accumulate_sparse(
+        self, indices: Any, values: Any, *, check_finite: bool = True
+    ) -> CountSketch:
+        """Add the sketch of a sparse vector given as ``(indices, values)``.
+
+        Repeated indices add up, as in ``numpy.add.at``.
+
+        Parameters
+        ----------
+        indices : array_like of int, shape (n,)
+            Coordinates in ``[0, d)``.
+        values : array_like, shape (n,)
+            Their values.
+        check_finite : bool, default True
+            Refuse NaN and Inf in ``values``.
+
+        Returns
+        -------
+        CountSketch
+            ``self``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pysketch import CountSketch
+        >>> a = CountSketch(d=100, rows=3, cols=16).accumulate_sparse([5, 9], [2.0, -1.0])
+        >>> dense = np.zeros(100); dense[[5, 9]] = [2.0, -1.0]
+        >>> b = CountSketch(d=100, rows=3, cols=16).accumulate(dense)
+        >>> bool(np.array_equal(a.table, b.table))
+        True
+        """
+        idx = _arrays.as_input(indices, "indices", device=self._device, kind="index")
+        val = _arrays.as_input(values, "values", device=self._device)
+        _arrays.check_same_length(idx, "indices", val, "values")
+        _arrays.check_index_range(idx, "indices", self.d)
+        if check_finite:
+            _arrays.check_finite(val, "values")
+        if self._device == CPU:
+            self._accumulate_cpu(kernels.cpu_accumulate_sparse, idx.size, idx.array, val.array)
+        else:
+            _cuda.launch(kernels.cuda_accumulate_sparse, idx.size, idx.stream)(
+                self._table, self._family, self._keys, idx.array, val.array
+            )
+        return self
+
+    def _accumulate_cpu(self, kernel, n: int, *args) -> None:
+        # Fewer rows than threads: split the input into chunks, each with a
+        # private table (prange has no atomics), then reduce.
+        threads = numba.get_num_threads()
+        chunks = 1 if self.rows >= threads else min(math.ceil(threads / self.rows), max(1, n))
+        if chunks == 1:
+            kernel(self._table[None], self._family, self._keys, *args)
+            return
+        scratch = np.zeros((chunks, self.rows, self.cols), dtype=self.dtype)
+        kernel(scratch, self._family, self._keys, *args)
+        self._table += scratch.sum(axis=0, dtype=self.dtype)
+
+    # -------------------------------------------------------------- estimate
+    def estimate(self, indices: Any = None) -> Any:
+        """Estimate ``x[i]``: the median over rows of ``s_j(i) * S[j, h_j(i)]``.
+
+        With an even number of rows the median is the mean of the two middle values.
+
+        Parameters
+        ----------
+        indices : array_like of int, optional
+            Coordinates to estimate; all ``d`` of them when omitted (no index
+            array is materialised then).
+
+        Returns
+        -------
+        array of the sketch's dtype, on the sketch's device
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pysketch import CountSketch
+        >>> x = np.arange(6, dtype=np.float32)
+        >>> CountSketch(d=6, rows=5, cols=64, seed=1).accumulate(x).estimate().tolist()
+        [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        """
+        return self._unsketch(indices, reductions.MEDIAN)
+
+    def desketch(self, indices: Any = None) -> Any:
+        """The mean desketch ``(1/r) sum_j s_j(i) S[j, h_j(i)]``: the transpose ``R^T S``.
+
+        Unlike :meth:`estimate` it is linear in the table and unbiased, which
+        is what sketch-DL [SIL24]_ averages across clients.
+
+        Parameters
+        ----------
+        indices : array_like of int, optional
+            Coordinates to desketch; all ``d`` when omitted.
+
+        Returns
+        -------
+        array of the sketch's dtype, on the sketch's device
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pysketch import CountSketch
+        >>> s = CountSketch(d=3, rows=4, cols=32, seed=2).accumulate(np.array([1.0, 2.0, 3.0]))
+        >>> s.desketch().tolist()
+        [1.0, 2.0, 3.0]
+        """
+        return self._unsketch(indices, reductions.MEAN)
+
+    def _unsketch(self, indices: Any, mode: int) -> Any:
+        if indices is None:
+            idx, n, dense = _NO_INDICES, self.d, True
+        else:
+            inp = _arrays.as_input(indices, "indices", device=self._device, kind="index")
+            _arrays.check_index_range(inp, "indices", self.d)
+            idx, n, dense = inp.array, inp.size, False
+        if self._device == CPU:
+            out = np.empty(n, dtype=self.dtype)
+            kernels.cpu_estimate(self._table, self._family, self._keys, idx, 0, dense, mode, out)
+        else:
+            out = _cuda.empty(n, self.dtype)
+            if dense:
+                idx = _cuda.to_device(_NO_INDICES)
+            _cuda.launch(kernels.cuda_estimate, n)(
+                self._table, self._family, self._keys, idx, 0, dense, mode, out
+            )
+        return out
+
+    def l2_estimate(self) -> float:
+        """Estimate ``||x||_2``: ``sqrt(median_j sum_b S[j, b]^2)``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pysketch import CountSketch
+        >>> s = CountSketch(d=2, rows=3, cols=64, seed=0).accumulate(np.array([3.0, 4.0]))
+        >>> s.l2_estimate()
+        5.0
+        """
+        if self._device == CPU:
+            sumsq = np.empty(self.rows)
+            reductions.cpu_row_sumsq(self._table, sumsq)
+        else:
+            out = _cuda.zeros(self.rows, np.float64)
+            _cuda.launch(reductions.cuda_row_sumsq, self._table.size)(self._table, out)
+            sumsq = _cuda.to_host(out)
+        return math.sqrt(reductions.median_inplace(sumsq, self.rows))
+
+    def heavy_hitters(
+        self, k: int | None = None, *, threshold: float | None = None
+    ) -> tuple[Any, Any]:
+        """Recover the heavy coordinates: the top-k estimates, or those above a threshold.
+
+        Give exactly one of ``k`` (FetchSGD's ``unSketch(k)``: the ``k``
+        estimates of largest magnitude, by descending magnitude) or
+        ``threshold`` (``phi``: every ``i`` with ``|x_hat_i| >= phi * l2_estimate()``,
+        by ascending index).
+
+        Returns
+        -------
+        indices : int64 array
+        values : array of the sketch's dtype
+            The estimates at ``indices``; both on the sketch's device.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pysketch import CountSketch
+        >>> x = np.zeros(1000); x[[10, 20]] = [8.0, -6.0]
+        >>> s = CountSketch(d=1000, rows=5, cols=100, seed=3).accumulate(x)
+        >>> s.heavy_hitters(threshold=0.5)[0].tolist()
+        [10, 20]
+        """
+        if (k is None) == (threshold is None):
+            raise ValueError("give exactly one of k and threshold")
+        if k is not None:
+            _arrays.check_positive_int("k", k, maximum=self.d)
+            return topk.topk(self.estimate(), k, check_finite=False)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
+            raise TypeError(f"threshold must be a real number, got {type(threshold).__name__}")
+        if not 0 <= threshold < math.inf:
+            raise ValueError(f"threshold must be finite and non-negative, got {threshold}")
+        tau = threshold * self.l2_estimate()
+        return topk.threshold(self.estimate(), tau, check_finite=False)
+
+    # ----------------------------------------------------------- arithmetic
+    def add(self, other: CountSketch) -> CountSketch:
+        """Add ``other``'s table into this one, in place (the sketch of the sum).
+
+        Raises ``ValueError`` unless both share d, rows, cols, seed, hash, dtype and device.
+        """
+        self.check_compatible(other)
+        self._axpy(1.0, other)
+        return self
+
+    merge = add
+
+    def subtract(self, other: CountSketch) -> CountSketch:
+        """Subtract ``other``'s table, in place (FetchSGD's ``S_e -= S(delta)``)."""
+        self.check_compatible(other)
+        self._axpy(-1.0, other)
+        return self
+
+    def scale(self, factor: float) -> CountSketch:
+        """Multiply the table by ``factor``, in place."""
+        if isinstance(factor, bool) or not isinstance(factor, (int, float, np.number)):
+            raise TypeError(f"factor must be a real number, got {type(factor).__name__}")
+        if not math.isfinite(factor):
+            raise ValueError(f"factor must be finite, got {factor}")
+        self._scale(float(factor))
+        return self
+
+    def __add__(self, other: CountSketch) -> CountSketch:
+        self.check_compatible(other)
+        return self.copy().add(other)
+
+    def __sub__(self, other: CountSketch) -> CountSketch:
+        self.check_compatible(other)
+        return self.copy().subtract(other)
+
+    def __mul__(self, factor: float) -> CountSketch:
+        return self.copy().scale(factor)
+
+    __rmul__ = __mul__
+
+    def __iadd__(self, other: CountSketch) -> CountSketch:
+        return self.add(other)
+
+    def __isub__(self, other: CountSketch) -> CountSketch:
+        return self.subtract(other)
+
+    def __imul__(self, factor: float) -> CountSketch:
+        return self.scale(factor)

@@ -1,0 +1,106 @@
+"""Count Sketch kernels: CPU (Numba ``njit``) and CUDA side by side.
+
+Both backends call the same scalar functions, :func:`pysketch.hashing.bucket_sign`
+and :func:`pysketch.kernels.reductions.combine_rows`, so they agree bit for bit
+on buckets and signs. The CPU accumulate splits work by (row, chunk of input)
+and gives each chunk a private copy of the table when there are fewer rows than
+threads, since ``prange`` has no atomics; the CUDA kernels use atomics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from pysketch._cuda import cuda, device_function
+from pysketch.hashing import bucket_sign
+from pysketch.kernels.reductions import MAX_ROWS, combine_rows
+
+_CHUNK = 4096  # indices an estimate task handles with one scratch buffer
+
+
+@device_function
+def scatter_one(table, family, keys, row, index, value):
+    bucket, sign = bucket_sign(family, keys, row, index, table.shape[1])
+    table[row, bucket] += sign * value
+
+
+@device_function
+def estimate_one(table, family, keys, index, buf, mode):
+    rows = table.shape[0]
+    for j in range(rows):
+        bucket, sign = bucket_sign(family, keys, j, index, table.shape[1])
+        buf[j] = sign * np.float64(table[j, bucket])
+    return combine_rows(buf, rows, mode)
+
+
+# --------------------------------------------------------------------- CPU
+
+
+@njit(parallel=True, cache=True)
+def cpu_accumulate_dense(scratch, family, keys, x, offset):
+    """``scratch[c]`` gets chunk ``c`` of ``x``; ``scratch`` may be ``table[None]``."""
+    n_chunks, rows = scratch.shape[0], scratch.shape[1]
+    n = x.shape[0]
+    for task in prange(n_chunks * rows):
+        c, j = task // rows, task % rows
+        part = scratch[c]
+        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            scatter_one(part, family, keys, j, offset + i, x[i])
+
+
+@njit(parallel=True, cache=True)
+def cpu_accumulate_sparse(scratch, family, keys, indices, values):
+    n_chunks, rows = scratch.shape[0], scratch.shape[1]
+    n = indices.shape[0]
+    for task in prange(n_chunks * rows):
+        c, j = task // rows, task % rows
+        part = scratch[c]
+        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            scatter_one(part, family, keys, j, indices[i], values[i])
+
+
+@njit(parallel=True, cache=True)
+def cpu_estimate(table, family, keys, indices, offset, dense, mode, out):
+    """``out[i]`` = estimate of index ``offset + i`` (dense) or ``indices[i]``."""
+    n = out.shape[0]
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        buf = np.empty(table.shape[0], dtype=np.float64)
+        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+            index = offset + i if dense else indices[i]
+            out[i] = estimate_one(table, family, keys, index, buf, mode)
+
+
+# --------------------------------------------------------------------- CUDA
+
+
+@cuda.jit
+def cuda_accumulate_dense(table, family, keys, x, offset):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    rows, cols = table.shape
+    for i in range(start, x.shape[0], step):
+        value = x[i]
+        for j in range(rows):
+            bucket, sign = bucket_sign(family, keys, j, offset + i, cols)
+            cuda.atomic.add(table, (j, bucket), sign * value)
+
+
+@cuda.jit
+def cuda_accumulate_sparse(table, family, keys, indices, values):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    rows, cols = table.shape
+    for i in range(start, indices.shape[0], step):
+        value = values[i]
+        index = indices[i]
+        for j in range(rows):
+            bucket, sign = bucket_sign(family, keys, j, index, cols)
+            cuda.atomic.add(table, (j, bucket), sign * value)
+
+
+@cuda.jit
+def cuda_estimate(table, family, keys, indices, offset, dense, mode, out):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    buf = cuda.local.array(MAX_ROWS, np.float64)
+    for i in range(start, out.shape[0], step):
+        index = offset + i if dense else indices[i]
+        out[i] = estimate_one(table, family, keys, index, buf, mode)

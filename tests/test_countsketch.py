@@ -1,0 +1,429 @@
+"""CountSketch against a plain-NumPy reference, on the CPU and on CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pysketch import CountSketch, hashing
+from tests.conftest import on_device, to_host
+
+SMALL = {"d": 300, "rows": 5, "cols": 32}
+
+
+def reference_table(x, *, d, rows, cols, seed=0, hash="mix", dtype=np.float64, indices=None):
+    """The sketch by its definition: np.add.at with the same hashes."""
+    keys = hashing.hash_keys(seed, rows, hash)
+    idx = np.arange(d) if indices is None else np.asarray(indices)
+    table = np.zeros((rows, cols), dtype=np.float64)
+    for j in range(rows):
+        buckets, signs = hashing.bucket_sign_batch(hashing.family_code(hash), keys, j, idx, cols)
+        np.add.at(table[j], buckets, signs * np.asarray(x, dtype=np.float64))
+    return table.astype(dtype)
+
+
+def reference_estimates(table, *, d, seed=0, hash="mix", mean=False):
+    rows, cols = table.shape
+    keys = hashing.hash_keys(seed, rows, hash)
+    per_row = np.empty((rows, d))
+    for j in range(rows):
+        buckets, signs = hashing.bucket_sign_batch(
+            hashing.family_code(hash), keys, j, np.arange(d), cols
+        )
+        per_row[j] = signs * table[j, buckets]
+    return per_row.mean(axis=0) if mean else np.median(per_row, axis=0)
+
+
+def integer_vector(rng, d):
+    """Small integers: every sum is exact, so tables compare bit for bit."""
+    return rng.integers(-50, 50, size=d).astype(np.float32)
+
+
+@pytest.fixture(params=hashing.FAMILIES)
+def family(request):
+    return request.param
+
+
+# ------------------------------------------------------------- accumulation
+def test_dense_accumulate_matches_reference(device, family, rng):
+    x = rng.standard_normal(SMALL["d"]).astype(np.float32)
+    sketch = CountSketch(**SMALL, seed=3, hash=family, device=device).accumulate(
+        on_device(x, device)
+    )
+    expected = reference_table(x, **SMALL, seed=3, hash=family)
+    np.testing.assert_allclose(sketch.table_to_host(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_accumulate_matches_reference_with_repeats(device, family, rng):
+    idx = rng.integers(0, SMALL["d"], size=80)
+    idx[:10] = idx[0]  # repeated indices add up, as with np.add.at
+    values = integer_vector(rng, idx.size)
+    sketch = CountSketch(**SMALL, seed=4, hash=family, device=device)
+    sketch.accumulate_sparse(on_device(idx, device), on_device(values, device))
+    expected = reference_table(values, **SMALL, seed=4, hash=family, indices=idx)
+    np.testing.assert_array_equal(sketch.table_to_host(), expected.astype(np.float32))
+
+
+def test_sparse_and_dense_agree(device, rng):
+    idx = rng.choice(SMALL["d"], size=40, replace=False)
+    values = integer_vector(rng, 40)
+    dense = np.zeros(SMALL["d"], dtype=np.float32)
+    dense[idx] = values
+    a = CountSketch(**SMALL, device=device).accumulate(on_device(dense, device))
+    b = CountSketch(**SMALL, device=device)
+    b.accumulate_sparse(on_device(idx, device), on_device(values, device))
+    np.testing.assert_array_equal(a.table_to_host(), b.table_to_host())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_and_cuda_tables_equal(family, dtype, rng):
+    pytest.importorskip("numba.cuda")
+    x = integer_vector(rng, SMALL["d"]).astype(dtype)
+    cpu = CountSketch(**SMALL, seed=11, hash=family, dtype=dtype).accumulate(x)
+    gpu = CountSketch(**SMALL, seed=11, hash=family, dtype=dtype, device="cuda")
+    gpu.accumulate(on_device(x, "cuda"))
+    np.testing.assert_array_equal(cpu.table, gpu.table_to_host())
+    np.testing.assert_array_equal(cpu.estimate(), to_host(gpu.estimate()))
+    np.testing.assert_array_equal(cpu.desketch(), to_host(gpu.desketch()))
+    assert cpu.l2_estimate() == gpu.l2_estimate()
+
+
+@given(
+    a=st.lists(st.integers(-1000, 1000), min_size=64, max_size=64),
+    b=st.lists(st.integers(-1000, 1000), min_size=64, max_size=64),
+    seed=st.integers(0, 2**64 - 1),
+    family=st.sampled_from(hashing.FAMILIES),
+)
+def test_linearity(a, b, seed, family):
+    a, b = np.array(a, np.float64), np.array(b, np.float64)
+
+    def sketch(v):
+        return CountSketch(64, 3, 8, seed=seed, hash=family, dtype=np.float64).accumulate(v)
+
+    np.testing.assert_array_equal((sketch(a) + sketch(b)).table, sketch(a + b).table)
+    np.testing.assert_array_equal((sketch(a) - sketch(b)).table, sketch(a - b).table)
+    np.testing.assert_array_equal((3 * sketch(a)).table, sketch(3 * a).table)
+
+
+@pytest.mark.cuda
+@given(a=st.lists(st.integers(-100, 100), min_size=16, max_size=16), seed=st.integers(0, 1000))
+def test_linearity_on_cuda(a, seed):
+    a = np.array(a, np.float32)
+
+    def sketch(v):
+        return CountSketch(16, 3, 4, seed=seed, device="cuda").accumulate(on_device(v, "cuda"))
+
+    s = sketch(a)
+    s += sketch(2 * a)
+    np.testing.assert_array_equal(s.table_to_host(), sketch(3 * a).table_to_host())
+    s -= sketch(a)
+    s *= 0.5
+    np.testing.assert_array_equal(s.table_to_host(), sketch(a).table_to_host())
+
+
+def test_more_threads_than_rows_uses_private_tables(rng):
+    """rows=1 forces the chunked kernel with per-thread scratch tables."""
+    x = integer_vector(rng, 5000)
+    sketch = CountSketch(5000, 1, 64).accumulate(x)
+    np.testing.assert_array_equal(sketch.table, reference_table(x, d=5000, rows=1, cols=64))
+
+
+def test_integer_and_float64_inputs(rng):
+    x = rng.integers(-9, 9, size=SMALL["d"])
+    a = CountSketch(**SMALL).accumulate(x)
+    b = CountSketch(**SMALL).accumulate(x.astype(np.float64))
+    np.testing.assert_array_equal(a.table, b.table)
+
+
+def test_accepts_non_contiguous_input(rng):
+    x = integer_vector(rng, 2 * SMALL["d"])
+    a = CountSketch(**SMALL).accumulate(x[::2])
+    b = CountSketch(**SMALL).accumulate(np.ascontiguousarray(x[::2]))
+    np.testing.assert_array_equal(a.table, b.table)
+
+
+# ---------------------------------------------------------------- estimates
+@pytest.mark.parametrize("rows", [4, 5])  # even rows: the mean of the two middle values
+def test_estimate_matches_reference_median(device, family, rows, rng):
+    params = {"d": 200, "rows": rows, "cols": 16}
+    x = integer_vector(rng, 200)
+    sketch = CountSketch(**params, seed=2, hash=family, dtype=np.float64, device=device)
+    sketch.accumulate(on_device(x, device))
+    table = sketch.table_to_host()
+    expected = reference_estimates(table, d=200, seed=2, hash=family)
+    np.testing.assert_array_equal(to_host(sketch.estimate()), expected)
+    idx = np.array([5, 0, 199, 5])
+    np.testing.assert_array_equal(to_host(sketch.estimate(on_device(idx, device))), expected[idx])
+
+
+def test_desketch_is_the_mean_transpose(device, family, rng):
+    x = integer_vector(rng, 200)
+    sketch = CountSketch(200, 4, 16, hash=family, dtype=np.float64, device=device)
+    sketch.accumulate(on_device(x, device))
+    expected = reference_estimates(sketch.table_to_host(), d=200, hash=family, mean=True)
+    np.testing.assert_allclose(to_host(sketch.desketch()), expected, rtol=1e-12)
+
+
+def test_desketch_is_linear_and_unbiased_over_seeds(rng):
+    """E[R^T R x] = x: averaging the desketch over many seeds converges to x."""
+    d = 50
+    x = rng.standard_normal(d)
+    mean = np.zeros(d)
+    seeds = 400
+    for seed in range(seeds):
+        mean += CountSketch(d, 3, 10, seed=seed, dtype=np.float64).accumulate(x).desketch()
+    mean /= seeds
+    # Each desketch has noise sd ~ ||x|| / sqrt(r c) ~ 1.3; the mean over 400 seeds ~ 0.065.
+    assert np.abs(mean - x).max() < 0.35
+
+
+def test_l2_estimate(device, rng):
+    x = rng.standard_normal(2000)
+    norms = [
+        CountSketch(2000, 7, 400, seed=s, dtype=np.float64, device=device)
+        .accumulate(on_device(x, device))
+        .l2_estimate()
+        for s in range(3)
+    ]
+    assert np.allclose(norms, np.linalg.norm(x), rtol=0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", hashing.FAMILIES)
+def test_estimation_error_within_bound_over_seeds(family):
+    """|x_hat_i - x_i| <= eps ||x_tail||_2 with c = 3 / eps^2 for nearly all i, over seeds.
+
+    With c buckets one row's error has variance ||x||^2 / c, so a single row
+    exceeds eps ||x|| = sqrt(3/c) ||x|| with probability <= 1/3 (Chebyshev);
+    the median of r = 7 rows fails only when 4 rows do: <= 0.17, and far less
+    in practice. We require at most 2% failures over all coordinates and seeds.
+    """
+    rng = np.random.default_rng(7)
+    d, eps = 20_000, 0.05
+    cols = int(3 / eps**2)
+    failures = total = 0
+    for seed in range(5):
+        x = rng.standard_normal(d)
+        heavy = rng.choice(d, 10, replace=False)
+        x[heavy] = 500.0
+        tail = np.delete(x, heavy)
+        bound = eps * np.linalg.norm(tail)
+        sketch = CountSketch(d, 7, cols, seed=seed, hash=family, dtype=np.float64).accumulate(x)
+        error = np.abs(sketch.estimate() - x)
+        failures += int((error > bound).sum())
+        total += d
+    assert failures / total < 0.02
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", hashing.FAMILIES)
+def test_planted_heavy_hitters_are_recovered(family):
+    """Coordinates with x_i^2 >= phi ||x||^2 are found with c = O(1/phi) columns."""
+    rng = np.random.default_rng(3)
+    d, k, phi = 200_000, 20, 0.01
+    for seed in range(5):
+        x = rng.standard_normal(d).astype(np.float32)
+        heavy = rng.choice(d, k, replace=False)
+        # Each planted coordinate holds at least phi of the total squared norm.
+        x[heavy] = np.sqrt(phi * 2 * d) * rng.choice([-1, 1], k)
+        assert (x[heavy] ** 2 >= phi * np.sum(x**2)).all()
+        sketch = CountSketch(d, 5, int(10 / phi), seed=seed, hash=family).accumulate(x)
+        found, values = sketch.heavy_hitters(k=k)
+        assert set(found.tolist()) == set(heavy.tolist())
+        np.testing.assert_allclose(values, x[found], rtol=0.1)
+        by_threshold, _ = sketch.heavy_hitters(threshold=np.sqrt(phi) / 2)
+        assert set(heavy.tolist()) <= set(by_threshold.tolist())
+
+
+def test_heavy_hitters_on_both_devices_agree(rng):
+    x = integer_vector(rng, SMALL["d"])
+    x[[7, 100, 250]] = [900, -800, 700]
+    cpu = CountSketch(**SMALL).accumulate(x)
+    gpu = CountSketch(**SMALL, device="cuda").accumulate(on_device(x, "cuda"))
+    for cpu_part, gpu_part in zip(cpu.heavy_hitters(k=3), gpu.heavy_hitters(k=3), strict=True):
+        np.testing.assert_array_equal(cpu_part, to_host(gpu_part))
+    assert sorted(cpu.heavy_hitters(k=3)[0].tolist()) == [7, 100, 250]
+
+
+# ------------------------------------------------------- algebra, copy, io
+def test_copy_is_independent(device):
+    a = CountSketch(**SMALL, device=device).accumulate(on_device(np.ones(300, np.float32), device))
+    b = a.copy()
+    b.zero()
+    assert np.abs(a.table_to_host()).sum() > 0
+    assert np.abs(b.table_to_host()).sum() == 0
+
+
+def test_to_moves_between_devices(rng):
+    x = integer_vector(rng, SMALL["d"])
+    cpu = CountSketch(**SMALL).accumulate(x)
+    back = cpu.to("cuda").to("cpu")
+    np.testing.assert_array_equal(back.table, cpu.table)
+    assert back.params == cpu.params
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"d": 301},
+        {"rows": 4},
+        {"cols": 33},
+        {"seed": 1},
+        {"hash": "polynomial"},
+        {"dtype": np.float64},
+    ],
+)
+def test_merge_refuses_mismatch(change):
+    a = CountSketch(**SMALL).accumulate(np.ones(300))
+    b = CountSketch(
+        **(SMALL | {k: v for k, v in change.items() if k in SMALL}),
+        **{k: v for k, v in change.items() if k not in SMALL},
+    )
+    before = a.table.copy()
+    name = next(iter(change))
+    for op in (a.merge, a.add, a.subtract, a.__add__, a.__sub__):
+        with pytest.raises(ValueError, match=name):
+            op(b)
+    np.testing.assert_array_equal(a.table, before)
+
+
+def test_merge_refuses_other_types_and_devices():
+    a = CountSketch(**SMALL)
+    with pytest.raises(TypeError, match="other must be a CountSketch"):
+        a.merge(np.zeros((5, 32)))
+    with pytest.raises(ValueError, match="device"):
+        a.merge(CountSketch(**SMALL, device="cuda"))
+
+
+def test_save_load_round_trip(tmp_path, device, family, rng):
+    sketch = CountSketch(**SMALL, seed=2**63 + 5, hash=family, dtype=np.float64, device=device)
+    sketch.accumulate(on_device(rng.standard_normal(300), device))
+    path = tmp_path / "sketch.npz"
+    sketch.save(path)
+    loaded = CountSketch.load(path, device=device)
+    assert loaded.params == sketch.params
+    assert loaded.device == device
+    np.testing.assert_array_equal(loaded.table_to_host(), sketch.table_to_host())
+    np.testing.assert_array_equal(to_host(loaded.estimate()), to_host(sketch.estimate()))
+
+
+def test_load_validates_the_archive(tmp_path):
+    path = tmp_path / "s.npz"
+    CountSketch(**SMALL).save(path)
+    fields = dict(np.load(path))
+
+    def tampered(**changes):
+        target = tmp_path / "bad.npz"
+        np.savez(target, **(fields | changes))
+        return target
+
+    with pytest.raises(ValueError, match="format"):
+        CountSketch.load(tampered(format=np.asarray("pysketch.CountMinSketch")))
+    with pytest.raises(ValueError, match="version"):
+        CountSketch.load(tampered(version=np.asarray(99)))
+    with pytest.raises(ValueError, match="table"):
+        CountSketch.load(tampered(table=np.zeros((5, 31), np.float32)))
+    with pytest.raises(ValueError, match="table"):
+        CountSketch.load(tampered(table=np.zeros((5, 32), np.float64)))
+    with pytest.raises(ValueError, match="missing"):
+        np.savez(tmp_path / "partial.npz", table=fields["table"])
+        CountSketch.load(tmp_path / "partial.npz")
+    with pytest.raises(ValueError, match="rows"):
+        CountSketch.load(tampered(rows=np.asarray(-1)))
+
+
+def test_load_never_unpickles(tmp_path):
+    path = tmp_path / "evil.npz"
+    CountSketch(**SMALL).save(path)
+    fields = dict(np.load(path))
+    np.savez(path, **(fields | {"hash": np.array([object()], dtype=object)}))
+    with pytest.raises(ValueError, match="pickle"):
+        CountSketch.load(path)
+
+
+# ----------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"d": 0}, ValueError, "d must be a positive integer"),
+        ({"d": 2**61}, ValueError, "d must be at most"),
+        ({"d": 10.0}, TypeError, "d must be a positive integer"),
+        ({"rows": 0}, ValueError, "rows"),
+        ({"rows": 65}, ValueError, "rows must be at most 64"),
+        ({"cols": -3}, ValueError, "cols"),
+        ({"cols": 2**32}, ValueError, "cols"),
+        ({"dtype": np.int32}, TypeError, "dtype"),
+        ({"dtype": "complex64"}, TypeError, "dtype"),
+        ({"hash": "sha"}, ValueError, "hash"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"device": "tpu"}, ValueError, "device"),
+    ],
+)
+def test_constructor_rejects_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        CountSketch(**(SMALL | kwargs))
+
+
+def _bad_inputs(device):
+    d = SMALL["d"]
+    good_x = np.ones(d, np.float32)
+    nan_x = good_x.copy()
+    nan_x[7] = np.nan
+    inf_x = good_x.copy()
+    inf_x[0] = -np.inf
+    return [
+        ("accumulate", (on_device(np.ones(d + 1, np.float32), device),), ValueError, "x must have length"),
+        ("accumulate", (on_device(np.ones((2, d), np.float32), device),), ValueError, "x must be 1-dim"),
+        ("accumulate", (on_device(nan_x, device),), ValueError, "x holds 1 NaN or Inf"),
+        ("accumulate", (on_device(inf_x, device),), ValueError, "x holds 1 NaN or Inf"),
+        ("accumulate", (on_device(good_x.astype(np.complex64), device),), TypeError, "x must hold real"),
+        ("accumulate", (on_device(good_x, "cpu" if device == "cuda" else "cuda"),), ValueError, "x is a"),
+        ("accumulate_sparse", (on_device(np.array([0, d]), device), on_device(np.ones(2), device)), IndexError, "indices must lie in"),
+        ("accumulate_sparse", (on_device(np.array([-1, 2]), device), on_device(np.ones(2), device)), IndexError, "indices must lie in"),
+        ("accumulate_sparse", (on_device(np.array([0.0, 1.0]), device), on_device(np.ones(2), device)), TypeError, "indices must hold integers"),
+        ("accumulate_sparse", (on_device(np.array([0, 1]), device), on_device(np.ones(3), device)), ValueError, "same length"),
+        ("accumulate_sparse", (on_device(np.array([0, 1]), device), on_device(np.array([1.0, np.nan]), device)), ValueError, "values holds"),
+        ("estimate", (on_device(np.array([d]), device),), IndexError, "indices must lie in"),
+        ("desketch", (on_device(np.array([-2]), device),), IndexError, "indices must lie in"),
+        ("heavy_hitters", (0,), ValueError, "k must be a positive integer"),
+        ("heavy_hitters", (d + 1,), ValueError, "k must be at most"),
+        ("heavy_hitters", (), ValueError, "exactly one of k and threshold"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", range(16))
+def test_bad_input_raises_and_leaves_sketch_unchanged(device, case):
+    sketch = CountSketch(**SMALL, device=device).accumulate(on_device(np.arange(300.0), device))
+    before = sketch.table_to_host()
+    method, args, error, match = _bad_inputs(device)[case]
+    with pytest.raises(error, match=match):
+        getattr(sketch, method)(*args)
+    np.testing.assert_array_equal(sketch.table_to_host(), before)
+
+
+def test_bad_threshold_and_factor():
+    sketch = CountSketch(**SMALL).accumulate(np.ones(300))
+    with pytest.raises(ValueError, match="threshold must be finite and non-negative"):
+        sketch.heavy_hitters(threshold=-0.1)
+    with pytest.raises(TypeError, match="threshold must be a real number"):
+        sketch.heavy_hitters(threshold="0.1")
+    with pytest.raises(ValueError, match="factor must be finite"):
+        sketch.scale(np.nan)
+    with pytest.raises(TypeError, match="factor must be a real number"):
+        sketch.scale("2")
+
+
+def test_check_finite_false_skips_the_scan():
+    sketch = CountSketch(**SMALL)
+    x = np.ones(300)
+    x[3] = np.inf
+    sketch.accumulate(x, check_finite=False)
+    assert not np.isfinite(sketch.table).all()
+
+
+def test_repr_and_nbytes():
+    sketch = CountSketch(**SMALL, seed=9)
+    assert "CountSketch(d=300, rows=5, cols=32, seed=9" in repr(sketch)
+    assert sketch.nbytes == 5 * 32 * 4
