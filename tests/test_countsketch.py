@@ -367,37 +367,44 @@ def test_constructor_rejects_bad_arguments(kwargs, error, match):
 
 
 def _bad_inputs(device):
+    """(method, args, error, message) cases; arrays are built on ``device``."""
     d = SMALL["d"]
-    good_x = np.ones(d, np.float32)
-    nan_x = good_x.copy()
-    nan_x[7] = np.nan
-    inf_x = good_x.copy()
-    inf_x[0] = -np.inf
+
+    def put(values, dtype=None, where=device):
+        return on_device(np.asarray(values, dtype=dtype), where)
+
+    ones = np.ones(d, np.float32)
+    other_device = "cpu" if device == "cuda" else "cuda"
     return [
-        ("accumulate", (on_device(np.ones(d + 1, np.float32), device),), ValueError, "x must have length"),
-        ("accumulate", (on_device(np.ones((2, d), np.float32), device),), ValueError, "x must be 1-dim"),
-        ("accumulate", (on_device(nan_x, device),), ValueError, "x holds 1 NaN or Inf"),
-        ("accumulate", (on_device(inf_x, device),), ValueError, "x holds 1 NaN or Inf"),
-        ("accumulate", (on_device(good_x.astype(np.complex64), device),), TypeError, "x must hold real"),
-        ("accumulate", (on_device(good_x, "cpu" if device == "cuda" else "cuda"),), ValueError, "x is a"),
-        ("accumulate_sparse", (on_device(np.array([0, d]), device), on_device(np.ones(2), device)), IndexError, "indices must lie in"),
-        ("accumulate_sparse", (on_device(np.array([-1, 2]), device), on_device(np.ones(2), device)), IndexError, "indices must lie in"),
-        ("accumulate_sparse", (on_device(np.array([0.0, 1.0]), device), on_device(np.ones(2), device)), TypeError, "indices must hold integers"),
-        ("accumulate_sparse", (on_device(np.array([0, 1]), device), on_device(np.ones(3), device)), ValueError, "same length"),
-        ("accumulate_sparse", (on_device(np.array([0, 1]), device), on_device(np.array([1.0, np.nan]), device)), ValueError, "values holds"),
-        ("estimate", (on_device(np.array([d]), device),), IndexError, "indices must lie in"),
-        ("desketch", (on_device(np.array([-2]), device),), IndexError, "indices must lie in"),
+        ("accumulate", (put(np.ones(d + 1)),), ValueError, "x must have length"),
+        ("accumulate", (put(np.ones((2, d))),), ValueError, "x must be 1-dim"),
+        ("accumulate", (put(np.where(np.arange(d) == 7, np.nan, 1)),), ValueError, "x holds 1"),
+        ("accumulate", (put(np.where(np.arange(d) == 0, -np.inf, 1)),), ValueError, "x holds 1"),
+        ("accumulate", (put(ones, np.complex64),), TypeError, "x must hold real"),
+        ("accumulate", (put(ones, where=other_device),), ValueError, "x is a"),
+        ("accumulate_sparse", (put([0, d]), put([1.0, 1.0])), IndexError, "indices must lie"),
+        ("accumulate_sparse", (put([-1, 2]), put([1.0, 1.0])), IndexError, "indices must lie"),
+        ("accumulate_sparse", (put([0.0, 1.0]), put([1.0, 1.0])), TypeError, "indices must hold"),
+        ("accumulate_sparse", (put([0, 1]), put([1.0, 1, 1])), ValueError, "same length"),
+        ("accumulate_sparse", (put([0, 1]), put([1.0, np.nan])), ValueError, "values holds"),
+        ("estimate", (put([d]),), IndexError, "indices must lie in"),
+        ("desketch", (put([-2]),), IndexError, "indices must lie in"),
         ("heavy_hitters", (0,), ValueError, "k must be a positive integer"),
         ("heavy_hitters", (d + 1,), ValueError, "k must be at most"),
         ("heavy_hitters", (), ValueError, "exactly one of k and threshold"),
-    ]  # fmt: skip
+    ]
 
 
-@pytest.mark.parametrize("case", range(16))
+N_BAD_INPUTS = 16
+
+
+@pytest.mark.parametrize("case", range(N_BAD_INPUTS))
 def test_bad_input_raises_and_leaves_sketch_unchanged(device, case):
     sketch = CountSketch(**SMALL, device=device).accumulate(on_device(np.arange(300.0), device))
     before = sketch.table_to_host()
-    method, args, error, match = _bad_inputs(device)[case]
+    cases = _bad_inputs(device)
+    assert len(cases) == N_BAD_INPUTS
+    method, args, error, match = cases[case]
     with pytest.raises(error, match=match):
         getattr(sketch, method)(*args)
     np.testing.assert_array_equal(sketch.table_to_host(), before)
