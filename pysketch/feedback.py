@@ -1,0 +1,342 @@
+"""Error-feedback memory and momentum buffers that any algorithm can reuse.
+
+Both hold one dense length-``d`` vector on the CPU (NumPy) or the GPU (a device
+array; updated by small CUDA kernels, since Numba device arrays have no
+operators). Every method validates its input (device, shape, dtype, NaN/Inf)
+before touching the state, so a bad call raises and leaves the state as it was.
+``state_dict()`` / ``load_state_dict()`` exchange host NumPy arrays, so a long
+run can be checkpointed and resumed on either device.
+
+mem-SGD (Stich et al. 2018) with top-k::
+
+    ef.add(g, scale=eta)                         # m += eta * g
+    idx, val = ef.compress(lambda m: topk(m, k)) # send (idx, val); m[idx] -= val
+
+Sketched-SGD momentum stopping (Ivkin et al. 2019)::
+
+    mom.update(g)           # u = rho * u + g
+    ef.add(mom.buffer)      # v += u
+    ...                     # after the server picks the support H of the update
+    mom.zero_at(H); ef.zero_at(H)
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pysketch import _arrays, _cuda
+from pysketch._arrays import CPU, Input
+from pysketch.kernels import select as sel
+
+__all__ = ["ErrorFeedback", "Momentum"]
+
+
+def _check_real(name: str, value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+class _DenseState:
+    """A length-``d`` vector on one device, with the validated in-place updates."""
+
+    _STATE_KEY = "vector"
+
+    def __init__(self, d: int, *, dtype: Any = np.float32, device: str = "cpu") -> None:
+        self._d = _arrays.check_positive_int("d", d)
+        self._dtype = _arrays.check_float_dtype("dtype", dtype)
+        self._device = _arrays.check_device(device)
+        if device == CPU:
+            self._vec = np.zeros(self._d, dtype=self._dtype)
+        else:
+            self._vec = _cuda.zeros(self._d, self._dtype)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def d(self) -> int:
+        """Length of the vector."""
+        return self._d
+
+    @property
+    def dtype(self) -> np.dtype:
+        """float32 or float64."""
+        return self._dtype
+
+    @property
+    def device(self) -> str:
+        """``"cpu"`` or ``"cuda"``."""
+        return self._device
+
+    # ------------------------------------------------------------ validation
+    def _dense(self, x: Any, name: str, check_finite: bool) -> Input:
+        inp = _arrays.as_input(x, name, device=self._device)
+        if inp.size != self._d:
+            raise ValueError(f"{name} must have shape ({self._d},), got {tuple(inp.array.shape)}")
+        if check_finite:
+            _arrays.check_finite(inp, name)
+        return inp
+
+    def _indices(self, indices: Any) -> Input:
+        ind = _arrays.as_input(indices, "indices", device=self._device, kind="index")
+        _arrays.check_index_range(ind, "indices", self._d)
+        return ind
+
+    # ------------------------------------------------------------ updates
+    def _axpy(self, alpha: float, inp: Input) -> None:
+        if self._device == CPU:
+            self._vec += alpha * np.asarray(inp.array, dtype=np.float64)
+        else:
+            _cuda.launch(sel.cuda_axpy, self._d, inp.stream)(self._vec, alpha, inp.array)
+
+    def _scatter_sub(self, ind: Input, val: Input) -> None:
+        if ind.size == 0:
+            return
+        if self._device == CPU:
+            sel.cpu_scatter_add(self._vec, ind.array, val.array, -1)
+        else:
+            _cuda.launch(sel.cuda_scatter_add, ind.size, val.stream)(
+                self._vec, ind.array, val.array, -1
+            )
+
+    def zero_at(self, indices: Any) -> None:
+        """Set the entries at ``indices`` to zero (error reset / momentum stopping).
+
+        Parameters
+        ----------
+        indices : integer array on this object's device
+            Each in ``[0, d)``; repeats are harmless.
+        """
+        ind = self._indices(indices)
+        if ind.size == 0:
+            return
+        if self._device == CPU:
+            sel.cpu_set_at(self._vec, ind.array, 0)
+        else:
+            _cuda.launch(sel.cuda_set_at, ind.size, ind.stream)(self._vec, ind.array, 0)
+
+    def reset(self) -> None:
+        """Set the whole vector to zero."""
+        if self._device == CPU:
+            self._vec[...] = 0
+        else:
+            _cuda.launch(sel.cuda_fill, self._d, 0)(self._vec, 0)
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A host copy of the state: ``{key: NumPy array of shape (d,)}``."""
+        host = self._vec.copy() if self._device == CPU else _cuda.to_host(self._vec)
+        return {self._STATE_KEY: host}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict` output (a host array of shape ``(d,)``).
+
+        Raises, leaving the state unchanged, on a missing key, a wrong shape, a
+        non-real dtype or NaN/Inf.
+        """
+        if not isinstance(state, dict) or self._STATE_KEY not in state:
+            raise KeyError(f"state must be a dict with key {self._STATE_KEY!r}")
+        name = f"state[{self._STATE_KEY!r}]"
+        value = state[self._STATE_KEY]
+        if _cuda.is_cuda_array(value):
+            value = _cuda.to_host(value)
+        inp = _arrays.as_input(value, name, device=CPU)
+        if inp.size != self._d:
+            raise ValueError(f"{name} must have shape ({self._d},), got {tuple(inp.array.shape)}")
+        _arrays.check_finite(inp, name)
+        host = np.ascontiguousarray(inp.array, dtype=self._dtype)
+        if self._device == CPU:
+            self._vec[...] = host
+        else:
+            _cuda.launch(sel.cuda_copy, self._d, 0)(self._vec, _cuda.to_device(host))
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(d={self._d}, dtype={self._dtype.name}, device={self._device!r})"
+        )
+
+
+class ErrorFeedback(_DenseState):
+    """Error-feedback memory ``m``: what a compressor has not sent yet.
+
+    Parameters
+    ----------
+    d : int
+        Length of the vector.
+    dtype : {float32, float64}, default float32
+    device : {"cpu", "cuda"}, default "cpu"
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pysketch.feedback import ErrorFeedback
+    >>> from pysketch.topk import topk
+    >>> ef = ErrorFeedback(4)
+    >>> ef.add(np.array([1.0, -4.0, 0.5, 2.0]), scale=0.5)
+    >>> idx, val = ef.compress(lambda m: topk(m, 1))
+    >>> idx, val
+    (array([1]), array([-2.], dtype=float32))
+    >>> ef.memory
+    array([0.5 , 0.  , 0.25, 1.  ], dtype=float32)
+    """
+
+    _STATE_KEY = "memory"
+
+    @property
+    def memory(self):
+        """The memory vector itself (not a copy), on the object's device."""
+        return self._vec
+
+    def add(self, x: Any, scale: float = 1.0, *, check_finite: bool = True) -> None:
+        """``m += scale * x``.
+
+        Parameters
+        ----------
+        x : real array, shape (d,), on this object's device
+        scale : float, default 1.0
+            E.g. the learning rate.
+        check_finite : bool, default True
+            Raise on NaN or Inf in ``x``.
+        """
+        scale = _check_real("scale", scale)
+        inp = self._dense(x, "x", check_finite)
+        self._axpy(scale, inp)
+
+    def subtract_sparse(self, indices: Any, values: Any, *, check_finite: bool = True) -> None:
+        """``m[indices] -= values`` (what mem-SGD does after sending); repeats add up.
+
+        Parameters
+        ----------
+        indices : integer array, shape (n,), each in ``[0, d)``
+        values : real array, shape (n,)
+            Both on this object's device.
+        check_finite : bool, default True
+            Raise on NaN or Inf in ``values``.
+        """
+        ind = self._indices(indices)
+        val = _arrays.as_input(values, "values", device=self._device)
+        _arrays.check_same_length(ind, "indices", val, "values")
+        if check_finite:
+            _arrays.check_finite(val, "values")
+        self._scatter_sub(ind, val)
+
+    def compress(self, compressor: Callable[[Any], tuple[Any, Any]]) -> tuple[Any, Any]:
+        """Run ``compressor(memory) -> (indices, values)``, subtract what it sends, return it.
+
+        Parameters
+        ----------
+        compressor : callable
+            E.g. ``lambda m: topk(m, k)``, or for random-k
+            ``lambda m: (idx, gather(m, idx))``.
+
+        Returns
+        -------
+        indices, values
+            The compressor's output, to be communicated.
+        """
+        if not callable(compressor):
+            raise TypeError(f"compressor must be callable, got {type(compressor).__name__}")
+        indices, values = compressor(self._vec)
+        self.subtract_sparse(indices, values)
+        return indices, values
+
+
+class Momentum(_DenseState):
+    """Heavy-ball momentum buffer ``u = rho * u + g``.
+
+    Parameters
+    ----------
+    d : int
+        Length of the vector.
+    rho : float
+        Momentum factor in ``[0, 1)``.
+    dtype : {float32, float64}, default float32
+    device : {"cpu", "cuda"}, default "cpu"
+    nesterov : bool, default False
+        :meth:`update` returns ``g + rho * u`` instead of ``u``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pysketch.feedback import Momentum
+    >>> mom = Momentum(3, rho=0.5, dtype=np.float64)
+    >>> mom.update(np.array([1.0, 2.0, 0.0]))
+    array([1., 2., 0.])
+    >>> mom.update(np.array([1.0, 0.0, 4.0]))
+    array([1.5, 1. , 4. ])
+    >>> mom.zero_at(np.array([1]))
+    >>> mom.buffer
+    array([1.5, 0. , 4. ])
+    """
+
+    _STATE_KEY = "buffer"
+
+    def __init__(
+        self,
+        d: int,
+        *,
+        rho: float,
+        dtype: Any = np.float32,
+        device: str = "cpu",
+        nesterov: bool = False,
+    ) -> None:
+        rho = _check_real("rho", rho)
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f"rho must lie in [0, 1), got {rho}")
+        super().__init__(d, dtype=dtype, device=device)
+        self._rho = rho
+        self._nesterov = bool(nesterov)
+
+    @property
+    def rho(self) -> float:
+        return self._rho
+
+    @property
+    def nesterov(self) -> bool:
+        return self._nesterov
+
+    @property
+    def buffer(self):
+        """The momentum vector itself (not a copy), on the object's device."""
+        return self._vec
+
+    def update(self, g: Any, *, check_finite: bool = True) -> Any:
+        """``u = rho * u + g``; returns the step direction.
+
+        Parameters
+        ----------
+        g : real array, shape (d,), on this object's device
+        check_finite : bool, default True
+            Raise on NaN or Inf in ``g``.
+
+        Returns
+        -------
+        direction : array, shape (d,)
+            :attr:`buffer` itself, or with ``nesterov`` a new array ``g + rho * u``.
+        """
+        inp = self._dense(g, "g", check_finite)
+        if self._device == CPU:
+            g_arr = np.asarray(inp.array)
+            self._vec *= self._rho
+            self._vec += g_arr
+            if self._nesterov:
+                return (g_arr + self._rho * self._vec).astype(self._dtype, copy=False)
+            return self._vec
+        _cuda.launch(sel.cuda_scale_add, self._d, inp.stream)(self._vec, self._rho, inp.array)
+        if not self._nesterov:
+            return self._vec
+        out = _cuda.empty(self._d, self._dtype, stream=inp.stream)
+        _cuda.launch(sel.cuda_axpby_out, self._d, inp.stream)(out, inp.array, self._rho, self._vec)
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"Momentum(d={self._d}, rho={self._rho}, dtype={self._dtype.name}, "
+            f"device={self._device!r}, nesterov={self._nesterov})"
+        )

@@ -1,0 +1,458 @@
+"""Selection kernels (top-k, threshold, random-k) and dense 1-D helpers, CPU and CUDA.
+
+Top-k is a radix select on the bits of ``|x|``: clearing the sign bit of an
+IEEE float leaves an unsigned integer (``uint32`` for float32, ``uint64`` for
+float64) whose order is the order of ``|x|``. Histogram passes over 11-bit
+digits, from the top, narrow the bucket that holds the k-th largest key; a
+compaction pass then gathers the candidates and only those are ordered, by
+(key descending, index ascending), so the answer is unique and both backends
+return it bit for bit.
+
+* CPU: the first histogram runs in parallel with one private histogram per
+  chunk (``prange`` has no atomics); the per-chunk counts give each chunk its
+  output offset, so the compaction is parallel and stable (index order). The
+  remaining digits are resolved on the candidates only, serially.
+* CUDA: per-block shared-memory histograms merged with global atomics; digits
+  are resolved on the whole array until the k-th key ``T`` is exact, then, if
+  more elements equal ``T`` than are needed, on the (inverted) index bits of
+  the ties, so the selected set is exactly ``k`` elements. Those are compacted
+  with an atomic counter and put in order by a bitonic sort (shared-memory
+  tiles for the short strides), never a sort of all ``d`` entries.
+
+All keys are handled as ``uint64`` (numba keeps unsigned arithmetic exact only
+when both operands are unsigned).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from pysketch._cuda import THREADS_PER_BLOCK, cuda
+from pysketch.hashing import fmix64
+
+DIGIT_BITS = 11
+BINS = 1 << DIGIT_BITS
+# Bitonic tiles: two elements per thread of a block.
+SORT_TILE = 2 * THREADS_PER_BLOCK
+
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+_UMAX = np.uint64(0xFFFFFFFFFFFFFFFF)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_IDX_PAD = np.iinfo(np.int64).max
+
+
+@njit(inline="always")
+def before(key_a, idx_a, key_b, idx_b):
+    """Whether entry a precedes entry b: larger key first, then smaller index."""
+    return key_a > key_b or (key_a == key_b and idx_a < idx_b)
+
+
+@njit(inline="always")
+def pick_bucket(hist, nbins, need):
+    """Top-down scan: bucket ``b`` where the count reaches ``need``, and the count above it."""
+    above = np.int64(0)
+    b = nbins - 1
+    while b > 0 and above + hist[b] < need:
+        above += hist[b]
+        b -= 1
+    return b, above
+
+
+# --------------------------------------------------------------------- CPU: top-k
+
+
+@njit(parallel=True, cache=True)
+def cpu_histogram(bits, mask, shift, n_chunks):
+    """``hist[c, digit]``: counts of ``(bits & mask) >> shift`` in chunk ``c``."""
+    n = bits.shape[0]
+    hist = np.zeros((n_chunks, BINS), dtype=np.int64)
+    for c in prange(n_chunks):
+        h = hist[c]
+        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            h[np.intp(np.uint64(bits[i] & mask) >> shift)] += 1
+    return hist
+
+
+@njit(parallel=True, cache=True)
+def cpu_compact_ge(bits, mask, lo, offsets, out_idx, out_key):
+    """Stable gather of every ``i`` with ``bits[i] & mask >= lo``.
+
+    Chunk ``c`` writes its entries, in index order, from ``offsets[c]`` on.
+    """
+    n = bits.shape[0]
+    n_chunks = offsets.shape[0]
+    for c in prange(n_chunks):
+        pos = offsets[c]
+        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            key = np.uint64(bits[i] & mask)
+            if key >= lo:
+                out_idx[pos] = i
+                out_key[pos] = key
+                pos += 1
+
+
+@njit(cache=True)
+def cpu_keys(bits, mask):
+    n = bits.shape[0]
+    out = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        out[i] = np.uint64(bits[i] & mask)
+    return out
+
+
+@njit(cache=True)
+def cpu_finish(cand_idx, cand_key, k, lo, shift, cap):
+    """Top ``k`` of the candidates, in order: ``(indices, keys)``.
+
+    The candidates are every entry with key ``>= lo``, in ascending index
+    order; the k-th largest key lies in ``[lo, lo + 2**shift)``. Digits are
+    resolved until at most ``cap`` candidates are left (or the bucket is one
+    key wide: then the ties taken are the first ones, by index), and only the
+    survivors are sorted.
+    """
+    n = cand_idx.shape[0]
+    hist = np.zeros(BINS, dtype=np.int64)
+    while n > cap and shift > 0:
+        new_shift = max(shift - DIGIT_BITS, 0)
+        nbins = 1 << (shift - new_shift)
+        hi = lo + (_U1 << np.uint64(shift))
+        ns = np.uint64(new_shift)
+        hist[:] = 0
+        above = 0
+        for t in range(n):
+            key = cand_key[t]
+            if key >= hi:
+                above += 1
+            else:
+                hist[np.intp((key - lo) >> ns)] += 1
+        b, cum = pick_bucket(hist, nbins, k - above)
+        lo = lo + (np.uint64(b) << ns)
+        m = 0
+        for t in range(n):
+            if cand_key[t] >= lo:
+                cand_idx[m] = cand_idx[t]
+                cand_key[m] = cand_key[t]
+                m += 1
+        n = m
+        shift = new_shift
+    if n > cap:
+        # Single-key bucket: everything above ``lo`` plus the first ties by index.
+        above = 0
+        for t in range(n):
+            if cand_key[t] > lo:
+                above += 1
+        ties = k - above
+        m = 0
+        for t in range(n):
+            key = cand_key[t]
+            if key > lo or (key == lo and ties > 0):
+                if key == lo:
+                    ties -= 1
+                cand_idx[m] = cand_idx[t]
+                cand_key[m] = key
+                m += 1
+        n = m
+    keys = cand_key[:n]
+    order = np.argsort(_UMAX - keys, kind="mergesort")[:k]  # stable: ties keep index order
+    out_idx = np.empty(k, dtype=np.int64)
+    out_key = np.empty(k, dtype=np.uint64)
+    for t in range(k):
+        out_idx[t] = cand_idx[order[t]]
+        out_key[t] = keys[order[t]]
+    return out_idx, out_key
+
+
+# --------------------------------------------------------------------- CPU: others
+
+
+@njit(parallel=True, cache=True)
+def cpu_threshold(x, tau, n_chunks):
+    """Ascending indices ``i`` with ``|x[i]| >= tau`` (count, then parallel stable write)."""
+    n = x.shape[0]
+    counts = np.zeros(n_chunks + 1, dtype=np.int64)
+    for c in prange(n_chunks):
+        cnt = 0
+        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            if abs(np.float64(x[i])) >= tau:
+                cnt += 1
+        counts[c + 1] = cnt
+    for c in range(n_chunks):
+        counts[c + 1] += counts[c]
+    out = np.empty(counts[n_chunks], dtype=np.int64)
+    for c in prange(n_chunks):
+        pos = counts[c]
+        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            if abs(np.float64(x[i])) >= tau:
+                out[pos] = i
+                pos += 1
+    return out
+
+
+@njit(inline="always")
+def _splitmix_next(state):
+    state = state + _GOLDEN
+    z = state
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return state, z ^ (z >> _S31)
+
+
+@njit(cache=True)
+def cpu_randomk(state, d, k):
+    """k distinct integers of ``[0, d)``, sorted, by Floyd's algorithm on SplitMix64.
+
+    Bounded draws reject the low ``2**64 mod n`` outputs (no modulo bias);
+    membership uses an open-addressing table of ``fmix64``-hashed values.
+    """
+    cap = 1
+    while cap < 2 * k:
+        cap *= 2
+    table = np.full(cap, -1, dtype=np.int64)
+    umask = np.uint64(cap - 1)
+    out = np.empty(k, dtype=np.int64)
+    s = np.uint64(state)
+    for t in range(k):
+        j = d - k + t
+        bound = np.uint64(j + 1)
+        floor = (_U0 - bound) % bound
+        s, r = _splitmix_next(s)
+        while r < floor:
+            s, r = _splitmix_next(s)
+        cand = np.int64(r % bound)
+        # insert cand, or j when cand is already chosen (j never is)
+        slot = np.intp(fmix64(np.uint64(cand)) & umask)
+        while table[slot] != -1 and table[slot] != cand:
+            slot = np.intp((np.uint64(slot) + _U1) & umask)
+        if table[slot] == cand:
+            cand = j
+            slot = np.intp(fmix64(np.uint64(cand)) & umask)
+            while table[slot] != -1:
+                slot = np.intp((np.uint64(slot) + _U1) & umask)
+        table[slot] = cand
+        out[t] = cand
+    out.sort()
+    return out
+
+
+@njit(cache=True)
+def cpu_scatter_add(out, indices, values, sign):
+    """``out[indices[t]] += sign * values[t]``, duplicates summed in order."""
+    for t in range(indices.shape[0]):
+        out[indices[t]] += sign * values[t]
+
+
+@njit(cache=True)
+def cpu_set_at(out, indices, value):
+    for t in range(indices.shape[0]):
+        out[indices[t]] = value
+
+
+# --------------------------------------------------------------------- CUDA: top-k
+
+
+@cuda.jit
+def cuda_histogram(bits, mask, lo, span, shift, hist):
+    """``hist[(key - lo) >> shift] += 1`` for keys ``bits & mask`` in ``[lo, lo + span)``."""
+    sh = cuda.shared.array(BINS, np.int32)
+    tid = cuda.threadIdx.x
+    for b in range(tid, BINS, cuda.blockDim.x):
+        sh[b] = 0
+    cuda.syncthreads()
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, bits.shape[0], step):
+        key = np.uint64(bits[i] & mask)
+        if key >= lo and key - lo < span:
+            cuda.atomic.add(sh, np.intp((key - lo) >> shift), 1)
+    cuda.syncthreads()
+    for b in range(tid, BINS, cuda.blockDim.x):
+        c = sh[b]
+        if c != 0:
+            cuda.atomic.add(hist, b, np.int64(c))
+
+
+@cuda.jit
+def cuda_histogram_ties(bits, mask, key, last, lo, span, shift, hist):
+    """Like :func:`cuda_histogram` over ``r = last - i`` for the ``i`` whose key equals ``key``."""
+    sh = cuda.shared.array(BINS, np.int32)
+    tid = cuda.threadIdx.x
+    for b in range(tid, BINS, cuda.blockDim.x):
+        sh[b] = 0
+    cuda.syncthreads()
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, bits.shape[0], step):
+        if np.uint64(bits[i] & mask) == key:
+            r = last - np.uint64(i)
+            if r >= lo and r - lo < span:
+                cuda.atomic.add(sh, np.intp((r - lo) >> shift), 1)
+    cuda.syncthreads()
+    for b in range(tid, BINS, cuda.blockDim.x):
+        c = sh[b]
+        if c != 0:
+            cuda.atomic.add(hist, b, np.int64(c))
+
+
+@cuda.jit
+def cuda_compact_selected(bits, mask, above, key, last_index, counter, out_idx, out_key):
+    """Gather ``i`` with key ``>= above``, or key ``== key`` and ``i <= last_index``."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, bits.shape[0], step):
+        k = np.uint64(bits[i] & mask)
+        if k >= above or (k == key and i <= last_index):
+            pos = cuda.atomic.add(counter, 0, 1)
+            out_idx[pos] = i
+            out_key[pos] = k
+
+
+@cuda.jit
+def cuda_pad(keys, idx, start):
+    """Fill ``[start, len)`` with entries that sort after every real one."""
+    first, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start + first, keys.shape[0], step):
+        keys[i] = _U0
+        idx[i] = _IDX_PAD
+
+
+@njit(inline="always")
+def out_of_order(key_i, idx_i, key_l, idx_l, up):
+    """Whether a bitonic comparator must swap entries ``i < l`` (``up``: i goes first)."""
+    if up:
+        return before(key_l, idx_l, key_i, idx_i)
+    return before(key_i, idx_i, key_l, idx_l)
+
+
+@cuda.jit
+def cuda_bitonic_global(keys, idx, stage, stride):
+    """One bitonic step with a stride of at least a tile (power-of-two length)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, keys.shape[0], step):
+        partner = i ^ stride
+        if partner > i:
+            ki, kp, ii, ip = keys[i], keys[partner], idx[i], idx[partner]
+            if out_of_order(ki, ii, kp, ip, (i & stage) == 0):
+                keys[i], keys[partner] = kp, ki
+                idx[i], idx[partner] = ip, ii
+
+
+@cuda.jit
+def cuda_bitonic_tile(keys, idx, first_stage, last_stage, first_stride):
+    """Bitonic steps with strides below a tile, in shared memory; blockDim = SORT_TILE // 2."""
+    sk = cuda.shared.array(SORT_TILE, np.uint64)
+    si = cuda.shared.array(SORT_TILE, np.int64)
+    tid = cuda.threadIdx.x
+    half = SORT_TILE // 2
+    n_tiles = keys.shape[0] // SORT_TILE
+    for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
+        base = tile * SORT_TILE
+        sk[tid] = keys[base + tid]
+        si[tid] = idx[base + tid]
+        sk[tid + half] = keys[base + tid + half]
+        si[tid + half] = idx[base + tid + half]
+        cuda.syncthreads()
+        stage = first_stage
+        stride = first_stride
+        while stage <= last_stage:
+            while stride > 0:
+                i = 2 * stride * (tid // stride) + tid % stride
+                p = i + stride
+                ki, kp, ii, ip = sk[i], sk[p], si[i], si[p]
+                if out_of_order(ki, ii, kp, ip, ((base + i) & stage) == 0):
+                    sk[i], sk[p] = kp, ki
+                    si[i], si[p] = ip, ii
+                cuda.syncthreads()
+                stride //= 2
+            stage *= 2
+            stride = stage // 2
+        keys[base + tid] = sk[tid]
+        idx[base + tid] = si[tid]
+        keys[base + tid + half] = sk[tid + half]
+        idx[base + tid + half] = si[tid + half]
+        cuda.syncthreads()
+
+
+# --------------------------------------------------------------------- CUDA: others
+
+
+@cuda.jit
+def cuda_count_threshold(x, tau, counter):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    local = 0
+    for i in range(start, x.shape[0], step):
+        if abs(np.float64(x[i])) >= tau:
+            local += 1
+    if local:
+        cuda.atomic.add(counter, 0, local)
+
+
+@cuda.jit
+def cuda_compact_threshold(x, tau, counter, out_idx):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, x.shape[0], step):
+        if abs(np.float64(x[i])) >= tau:
+            out_idx[cuda.atomic.add(counter, 0, 1)] = i
+
+
+@cuda.jit
+def cuda_gather(x, indices, out):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for t in range(start, indices.shape[0], step):
+        out[t] = x[indices[t]]
+
+
+@cuda.jit
+def cuda_scatter_add(out, indices, values, sign):
+    """``out[indices[t]] += sign * values[t]`` with atomics."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for t in range(start, indices.shape[0], step):
+        cuda.atomic.add(out, indices[t], sign * values[t])
+
+
+@cuda.jit
+def cuda_set_at(out, indices, value):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for t in range(start, indices.shape[0], step):
+        out[indices[t]] = value
+
+
+@cuda.jit
+def cuda_fill(out, value):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, out.shape[0], step):
+        out[i] = value
+
+
+@cuda.jit
+def cuda_copy(out, x):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, out.shape[0], step):
+        out[i] = x[i]
+
+
+@cuda.jit
+def cuda_axpy(y, alpha, x):
+    """``y += alpha * x`` (1-D)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, y.shape[0], step):
+        y[i] += alpha * x[i]
+
+
+@cuda.jit
+def cuda_scale_add(u, rho, g):
+    """``u = rho * u + g`` (1-D)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, u.shape[0], step):
+        u[i] = rho * u[i] + g[i]
+
+
+@cuda.jit
+def cuda_axpby_out(out, x, beta, y):
+    """``out = x + beta * y`` (1-D): the Nesterov direction ``g + rho * u``."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, out.shape[0], step):
+        out[i] = x[i] + beta * y[i]

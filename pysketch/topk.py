@@ -1,0 +1,488 @@
+"""Selection primitives: top-k, random-k, threshold, gather and scatter.
+
+Every function works on the device of its input: NumPy (or any host array) in,
+NumPy out; a CUDA array in (CuPy, or anything with ``__cuda_array_interface__``),
+a device array out. Results are deterministic and identical on both backends:
+top-k orders by descending ``|x|`` with ties broken by the smaller index, and
+random-k depends only on ``(seed, d, k)``.
+
+Top-k is a radix select on the float bits of ``|x|`` (see
+:mod:`pysketch.kernels.select`): a few histogram passes and one compaction
+pass over ``x``, then only the ``k`` winners are sorted, never all of ``x``.
+NaN or Inf in the input is an error (``check_finite=True``, the default).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numba
+import numpy as np
+
+from pysketch import _arrays, _cuda
+from pysketch._arrays import CPU, CUDA, Input
+from pysketch.kernels import select as sel
+
+__all__ = ["topk", "randomk", "threshold", "gather", "scatter"]
+
+# Below this many entries the CPU top-k resolves every digit serially.
+_SERIAL_MAX = 1 << 15
+_MASK32 = np.uint32(0x7FFFFFFF)
+_MASK64 = np.uint64(0x7FFFFFFFFFFFFFFF)
+_MASK_ALL = (1 << 64) - 1
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _vector(x: Any, name: str, *, kind: str = "float") -> Input:
+    return _arrays.as_input(x, name, device=_arrays.device_of(x), kind=kind)
+
+
+def _check_k(k: Any, d: int) -> int:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an integer, got {type(k).__name__}")
+    if k < 0 or k > d:
+        raise ValueError(f"k must lie in [0, d] = [0, {d}] for an input of length {d}, got {k}")
+    return int(k)
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed must lie in [0, 2**64), got {seed}")
+    return int(seed)
+
+
+def _empty(n: int, dtype, device: str, stream=0):
+    return np.empty(n, dtype=dtype) if device == CPU else _cuda.empty(n, dtype, stream=stream)
+
+
+def _contiguous_float(inp: Input):
+    """``inp.array`` as a C-contiguous float32/float64 array on its device."""
+    arr = inp.array
+    floating = np.dtype(arr.dtype) in _arrays.FLOAT_DTYPES
+    if inp.device == CPU:
+        return np.ascontiguousarray(arr if floating else arr.astype(np.float64))
+    if floating and arr.is_c_contiguous():
+        return arr
+    out = _cuda.empty(inp.size, arr.dtype if floating else np.float64, stream=inp.stream)
+    _cuda.launch(sel.cuda_copy, inp.size, inp.stream)(out, arr)
+    return out
+
+
+def _key_bits(arr):
+    """The bits of ``arr`` as unsigned integers, the mask that clears the sign, the key width."""
+    if np.dtype(arr.dtype) == np.float32:
+        return arr.view(np.uint32), _MASK32, 31
+    return arr.view(np.uint64), _MASK64, 63
+
+
+def _gather_device(arr, idx, stream):
+    out = _cuda.empty(idx.shape[0], arr.dtype, stream=stream)
+    if idx.shape[0]:
+        _cuda.launch(sel.cuda_gather, idx.shape[0], stream)(arr, idx, out)
+    return out
+
+
+def _pow2_at_least(n: int) -> int:
+    return max(sel.SORT_TILE, 1 << max(0, (n - 1).bit_length()))
+
+
+def _bitonic_sort(keys, idx, stream) -> None:
+    """Sort device ``(keys, idx)`` in place by (key descending, index ascending).
+
+    The length is a power of two and at least one tile; strides shorter than a
+    tile run in shared memory, one launch per stage.
+    """
+    m = keys.shape[0]
+    tile = sel.SORT_TILE
+    tile_threads = (m // tile) * (tile // 2)
+    _cuda.launch(sel.cuda_bitonic_tile, tile_threads, stream)(keys, idx, 2, min(m, tile), 1)
+    stage = 2 * tile
+    while stage <= m:
+        stride = stage // 2
+        while stride >= tile:
+            _cuda.launch(sel.cuda_bitonic_global, m, stream)(keys, idx, stage, stride)
+            stride //= 2
+        _cuda.launch(sel.cuda_bitonic_tile, tile_threads, stream)(
+            keys, idx, stage, stage, tile // 2
+        )
+        stage *= 2
+
+
+# ----------------------------------------------------------------- top-k
+
+
+def _topk_cpu(arr: np.ndarray, k: int) -> np.ndarray:
+    d = arr.shape[0]
+    bits, mask, width = _key_bits(arr)
+    cap = k + k // 4 + 64
+    if d <= _SERIAL_MAX:
+        keys = sel.cpu_keys(bits, mask)
+        idx, _ = sel.cpu_finish(np.arange(d, dtype=np.int64), keys, k, np.uint64(0), width, cap)
+        return idx
+    shift = width - sel.DIGIT_BITS
+    hist = sel.cpu_histogram(bits, mask, np.uint64(shift), numba.get_num_threads())
+    from_top = np.cumsum(hist.sum(axis=0)[::-1])
+    b = sel.BINS - 1 - int(np.searchsorted(from_top, k))
+    lo = np.uint64(b << shift)
+    per_chunk = hist[:, b:].sum(axis=1)
+    offsets = np.zeros(per_chunk.shape[0], dtype=np.int64)
+    np.cumsum(per_chunk[:-1], out=offsets[1:])
+    n = int(per_chunk.sum())
+    cand_idx = np.empty(n, dtype=np.int64)
+    cand_key = np.empty(n, dtype=np.uint64)
+    sel.cpu_compact_ge(bits, mask, lo, offsets, cand_idx, cand_key)
+    idx, _ = sel.cpu_finish(cand_idx, cand_key, k, lo, shift, cap)
+    return idx
+
+
+def _radix_levels(run_histogram, width: int, need: int) -> tuple[int, int, int, bool]:
+    """Resolve digits from the top: ``(lo, shift, need, exact)``.
+
+    ``run_histogram(lo, span, shift)`` returns the counts of the digit
+    ``(v - lo) >> shift`` over values ``v`` in ``[lo, lo + span)``. Stops as soon
+    as the chosen bucket holds exactly the ``need`` entries still wanted
+    (``exact``), or when the bucket is one value wide.
+    """
+    lo, shift = 0, width
+    while shift > 0:
+        new = max(shift - sel.DIGIT_BITS, 0)
+        hist = run_histogram(lo, 1 << shift, new)[: 1 << (shift - new)]
+        from_top = np.cumsum(hist[::-1])
+        p = int(np.searchsorted(from_top, need))
+        b = hist.shape[0] - 1 - p
+        need -= int(from_top[p] - hist[b])
+        lo += b << new
+        shift = new
+        if int(hist[b]) == need:
+            return lo, shift, need, True
+    return lo, shift, need, False
+
+
+def _topk_cuda(arr, k: int, stream):
+    d = arr.shape[0]
+    bits, mask, width = _key_bits(arr)
+    hist = _cuda.empty(sel.BINS, np.int64, stream=stream)
+
+    def key_histogram(lo, span, shift):
+        _cuda.launch(sel.cuda_fill, sel.BINS, stream)(hist, 0)
+        _cuda.launch(sel.cuda_histogram, d, stream)(
+            bits, mask, np.uint64(lo), np.uint64(span & _MASK_ALL), np.uint64(shift), hist
+        )
+        return _cuda.to_host(hist)
+
+    lo, _, need, exact = _radix_levels(key_histogram, width, k)
+    if exact:
+        above, tie_key, last_index = lo, lo, -1
+    else:  # lo is the k-th largest key; take the `need` ties of smallest index
+        last = d - 1
+
+        def tie_histogram(rlo, span, shift):
+            _cuda.launch(sel.cuda_fill, sel.BINS, stream)(hist, 0)
+            _cuda.launch(sel.cuda_histogram_ties, d, stream)(
+                bits,
+                mask,
+                np.uint64(lo),
+                np.uint64(last),
+                np.uint64(rlo),
+                np.uint64(span & _MASK_ALL),
+                np.uint64(shift),
+                hist,
+            )
+            return _cuda.to_host(hist)
+
+        rlo, _, _, _ = _radix_levels(tie_histogram, max(1, last.bit_length()), need)
+        above, tie_key, last_index = lo + 1, lo, last - rlo
+    m = _pow2_at_least(k)
+    keys = _cuda.empty(m, np.uint64, stream=stream)
+    idx = _cuda.empty(m, np.int64, stream=stream)
+    counter = _cuda.zeros(1, np.int64, stream=stream)
+    _cuda.launch(sel.cuda_compact_selected, d, stream)(
+        bits, mask, np.uint64(above), np.uint64(tie_key), np.int64(last_index), counter, idx, keys
+    )
+    _cuda.launch(sel.cuda_pad, m - k, stream)(keys, idx, k)
+    _bitonic_sort(keys, idx, stream)
+    return idx[:k]
+
+
+def topk(x: Any, k: int, *, check_finite: bool = True) -> tuple[Any, Any]:
+    """The ``k`` entries of largest magnitude: ``(indices, values)``.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array, shape (d,)
+        Real numbers (float32, float64, or integers, which are ranked as
+        float64). A CUDA array gives CUDA results.
+    k : int
+        How many entries, ``0 <= k <= d`` (``k = 0`` gives empty arrays).
+    check_finite : bool, default True
+        Raise on NaN or Inf. With ``False`` the caller vouches for finite
+        input (NaN would rank above everything).
+
+    Returns
+    -------
+    indices : int64 array, shape (k,)
+        Ordered by descending ``|x[i]|``; equal magnitudes by ascending index.
+    values : array, shape (k,)
+        ``x[indices]``, with their signs and ``x``'s dtype.
+
+    Raises
+    ------
+    ValueError
+        ``x`` not 1-D or holding NaN/Inf; ``k`` outside ``[0, d]``.
+    TypeError
+        ``x`` not real numbers; ``k`` not an integer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pysketch.topk import topk
+    >>> idx, val = topk(np.array([0.5, -3.0, 2.0, 3.0, 0.0]), 3)
+    >>> idx
+    array([1, 3, 2])
+    >>> val
+    array([-3.,  3.,  2.])
+    """
+    inp = _vector(x, "x")
+    k = _check_k(k, inp.size)
+    if check_finite:
+        _arrays.check_finite(inp, "x")
+    if inp.device == CPU:
+        original = np.asarray(inp.array)
+        if k == 0:
+            return np.empty(0, dtype=np.int64), original[:0].copy()
+        idx = _topk_cpu(_contiguous_float(inp), k)
+        return idx, original[idx]
+    if k == 0:
+        return _empty(0, np.int64, CUDA, inp.stream), _empty(0, inp.array.dtype, CUDA, inp.stream)
+    idx = _topk_cuda(_contiguous_float(inp), k, inp.stream)
+    return idx, _gather_device(inp.array, idx, inp.stream)
+
+
+# ----------------------------------------------------------------- random-k
+
+
+def randomk(d: int, k: int, *, seed: int, device: str = "cpu") -> Any:
+    """``k`` distinct indices of ``[0, d)``, sorted, fixed by ``(seed, d, k)`` alone.
+
+    Every worker that passes the same step seed gets the same indices, on
+    either backend, so their values at those indices can be summed with a
+    plain allreduce. Drawn on the host by Floyd's algorithm on a SplitMix64
+    stream (uniform over all k-subsets), then copied to ``device``.
+
+    Parameters
+    ----------
+    d : int
+        Length of the vector, positive.
+    k : int
+        How many indices, ``0 <= k <= d``.
+    seed : int
+        In ``[0, 2**64)``; use a fresh one per step (e.g. ``base_seed + step``).
+    device : {"cpu", "cuda"}, default "cpu"
+        Where the result lives.
+
+    Returns
+    -------
+    indices : int64 array, shape (k,)
+        Strictly increasing.
+
+    Examples
+    --------
+    >>> from pysketch.topk import randomk
+    >>> idx = randomk(10, 4, seed=7)
+    >>> len(set(idx.tolist())), bool((idx == randomk(10, 4, seed=7)).all())
+    (4, True)
+    >>> bool((idx[1:] > idx[:-1]).all())
+    True
+    """
+    d = _arrays.check_positive_int("d", d)
+    k = _check_k(k, d)
+    seed = _check_seed(seed)
+    _arrays.check_device(device)
+    state = seed ^ 0x52414E444F4D4B00  # "RANDOMK\0"
+    for word in (d, k):
+        state, out = _splitmix(state ^ word)
+        state ^= out
+    idx = sel.cpu_randomk(np.uint64(state), d, k)
+    return idx if device == CPU else _cuda.to_device(idx)
+
+
+def _splitmix(state: int) -> tuple[int, int]:
+    from pysketch.hashing import splitmix64
+
+    return splitmix64(state & _MASK_ALL)
+
+
+# ----------------------------------------------------------------- threshold
+
+
+def threshold(x: Any, tau: float, *, check_finite: bool = True) -> tuple[Any, Any]:
+    """Every entry with ``|x[i]| >= tau``: ``(indices, values)`` in ascending index order.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array, shape (d,)
+        Real numbers; a CUDA array gives CUDA results.
+    tau : float
+        Finite and ``>= 0`` (``tau = 0`` selects everything). Compared in float64.
+    check_finite : bool, default True
+        Raise on NaN or Inf in ``x``.
+
+    Returns
+    -------
+    indices : int64 array
+        Ascending.
+    values : array
+        ``x[indices]`` in ``x``'s dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pysketch.topk import threshold
+    >>> idx, val = threshold(np.array([0.5, -3.0, 2.0, 0.1]), 1.0)
+    >>> idx, val
+    (array([1, 2]), array([-3.,  2.]))
+    """
+    inp = _vector(x, "x")
+    if isinstance(tau, (bool, np.bool_)) or not isinstance(tau, numbers.Real):
+        raise TypeError(f"tau must be a real number, got {type(tau).__name__}")
+    tau = float(tau)
+    if not np.isfinite(tau) or tau < 0:
+        raise ValueError(f"tau must be finite and >= 0, got {tau}")
+    if check_finite:
+        _arrays.check_finite(inp, "x")
+    n_in = inp.size
+    if inp.device == CPU:
+        arr = np.asarray(inp.array)
+        idx = sel.cpu_threshold(arr, tau, numba.get_num_threads())
+        return idx, arr[idx]
+    stream = inp.stream
+    counter = _cuda.zeros(1, np.int64, stream=stream)
+    if n_in:
+        _cuda.launch(sel.cuda_count_threshold, n_in, stream)(inp.array, tau, counter)
+    n = int(_cuda.to_host(counter)[0])
+    if n == 0:
+        return _empty(0, np.int64, CUDA, stream), _empty(0, inp.array.dtype, CUDA, stream)
+    m = _pow2_at_least(n)
+    idx = _cuda.empty(m, np.int64, stream=stream)
+    keys = _cuda.zeros(m, np.uint64, stream=stream)
+    _cuda.launch(sel.cuda_fill, 1, stream)(counter, 0)
+    _cuda.launch(sel.cuda_compact_threshold, n_in, stream)(inp.array, tau, counter, idx)
+    _cuda.launch(sel.cuda_pad, m - n, stream)(keys, idx, n)
+    _bitonic_sort(keys, idx, stream)  # equal keys: ascending index
+    idx = idx[:n]
+    return idx, _gather_device(inp.array, idx, stream)
+
+
+# ----------------------------------------------------------------- gather / scatter
+
+
+def gather(x: Any, indices: Any) -> Any:
+    """``x[indices]`` on ``x``'s device (Numba device arrays have no fancy indexing).
+
+    Parameters
+    ----------
+    x : array_like or CUDA array, shape (d,)
+    indices : integer array on the same device
+        Each in ``[0, d)``.
+
+    Returns
+    -------
+    values : array, shape (len(indices),), ``x``'s dtype
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pysketch.topk import gather
+    >>> gather(np.array([10.0, 20.0, 30.0]), np.array([2, 0]))
+    array([30., 10.])
+    """
+    inp = _vector(x, "x")
+    ind = _arrays.as_input(indices, "indices", device=inp.device, kind="index")
+    _arrays.check_index_range(ind, "indices", inp.size)
+    if inp.device == CPU:
+        return np.asarray(inp.array)[ind.array]
+    return _gather_device(inp.array, ind.array, inp.stream)
+
+
+def scatter(
+    indices: Any,
+    values: Any,
+    d: int,
+    *,
+    out: Any = None,
+    accumulate: bool = False,
+    check_finite: bool = True,
+) -> Any:
+    """A dense length-``d`` vector holding ``values`` at ``indices``, zero elsewhere.
+
+    Values at repeated indices are summed (like ``np.add.at``; on CUDA the
+    order of the float additions is not fixed).
+
+    Parameters
+    ----------
+    indices : integer array, shape (n,)
+        Each in ``[0, d)``.
+    values : real array, shape (n,), on the same device as ``indices``
+    d : int
+        Length of the result, positive.
+    out : array, shape (d,), optional
+        Written in place and returned (a writable NumPy array on the CPU).
+        Zeroed first unless ``accumulate``.
+    accumulate : bool, default False
+        Add into ``out`` instead of overwriting it (needs ``out``).
+    check_finite : bool, default True
+        Raise on NaN or Inf in ``values``.
+
+    Returns
+    -------
+    dense : array, shape (d,)
+        ``out``, or a new array of ``values``' dtype, on the inputs' device.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pysketch.topk import scatter
+    >>> scatter(np.array([3, 0]), np.array([1.5, -2.0]), 5)
+    array([-2. ,  0. ,  0. ,  1.5,  0. ])
+    """
+    val = _vector(values, "values")
+    ind = _arrays.as_input(indices, "indices", device=val.device, kind="index")
+    _arrays.check_same_length(ind, "indices", val, "values")
+    d = _arrays.check_positive_int("d", d)
+    _arrays.check_index_range(ind, "indices", d)
+    if check_finite:
+        _arrays.check_finite(val, "values")
+    if accumulate and out is None:
+        raise ValueError("accumulate=True needs out")
+    if out is not None:
+        if val.device == CPU and not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+        dense = _arrays.as_input(out, "out", device=val.device)
+        if dense.size != d:
+            raise ValueError(f"out must have shape ({d},), got {tuple(dense.array.shape)}")
+        if val.device == CPU and not out.flags.writeable:
+            raise ValueError("out must be writable")
+        target = dense.array
+    else:
+        target = None
+    if val.device == CPU:
+        if target is None:
+            target = np.zeros(d, dtype=np.asarray(val.array).dtype)
+        elif not accumulate:
+            target[...] = 0
+        if ind.size:
+            sel.cpu_scatter_add(target, ind.array, val.array, 1)
+        return target if out is None else out
+    stream = val.stream
+    if target is None:
+        target = _cuda.zeros(d, val.array.dtype, stream=stream)
+    elif not accumulate:
+        _cuda.launch(sel.cuda_fill, d, stream)(target, 0)
+    if ind.size:
+        _cuda.launch(sel.cuda_scatter_add, ind.size, stream)(target, ind.array, val.array, 1)
+    return target if out is None else out

@@ -1,0 +1,301 @@
+"""Top-k, random-k, threshold, gather and scatter against NumPy, on CPU and CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pysketch import _cuda
+from pysketch.topk import gather, randomk, scatter, threshold, topk
+from tests.conftest import on_device, to_host
+
+DTYPES = [np.float32, np.float64]
+
+
+def reference_topk(x: np.ndarray, k: int) -> np.ndarray:
+    """Indices by descending |x|, ties by ascending index (a full lexsort)."""
+    mag = np.abs(x.astype(np.float64))
+    return np.lexsort((np.arange(x.shape[0]), -mag))[:k]
+
+
+def check_topk(x: np.ndarray, k: int, device: str) -> None:
+    idx, val = topk(on_device(x, device), k)
+    idx, val = to_host(idx), to_host(val)
+    assert idx.dtype == np.int64
+    assert val.dtype == x.dtype
+    np.testing.assert_array_equal(idx, reference_topk(x, k))
+    np.testing.assert_array_equal(val, x[idx])
+
+
+def inputs(rng, d: int, dtype) -> dict[str, np.ndarray]:
+    return {
+        "normal": rng.standard_normal(d).astype(dtype),
+        "ties": rng.integers(-3, 4, d).astype(dtype),
+        "equal": np.full(d, -2.5, dtype=dtype),
+        "zeros": np.zeros(d, dtype=dtype),
+        "tiny": (rng.standard_normal(d) * 1e-30).astype(dtype),
+        "signed_zero": np.where(rng.random(d) < 0.5, -0.0, 0.0).astype(dtype),
+    }
+
+
+# ----------------------------------------------------------------- top-k
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["normal", "ties", "equal", "zeros", "tiny", "signed_zero"])
+def test_topk_matches_reference(device, dtype, kind, rng):
+    if device == "cuda" and kind in ("zeros", "tiny"):
+        pytest.skip("covered on the CPU; the simulator is slow")
+    d = 150
+    x = inputs(rng, d, dtype)[kind]
+    for k in (1, 7, 64, d) if device == "cpu" else (5, d):
+        check_topk(x, k, device)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["normal", "ties", "equal"])
+@pytest.mark.parametrize("k", [1, 1000, 30_000, 100_000])
+def test_topk_cpu_parallel_path(dtype, kind, k, rng):
+    """Inputs long enough for the parallel histogram and compaction."""
+    check_topk(inputs(rng, 100_000, dtype)[kind], k, "cpu")
+
+
+@given(
+    st.lists(st.integers(-4, 4), min_size=1, max_size=300),
+    st.data(),
+    st.sampled_from(DTYPES),
+)
+def test_topk_property_cpu(values, data, dtype):
+    x = np.array(values, dtype=dtype) * dtype(0.75)
+    k = data.draw(st.integers(0, x.shape[0]))
+    idx, val = topk(x, k)
+    np.testing.assert_array_equal(idx, reference_topk(x, k))
+    np.testing.assert_array_equal(val, x[idx])
+
+
+_BIG32 = float(np.float32(1e30))
+
+
+@given(st.lists(st.floats(-_BIG32, _BIG32, width=32), min_size=1, max_size=300), st.data())
+def test_topk_property_floats_cpu(values, data):
+    x = np.array(values, dtype=np.float32)
+    k = data.draw(st.integers(1, x.shape[0]))
+    np.testing.assert_array_equal(topk(x, k)[0], reference_topk(x, k))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_topk_cpu_equals_cuda(dtype, rng):
+    if not _cuda.available():
+        pytest.skip("no CUDA device and the simulator is off")
+    x = rng.integers(-20, 21, 300).astype(dtype) / dtype(4)
+    for k in (3, 40):
+        i_cpu, v_cpu = topk(x, k)
+        i_gpu, v_gpu = topk(_cuda.to_device(x), k)
+        np.testing.assert_array_equal(i_cpu, to_host(i_gpu))
+        np.testing.assert_array_equal(v_cpu, to_host(v_gpu))
+
+
+def test_topk_k_zero_and_integers(device):
+    x = np.array([3, -7, 1, 7], dtype=np.int64)
+    if device == "cpu":
+        idx, val = topk(x, 2)
+        np.testing.assert_array_equal(idx, [1, 3])
+        np.testing.assert_array_equal(val, [-7, 7])
+        assert val.dtype == np.int64
+    idx, val = topk(on_device(x.astype(np.float32), device), 0)
+    assert to_host(idx).shape == (0,) and to_host(val).shape == (0,)
+    assert to_host(idx).dtype == np.int64
+
+
+def test_topk_non_contiguous_cpu():
+    x = np.arange(20, dtype=np.float64)[::2] - 4.5
+    np.testing.assert_array_equal(topk(x, 4)[0], reference_topk(np.ascontiguousarray(x), 4))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_topk_rejects_nonfinite(device, bad):
+    x = np.ones(10, dtype=np.float32)
+    x[3] = bad
+    with pytest.raises(ValueError, match="x holds 1 NaN or Inf"):
+        topk(on_device(x, device), 2)
+
+
+@pytest.mark.parametrize(
+    ("k", "exc", "msg"),
+    [(11, ValueError, "k must lie in"), (-1, ValueError, "k must lie in"),
+     (2.0, TypeError, "k must be an integer"), (True, TypeError, "k must be an integer")],
+)  # fmt: skip
+def test_topk_rejects_bad_k(device, k, exc, msg):
+    with pytest.raises(exc, match=msg):
+        topk(on_device(np.ones(10, dtype=np.float32), device), k)
+
+
+def test_topk_rejects_bad_x(device):
+    with pytest.raises(ValueError, match="x must be 1-dimensional"):
+        topk(on_device(np.ones((3, 3), dtype=np.float32), device), 2)
+    if device == "cpu":
+        with pytest.raises(TypeError, match="x must hold real numbers"):
+            topk(np.ones(4, dtype=np.complex64), 2)
+        with pytest.raises(TypeError, match="x must hold real numbers"):
+            topk(np.array(["a", "b"]), 1)
+
+
+# ----------------------------------------------------------------- random-k
+
+
+def test_randomk_basic(device):
+    for d, k in [(1, 1), (10, 0), (10, 10), (1000, 37), (2**40, 20)]:
+        idx = to_host(randomk(d, k, seed=99, device=device))
+        assert idx.dtype == np.int64 and idx.shape == (k,)
+        assert np.all(np.diff(idx) > 0)
+        assert k == 0 or (idx[0] >= 0 and idx[-1] < d)
+        np.testing.assert_array_equal(idx, randomk(d, k, seed=99))
+    assert not np.array_equal(randomk(1000, 37, seed=1), randomk(1000, 37, seed=2))
+
+
+@given(st.integers(1, 10_000), st.data(), st.integers(0, 2**64 - 1))
+def test_randomk_property(d, data, seed):
+    k = data.draw(st.integers(0, d))
+    idx = randomk(d, k, seed=seed)
+    assert idx.shape == (k,)
+    assert np.all(np.diff(idx) > 0)
+    assert k == 0 or (0 <= idx[0] and idx[-1] < d)
+    np.testing.assert_array_equal(idx, randomk(d, k, seed=seed))
+
+
+def test_randomk_uniform():
+    """Each index is picked with probability k/d: chi-square over many seeds."""
+    d, k, trials = 40, 6, 4000
+    counts = np.zeros(d)
+    first = np.zeros(d)
+    for seed in range(trials):
+        idx = randomk(d, k, seed=seed)
+        counts[idx] += 1
+        first[idx[0]] += 1
+    expected = trials * k / d
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    # 39 degrees of freedom (counts are slightly negatively correlated): p < 1e-4 above 80.
+    assert chi2 < 80, chi2
+    # the smallest index of a uniform k-subset: P(min = i) = C(d-1-i, k-1) / C(d, k)
+    from math import comb
+
+    p_min = np.array([comb(d - 1 - i, k - 1) for i in range(d)]) / comb(d, k)
+    assert abs(p_min.sum() - 1) < 1e-12
+    mask = p_min * trials >= 5
+    chi2_min = float(((first[mask] - trials * p_min[mask]) ** 2 / (trials * p_min[mask])).sum())
+    assert chi2_min < 3 * mask.sum() + 20, chi2_min
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "msg"),
+    [
+        ({"d": 0, "k": 0, "seed": 1}, ValueError, "d must be a positive integer"),
+        ({"d": 5, "k": 6, "seed": 1}, ValueError, "k must lie in"),
+        ({"d": 5, "k": 2, "seed": -1}, ValueError, "seed must lie in"),
+        ({"d": 5, "k": 2, "seed": 1.5}, TypeError, "seed must be an integer"),
+        ({"d": 5, "k": 2, "seed": 1, "device": "tpu"}, ValueError, "device must be one of"),
+    ],
+)
+def test_randomk_errors(kwargs, exc, msg):
+    with pytest.raises(exc, match=msg):
+        randomk(**kwargs)
+
+
+def test_gather(device, rng):
+    x = rng.standard_normal(50)
+    idx = np.array([49, 0, 7, 7])
+    np.testing.assert_array_equal(
+        to_host(gather(on_device(x, device), on_device(idx, device))), x[idx]
+    )
+    with pytest.raises(IndexError, match="indices must lie in"):
+        gather(on_device(x, device), on_device(np.array([50]), device))
+    with pytest.raises(TypeError, match="indices must hold integers"):
+        gather(on_device(x, device), on_device(np.array([1.0]), device))
+
+
+# ----------------------------------------------------------------- threshold
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threshold_matches_numpy(device, dtype, rng):
+    x = rng.standard_normal(200).astype(dtype)
+    for tau in (0.0, 0.5, 1.5, 10.0):
+        idx, val = threshold(on_device(x, device), tau)
+        idx, val = to_host(idx), to_host(val)
+        expected = np.flatnonzero(np.abs(x.astype(np.float64)) >= tau)
+        np.testing.assert_array_equal(idx, expected)
+        np.testing.assert_array_equal(val, x[expected])
+        assert idx.dtype == np.int64 and val.dtype == dtype
+
+
+def test_threshold_cpu_large(rng):
+    x = rng.standard_normal(100_001).astype(np.float32)
+    idx, _ = threshold(x, 2.0)
+    np.testing.assert_array_equal(idx, np.flatnonzero(np.abs(x) >= 2.0))
+
+
+def test_threshold_errors(device):
+    x = on_device(np.ones(8, dtype=np.float32), device)
+    with pytest.raises(ValueError, match="tau must be finite and >= 0"):
+        threshold(x, -1.0)
+    with pytest.raises(ValueError, match="tau must be finite and >= 0"):
+        threshold(x, float("nan"))
+    with pytest.raises(TypeError, match="tau must be a real number"):
+        threshold(x, "1")
+    bad = np.ones(8, dtype=np.float32)
+    bad[0] = np.nan
+    with pytest.raises(ValueError, match="x holds 1 NaN"):
+        threshold(on_device(bad, device), 0.5)
+
+
+# ----------------------------------------------------------------- scatter
+
+
+def test_scatter_round_trip(device, rng):
+    x = rng.standard_normal(120).astype(np.float32)
+    idx, val = topk(on_device(x, device), 10)
+    dense = to_host(scatter(idx, val, 120))
+    assert dense.dtype == np.float32
+    expected = np.zeros(120, dtype=np.float32)
+    keep = reference_topk(x, 10)
+    expected[keep] = x[keep]
+    np.testing.assert_array_equal(dense, expected)
+    ti, tv = threshold(on_device(x, device), 1.0)
+    np.testing.assert_array_equal(to_host(scatter(ti, tv, 120)), np.where(np.abs(x) >= 1, x, 0))
+
+
+def test_scatter_out_and_duplicates(device):
+    idx = on_device(np.array([1, 3, 1]), device)
+    val = on_device(np.array([1.0, 2.0, 0.5]), device)
+    out = on_device(np.full(5, 7.0), device)
+    res = scatter(idx, val, 5, out=out)
+    assert res is out
+    np.testing.assert_array_equal(to_host(out), [0, 1.5, 0, 2, 0])
+    scatter(idx, val, 5, out=out, accumulate=True)
+    np.testing.assert_array_equal(to_host(out), [0, 3, 0, 4, 0])
+
+
+def test_scatter_errors(device):
+    idx = on_device(np.array([0, 5]), device)
+    val = on_device(np.array([1.0, 2.0]), device)
+    with pytest.raises(IndexError, match=r"indices must lie in \[0, 5\)"):
+        scatter(idx, val, 5)
+    with pytest.raises(IndexError, match="indices must lie in"):
+        scatter(on_device(np.array([-1, 0]), device), val, 5)
+    with pytest.raises(ValueError, match="indices and values must have the same length"):
+        scatter(on_device(np.array([0]), device), val, 6)
+    with pytest.raises(ValueError, match="d must be a positive integer"):
+        scatter(idx, val, 0)
+    with pytest.raises(ValueError, match=r"out must have shape \(6,\)"):
+        scatter(idx, val, 6, out=on_device(np.zeros(5), device))
+    with pytest.raises(ValueError, match="accumulate=True needs out"):
+        scatter(idx, val, 6, accumulate=True)
+    bad = on_device(np.array([1.0, np.inf]), device)
+    with pytest.raises(ValueError, match="values holds 1 NaN or Inf"):
+        scatter(idx, bad, 6)
+    if device == "cuda":
+        with pytest.raises(ValueError, match="indices is a host array"):
+            scatter(np.array([0, 1]), val, 6)
