@@ -6,7 +6,20 @@ on NumPy arrays (CPU) and on CUDA arrays (CuPy, PyTorch, JAX, anything with
 seed on both, plus mpi4py collectives (:mod:`pysketch.distributed`).
 """
 
+from pysketch.countmin import CountMinSketch
 from pysketch.countsketch import CountSketch
+from pysketch.feedback import ErrorFeedback, Momentum
+from pysketch.selection import gather, randomk, scatter, threshold, topk
 
-__all__ = ["CountSketch"]
+__all__ = [
+    "CountMinSketch",
+    "CountSketch",
+    "ErrorFeedback",
+    "Momentum",
+    "gather",
+    "randomk",
+    "scatter",
+    "threshold",
+    "topk",
+]
 __version__ = "0.1.0"

@@ -33,6 +33,10 @@ __all__ = [
     "synchronize",
     "available",
     "device_function",
+    "pinned_empty",
+    "copy_to_host_into",
+    "copy_to_device_from",
+    "synchronize_for",
 ]
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
@@ -181,3 +185,46 @@ def synchronize(stream=0) -> None:
         stream.synchronize()
     else:
         cuda.synchronize()
+
+
+def synchronize_for(obj: Any) -> None:
+    """Wait for the stream that produces ``obj`` (before handing it to MPI, say)."""
+    synchronize(stream_for(obj))
+
+
+def pinned_empty(nbytes: int) -> np.ndarray:
+    """A page-locked host buffer of ``nbytes`` bytes (uint8), for staging copies."""
+    return cuda.pinned_array(max(int(nbytes), 1), dtype=np.uint8)
+
+
+def _copyable(obj: Any):
+    """``obj`` as something with ``copy_to_host``/``copy_to_device(ary, stream)``."""
+    if hasattr(obj, "copy_to_host") and hasattr(obj, "copy_to_device"):
+        return obj
+    if SIMULATOR:  # simulated device memory is host memory: view it in place
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        cai = obj.__cuda_array_interface__
+        dtype, shape = np.dtype(cai["typestr"]), tuple(cai["shape"])
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        raw = np.ctypeslib.as_array(
+            (np.ctypeslib.ctypes.c_byte * nbytes).from_address(cai["data"][0])
+        )
+        return FakeCUDAArray(raw.view(dtype).reshape(shape))
+    return as_cuda_array(obj)
+
+
+def copy_to_host_into(device_array: Any, host: np.ndarray) -> None:
+    """Copy ``device_array`` into the existing host array ``host`` (same shape); waits."""
+    stream = stream_for(device_array)
+    if host.size:
+        _copyable(device_array).copy_to_host(host, stream=stream)
+    synchronize(stream)
+
+
+def copy_to_device_from(host: np.ndarray, device_array: Any) -> None:
+    """Copy the host array ``host`` into the existing ``device_array`` (same shape); waits."""
+    stream = stream_for(device_array)
+    if host.size:
+        _copyable(device_array).copy_to_device(host, stream=stream)
+    synchronize(stream)

@@ -28,7 +28,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from pysketch import _arrays, _cuda, hashing, topk
+from pysketch import _arrays, _cuda, hashing, selection
 from pysketch._arrays import CPU
 from pysketch._base import TableSketch
 from pysketch.kernels import countsketch as kernels
@@ -329,13 +329,13 @@ class CountSketch(TableSketch):
             raise ValueError("give exactly one of k and threshold")
         if k is not None:
             _arrays.check_positive_int("k", k, maximum=self.d)
-            return topk.topk(self.estimate(), k, check_finite=False)
+            return selection.topk(self.estimate(), k, check_finite=False)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
             raise TypeError(f"threshold must be a real number, got {type(threshold).__name__}")
         if not 0 <= threshold < math.inf:
             raise ValueError(f"threshold must be finite and non-negative, got {threshold}")
         tau = threshold * self.l2_estimate()
-        return topk.threshold(self.estimate(), tau, check_finite=False)
+        return selection.threshold(self.estimate(), tau, check_finite=False)
 
     # ----------------------------------------------------------- arithmetic
     def add(self, other: CountSketch) -> CountSketch:

@@ -176,7 +176,7 @@ class ErrorFeedback(_DenseState):
     --------
     >>> import numpy as np
     >>> from pysketch.feedback import ErrorFeedback
-    >>> from pysketch.topk import topk
+    >>> from pysketch import topk
     >>> ef = ErrorFeedback(4)
     >>> ef.add(np.array([1.0, -4.0, 0.5, 2.0]), scale=0.5)
     >>> idx, val = ef.compress(lambda m: topk(m, 1))

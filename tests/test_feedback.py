@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pysketch import gather, randomk, topk
 from pysketch.feedback import ErrorFeedback, Momentum
-from pysketch.topk import gather, randomk, topk
 from tests.conftest import on_device, to_host
 
 

@@ -29,9 +29,11 @@ def median_inplace(buf, n):
     """
     for sweep in range(n):
         for i in range(sweep & 1, n - 1, 2):
-            low = min(buf[i], buf[i + 1])
-            buf[i + 1] = max(buf[i], buf[i + 1])
-            buf[i] = low
+            a, b = buf[i], buf[i + 1]
+            # Selects, not min()/max(): Numba's CUDA target rejects those builtins
+            # inside device functions; LLVM still emits branch-free code.
+            buf[i] = a if a <= b else b
+            buf[i + 1] = b if a <= b else a
     half = n // 2
     if n % 2 == 1:
         return buf[half]

@@ -240,7 +240,7 @@ def topk(x: Any, k: int, *, check_finite: bool = True) -> tuple[Any, Any]:
     Examples
     --------
     >>> import numpy as np
-    >>> from pysketch.topk import topk
+    >>> from pysketch import topk
     >>> idx, val = topk(np.array([0.5, -3.0, 2.0, 3.0, 0.0]), 3)
     >>> idx
     array([1, 3, 2])
@@ -292,7 +292,7 @@ def randomk(d: int, k: int, *, seed: int, device: str = "cpu") -> Any:
 
     Examples
     --------
-    >>> from pysketch.topk import randomk
+    >>> from pysketch import randomk
     >>> idx = randomk(10, 4, seed=7)
     >>> len(set(idx.tolist())), bool((idx == randomk(10, 4, seed=7)).all())
     (4, True)
@@ -342,7 +342,7 @@ def threshold(x: Any, tau: float, *, check_finite: bool = True) -> tuple[Any, An
     Examples
     --------
     >>> import numpy as np
-    >>> from pysketch.topk import threshold
+    >>> from pysketch import threshold
     >>> idx, val = threshold(np.array([0.5, -3.0, 2.0, 0.1]), 1.0)
     >>> idx, val
     (array([1, 2]), array([-3.,  2.]))
@@ -397,7 +397,7 @@ def gather(x: Any, indices: Any) -> Any:
     Examples
     --------
     >>> import numpy as np
-    >>> from pysketch.topk import gather
+    >>> from pysketch import gather
     >>> gather(np.array([10.0, 20.0, 30.0]), np.array([2, 0]))
     array([30., 10.])
     """
@@ -446,7 +446,7 @@ def scatter(
     Examples
     --------
     >>> import numpy as np
-    >>> from pysketch.topk import scatter
+    >>> from pysketch import scatter
     >>> scatter(np.array([3, 0]), np.array([1.5, -2.0]), 5)
     array([-2. ,  0. ,  0. ,  1.5,  0. ])
     """

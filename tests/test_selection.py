@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pysketch import _cuda
-from pysketch.topk import gather, randomk, scatter, threshold, topk
+from pysketch import _cuda, gather, randomk, scatter, threshold, topk
 from tests.conftest import on_device, to_host
 
 DTYPES = [np.float32, np.float64]

@@ -1,0 +1,504 @@
+"""Count-Min sketch: frequency estimates of non-negative weights, never too low.
+
+A ``rows x cols`` table ``S`` with ``S[j, h_j(i)] += w`` for every update
+``(i, w)``, ``w >= 0``; the estimate of the total weight of ``i`` is
+``min_j S[j, h_j(i)]`` [CM05]_. Every cell an index hits holds its whole
+weight plus that of its colliders, so the estimate never under-estimates;
+with ``cols = ceil(e / eps)`` and ``rows = ceil(ln(1 / delta))`` it
+over-estimates by more than ``eps * ||w||_1`` with probability at most
+``delta``. In gradient compression it runs on squared or absolute gradient
+entries to find the l2 or l1 heavy coordinates.
+
+The API follows Apache DataSketches' ``count_min_sketch`` (update, estimate,
+upper and lower bound, total weight, merge, suggested sizes), on index keys
+and on both the CPU and CUDA.
+
+References
+----------
+.. [CM05] G. Cormode, S. Muthukrishnan, "An improved data stream summary: the
+   count-min sketch and its applications", Journal of Algorithms 55(1), 2005.
+.. [EV02] C. Estan, G. Varghese, "New directions in traffic measurement and
+   accounting", SIGCOMM 2002 (the conservative update).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from pysketch import _arrays, _base, _cuda, hashing
+from pysketch._arrays import CPU, Input
+from pysketch._base import TableSketch
+from pysketch.kernels import countmin as kernels
+from pysketch.kernels.reductions import MAX_ROWS
+
+__all__ = ["CountMinSketch"]
+
+_NO_INDICES = np.empty(0, dtype=np.int64)  # the index argument of dense updates
+_INDEX_BOUND = hashing.MAX_INDEX + 1  # indices lie in [0, 2^61 - 1)
+
+
+class CountMinSketch(TableSketch):
+    """A Count-Min sketch of non-negative weights on integer keys.
+
+    Parameters
+    ----------
+    rows : int
+        Number of hash rows ``r`` (at most 64): the over-estimate exceeds
+        ``eps * total_weight`` with probability at most ``exp(-r)``. See
+        :meth:`suggest_rows`.
+    cols : int
+        Buckets per row ``c`` (below ``2**32``): ``eps = e / c``. See
+        :meth:`suggest_cols`.
+    seed : int, default 0
+        Seed of the hash functions, in ``[0, 2**64)``. Sketches merge only
+        when they share it.
+    hash : {"mix", "polynomial"}, default "mix"
+        Hash family (see :mod:`pysketch.hashing`). Only the bucket hash is used.
+    dtype : {numpy.float64, numpy.float32}, default numpy.float64
+        Dtype of the table. Weights are converted to it before they are added.
+    conservative : bool, default False
+        Conservative update [EV02]_: an update raises only the cells below
+        ``min + w`` to ``min + w`` instead of adding ``w`` to all of them. Never
+        worse than the plain update and still never an under-estimate, but
+        order dependent, so it runs sequentially over updates (in parallel
+        over rows on the GPU), and the table is no longer linear in the input.
+    device : {"cpu", "cuda"}, default "cpu"
+        Where the table lives and the kernels run; inputs must be on the same
+        device.
+
+    Attributes
+    ----------
+    table : array of shape (rows, cols)
+        The counters, on ``device``.
+
+    Notes
+    -----
+    ``total_weight`` is kept on the host and is not part of ``table``: code
+    that reduces tables directly (an allreduce) must reduce it as well, or
+    use :meth:`merge`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pysketch.countmin import CountMinSketch
+    >>> cms = CountMinSketch(rows=4, cols=64, seed=1)
+    >>> _ = cms.update([3, 3, 7, 12], [2.0, 1.0, 5.0, 0.5])
+    >>> cms.estimate([3, 7, 12]).tolist()
+    [3.0, 5.0, 0.5]
+    >>> cms.total_weight
+    8.5
+
+    The estimate may exceed the truth (never undershoot it); the upper bound
+    adds ``eps * total_weight``:
+
+    >>> bool(cms.upper_bound([3])[0] >= cms.estimate([3])[0] >= 3.0)
+    True
+    """
+
+    _PARAMS = ("rows", "cols", "seed", "hash", "dtype", "conservative")
+
+    def __init__(
+        self,
+        rows: int,
+        cols: int,
+        *,
+        seed: int = 0,
+        hash: str = hashing.DEFAULT_FAMILY,
+        dtype: Any = np.float64,
+        conservative: bool = False,
+        device: str = CPU,
+    ) -> None:
+        self.rows = _arrays.check_positive_int("rows", rows, maximum=MAX_ROWS)
+        self.cols = _arrays.check_positive_int("cols", cols, maximum=hashing.MAX_COLS)
+        self.dtype = _arrays.check_float_dtype("dtype", dtype)
+        if not isinstance(conservative, (bool, np.bool_)):
+            raise TypeError(f"conservative must be a bool, got {type(conservative).__name__}")
+        self.conservative = bool(conservative)
+        self._family = hashing.family_code(hash)
+        self.hash = hash
+        host_keys = hashing.hash_keys(seed, self.rows, hash)
+        self.seed = int(seed)
+        self._device = _arrays.check_device(device)
+        self._keys = host_keys if device == CPU else _cuda.to_device(host_keys)
+        self._total_weight = 0.0
+        self._set_table(np.zeros((self.rows, self.cols), dtype=self.dtype), device)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def total_weight(self) -> float:
+        """Sum of every weight added (``||w||_1``), merges included."""
+        return self._total_weight
+
+    @property
+    def relative_error(self) -> float:
+        """``eps = e / cols``: the over-estimate bound per unit of total weight."""
+        return math.e / self.cols
+
+    # ------------------------------------------------------------ sizing
+    @classmethod
+    def suggest_cols(cls, eps: float) -> int:
+        """Buckets per row for relative error ``eps``: ``ceil(e / eps)``.
+
+        Parameters
+        ----------
+        eps : float
+            Target over-estimate as a fraction of the total weight, ``> 0``.
+
+        Examples
+        --------
+        >>> from pysketch.countmin import CountMinSketch
+        >>> CountMinSketch.suggest_cols(0.01)
+        272
+        """
+        eps = _check_real("eps", eps)
+        if not 0.0 < eps < math.inf:
+            raise ValueError(f"eps must be positive and finite, got {eps}")
+        cols = math.ceil(math.e / eps)
+        if cols > hashing.MAX_COLS:
+            raise ValueError(f"eps={eps} needs {cols} columns, more than {hashing.MAX_COLS}")
+        return cols
+
+    @classmethod
+    def suggest_rows(cls, delta: float) -> int:
+        """Rows for failure probability ``delta``: ``ceil(ln(1 / delta))`` (at least 1).
+
+        Parameters
+        ----------
+        delta : float
+            Probability that one estimate exceeds its bound, in ``(0, 1)``.
+
+        Examples
+        --------
+        >>> from pysketch.countmin import CountMinSketch
+        >>> CountMinSketch.suggest_rows(0.01)
+        5
+        """
+        delta = _check_real("delta", delta)
+        if not 0.0 < delta < 1.0:
+            raise ValueError(f"delta must lie in (0, 1), got {delta}")
+        rows = max(1, math.ceil(-math.log(delta)))
+        if rows > MAX_ROWS:
+            raise ValueError(f"delta={delta} needs {rows} rows, more than {MAX_ROWS}")
+        return rows
+
+    # ------------------------------------------------------------ updates
+    def update(self, indices: Any, weights: Any = 1.0) -> CountMinSketch:
+        """Add ``weights[t]`` to key ``indices[t]`` for every ``t``, in order.
+
+        Parameters
+        ----------
+        indices : array_like of int, shape (n,)
+            Keys in ``[0, 2**61 - 1)``, on the sketch's device. Repeats add up.
+        weights : float or array_like, shape (n,), default 1.0
+            Non-negative finite weights: one scalar for all keys (a host
+            number on either device), or one per key on the sketch's device.
+
+        Returns
+        -------
+        CountMinSketch
+            ``self``. On any invalid input it raises (naming the argument)
+            before changing anything.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pysketch.countmin import CountMinSketch
+        >>> cms = CountMinSketch(rows=3, cols=32).update(np.array([1, 2, 1]))
+        >>> cms.estimate([1, 2]).tolist(), cms.total_weight
+        ([2.0, 1.0], 3.0)
+        """
+        idx = _arrays.as_input(indices, "indices", device=self._device, kind="index")
+        _arrays.check_index_range(idx, "indices", _INDEX_BOUND)
+        if _is_scalar(weights):
+            values, vstep, added = self._scalar_weight(weights, idx.size)
+        else:
+            val = _arrays.as_input(weights, "weights", device=self._device)
+            _arrays.check_same_length(idx, "indices", val, "weights")
+            added = self._check_weights(val, "weights")
+            values, vstep = val.array, 1
+        self._apply(idx.array, False, values, vstep, idx.size, idx.stream, added)
+        return self
+
+    def update_dense(self, x: Any) -> CountMinSketch:
+        """Add ``x[i]`` to key ``i`` for every position ``i`` of a dense vector.
+
+        Parameters
+        ----------
+        x : array_like, shape (d,)
+            Non-negative finite values on the sketch's device (``|g|`` or
+            ``g**2`` of a gradient, say); zeros cost a pass but change nothing.
+
+        Returns
+        -------
+        CountMinSketch
+            ``self``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pysketch.countmin import CountMinSketch
+        >>> g = np.array([0.5, -3.0, 0.0, 1.0])
+        >>> cms = CountMinSketch(rows=3, cols=64, seed=4).update_dense(np.abs(g))
+        >>> cms.estimate([0, 1, 3]).tolist()
+        [0.5, 3.0, 1.0]
+        """
+        inp = _arrays.as_input(x, "x", device=self._device)
+        if inp.size > _INDEX_BOUND:
+            raise ValueError(f"x must have at most {_INDEX_BOUND} entries, got {inp.size}")
+        added = self._check_weights(inp, "x")
+        self._apply(self._no_indices(), True, inp.array, 1, inp.size, inp.stream, added)
+        return self
+
+    def _scalar_weight(self, weight: Any, n: int) -> tuple[Any, int, float]:
+        # A scalar is a one-element array read with stride 0 by the kernels.
+        val = _arrays.as_input(weight, "weights", device=CPU, ndim=0)
+        w = float(val.array)
+        if not math.isfinite(w):
+            raise ValueError(f"weights must be finite, got {w}")
+        if w < 0:
+            raise ValueError(f"weights must be non-negative, got {w}")
+        host = np.asarray(val.array).reshape(1)
+        values = host if self._device == CPU else _cuda.to_device(host)
+        return values, 0, w * n
+
+    def _check_weights(self, inp: Input, name: str) -> float:
+        """Refuse non-finite or negative weights; their float64 sum otherwise."""
+        if inp.device == CPU:
+            nonfinite, negative, total = kernels.cpu_weight_stats(inp.array)
+        else:
+            stats = _cuda.zeros(3, np.float64, stream=inp.stream)
+            _cuda.launch(kernels.cuda_weight_stats, inp.size, inp.stream)(inp.array, stats)
+            nonfinite, negative, total = _cuda.to_host(stats)
+        if nonfinite:
+            raise ValueError(
+                f"{name} holds {int(nonfinite)} NaN or Inf value(s); pysketch refuses "
+                "non-finite input"
+            )
+        if negative:
+            raise ValueError(
+                f"{name} must be non-negative (Count-Min counts weights), "
+                f"found {int(negative)} negative value(s)"
+            )
+        return float(total)
+
+    def _no_indices(self) -> Any:
+        return _NO_INDICES if self._device == CPU else _cuda.to_device(_NO_INDICES)
+
+    def _apply(
+        self, indices: Any, dense: bool, values: Any, vstep: int, n: int, stream: Any, added: float
+    ) -> None:
+        if n:
+            args = (self._table, self._family, self._keys, indices, 0, dense, values, vstep, n)
+            if self._device == CPU:
+                if self.conservative:
+                    kernels.cpu_update_conservative(*args)
+                else:
+                    kernels.cpu_update(*args)
+            elif self.conservative:
+                # One block, one thread per row: the kernel serialises the updates.
+                kernels.cuda_update_conservative[1, self.rows, stream](*args)
+            else:
+                _cuda.launch(kernels.cuda_update, n, stream)(*args)
+        self._total_weight += added
+
+    # ------------------------------------------------------------ queries
+    def estimate(self, indices: Any) -> Any:
+        """Estimated total weight of each key: ``min_j S[j, h_j(i)]``.
+
+        Never below the true total; above it by more than
+        ``relative_error * total_weight`` with probability at most ``exp(-rows)``.
+
+        Parameters
+        ----------
+        indices : array_like of int, shape (n,)
+            Keys in ``[0, 2**61 - 1)``, on the sketch's device.
+
+        Returns
+        -------
+        array of the sketch's dtype, shape (n,), on the sketch's device
+
+        Examples
+        --------
+        >>> from pysketch.countmin import CountMinSketch
+        >>> CountMinSketch(rows=2, cols=16).update([5], 4.0).estimate([5]).tolist()
+        [4.0]
+        """
+        return self._query(indices, 0.0, False)
+
+    def upper_bound(self, indices: Any) -> Any:
+        """``estimate + relative_error * total_weight``, as DataSketches' ``get_upper_bound``.
+
+        The estimate alone already bounds the true weight from above, surely;
+        this is the larger value DataSketches reports as the upper end of the
+        estimate's error interval.
+
+        Parameters
+        ----------
+        indices : array_like of int, shape (n,)
+
+        Returns
+        -------
+        array of the sketch's dtype, shape (n,), on the sketch's device
+
+        Examples
+        --------
+        >>> from pysketch.countmin import CountMinSketch
+        >>> cms = CountMinSketch(rows=2, cols=272).update([5], 100.0)
+        >>> round(float(cms.upper_bound([5])[0]), 3)
+        100.999
+        """
+        return self._query(indices, self.relative_error * self._total_weight, False)
+
+    def lower_bound(self, indices: Any) -> Any:
+        """``max(estimate - relative_error * total_weight, 0)``: a probabilistic lower bound.
+
+        With probability at least ``1 - exp(-rows)`` the true weight of a key
+        is at least this. (DataSketches' ``get_lower_bound`` returns the
+        estimate itself, which for non-negative weights bounds the truth from
+        above; this returns the bound on the true weight instead.)
+
+        Parameters
+        ----------
+        indices : array_like of int, shape (n,)
+
+        Returns
+        -------
+        array of the sketch's dtype, shape (n,), on the sketch's device
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pysketch.countmin import CountMinSketch
+        >>> cms = CountMinSketch(rows=2, cols=272).update([5, 6], [100.0, 1.0])
+        >>> np.round(cms.lower_bound([5, 6]), 2).tolist()
+        [98.99, 0.0]
+        """
+        return self._query(indices, -self.relative_error * self._total_weight, True)
+
+    def _query(self, indices: Any, shift: float, clamp: bool) -> Any:
+        inp = _arrays.as_input(indices, "indices", device=self._device, kind="index")
+        _arrays.check_index_range(inp, "indices", _INDEX_BOUND)
+        args = (self._table, self._family, self._keys, inp.array, float(shift), clamp)
+        if self._device == CPU:
+            out = np.empty(inp.size, dtype=self.dtype)
+            kernels.cpu_query(*args, out)
+        else:
+            out = _cuda.empty(inp.size, self.dtype, stream=inp.stream)
+            if inp.size:
+                _cuda.launch(kernels.cuda_query, inp.size, inp.stream)(*args, out)
+        return out
+
+    # ------------------------------------------------------------ combining
+    def merge(self, other: CountMinSketch) -> CountMinSketch:
+        """Add ``other``'s counters and total weight into this sketch, in place.
+
+        The result is the sketch of both inputs (for conservative sketches a
+        valid, if looser, one: it still never under-estimates).
+
+        Raises
+        ------
+        TypeError
+            ``other`` is not a :class:`CountMinSketch`.
+        ValueError
+            Any parameter or the device differs; this sketch is unchanged.
+
+        Examples
+        --------
+        >>> from pysketch.countmin import CountMinSketch
+        >>> a = CountMinSketch(rows=3, cols=32).update([1], 2.0)
+        >>> b = CountMinSketch(rows=3, cols=32).update([1, 9], [1.0, 4.0])
+        >>> a.merge(b).estimate([1, 9]).tolist(), a.total_weight
+        ([3.0, 4.0], 7.0)
+        """
+        self.check_compatible(other)
+        added = other._total_weight  # read first: other may be self
+        self._axpy(1.0, other)
+        self._total_weight += added
+        return self
+
+    def zero(self) -> CountMinSketch:
+        """Reset every counter and the total weight to 0, in place. Returns ``self``."""
+        super().zero()
+        self._total_weight = 0.0
+        return self
+
+    def to(self, device: str) -> CountMinSketch:
+        """A copy of this sketch (total weight included) on ``device``."""
+        sketch = super().to(device)
+        sketch._total_weight = self._total_weight
+        return sketch
+
+    # --------------------------------------------------------- serialisation
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the sketch to ``path`` as an ``.npz`` archive (no pickle).
+
+        The layout of :meth:`TableSketch.save` plus a ``total_weight`` field.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from pysketch.countmin import CountMinSketch
+        >>> cms = CountMinSketch(rows=3, cols=16, seed=5).update([2, 4], [1.0, 3.0])
+        >>> path = os.path.join(tempfile.mkdtemp(), "cms.npz")
+        >>> cms.save(path)
+        >>> back = CountMinSketch.load(path)
+        >>> back.params == cms.params, back.total_weight, back.estimate([4]).tolist()
+        (True, 4.0, [3.0])
+        """
+        # Mirrors TableSketch.save (which has no hook for extra fields) plus total_weight.
+        fields = {name: np.asarray(value) for name, value in self.params.items()}
+        fields["dtype"] = np.asarray(str(self.dtype))
+        np.savez(
+            path,
+            format=np.asarray(f"pysketch.{type(self).__name__}"),
+            version=np.asarray(_base.FORMAT_VERSION),
+            table=self.table_to_host(),
+            total_weight=np.asarray(self._total_weight, dtype=np.float64),
+            **fields,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str = CPU) -> CountMinSketch:
+        """Read a sketch written by :meth:`save`, onto ``device``.
+
+        Raises ``ValueError`` naming the field when the archive is not a
+        Count-Min archive, has another version, its table does not match its
+        parameters or holds negative or non-finite counters, or its total
+        weight is missing, negative or non-finite.
+        """
+        # The base checks format, version, parameters and table shape first.
+        sketch = super().load(path, device=device)
+        with np.load(path, allow_pickle=False) as archive:
+            if "total_weight" not in archive.files:
+                raise ValueError(
+                    f"{path} is not a pysketch.{cls.__name__} archive: missing ['total_weight']"
+                )
+            raw = archive["total_weight"]
+            table = archive["table"]
+        if raw.shape != () or raw.dtype.kind != "f":
+            raise ValueError(
+                f"{path}: total_weight must be a float scalar, got {raw.dtype} of shape {raw.shape}"
+            )
+        total = float(raw)
+        if not 0.0 <= total < math.inf:
+            raise ValueError(f"{path}: total_weight must be finite and non-negative, got {total}")
+        if not np.isfinite(table).all() or (table < 0).any():
+            raise ValueError(f"{path}: table holds negative or non-finite counters")
+        sketch._total_weight = total
+        return sketch
+
+
+def _is_scalar(obj: Any) -> bool:
+    return not _cuda.is_cuda_array(obj) and np.ndim(obj) == 0
+
+
+def _check_real(name: str, value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if isinstance(value, np.complexfloating):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)

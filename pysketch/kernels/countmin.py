@@ -1,0 +1,199 @@
+"""Count-Min kernels: CPU (Numba ``njit``) and CUDA side by side.
+
+Both backends call the same scalar functions (:func:`pysketch.hashing.bucket_sign`
+and the helpers below), so buckets and the arithmetic of every cell update are
+the same on both; only the order of additions differs between backends in the
+plain update, which is exact whenever the sums are (integer weights, say).
+
+Conventions shared by the update kernels:
+
+* ``n`` updates; update ``t`` hits index ``offset + t`` when ``dense`` is true
+  (``indices`` is then an unused dummy), ``indices[t]`` otherwise.
+* its weight is ``values[t * vstep]``: ``vstep`` is 1 for a weight array and 0
+  for a scalar weight passed as a one-element array, so one kernel serves both.
+* weights are cast to the table's dtype before any arithmetic, so a float32
+  table is updated in float32 on both backends (same rounding).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from pysketch._cuda import cuda, device_function
+from pysketch.hashing import bucket_sign
+from pysketch.kernels.reductions import MAX_ROWS
+
+_CHUNK = 4096  # queries per CPU estimate task
+
+
+@device_function
+def update_index(indices, offset, dense, t):
+    # int64 on both branches: mixing int64 and uint64 would unify to float64.
+    return np.int64(offset + t) if dense else np.int64(indices[t])
+
+
+@device_function
+def bucket_of(family, keys, row, index, cols):
+    bucket, _ = bucket_sign(family, keys, row, index, cols)
+    return bucket
+
+
+@device_function
+def smaller(a, b):
+    # Not the builtin min: on the CUDA target it resolves through a generic
+    # overload that needs a live device to compile (and fails for PTX-only builds).
+    return b if b < a else a
+
+
+@device_function
+def conservative_target(table, m, w):
+    """The value every hit cell must reach: ``min + w``, in the table's dtype."""
+    return table.dtype.type(m) + table.dtype.type(w)
+
+
+@device_function
+def query_one(table, family, keys, index, shift, clamp):
+    """``min_j S[j, h_j(index)] + shift``, floored at 0 when ``clamp``."""
+    cols = table.shape[1]
+    m = table[0, bucket_of(family, keys, 0, index, cols)]
+    for j in range(1, table.shape[0]):
+        m = smaller(m, table[j, bucket_of(family, keys, j, index, cols)])
+    v = np.float64(m) + shift
+    if clamp and v < 0.0:
+        v = 0.0
+    return v
+
+
+# --------------------------------------------------------------------- CPU
+
+
+@njit(parallel=True, cache=True)
+def cpu_update(table, family, keys, indices, offset, dense, values, vstep, n):
+    """Plain update. Each row is one task: a row's cells are written by one thread only."""
+    rows, cols = table.shape
+    for j in prange(rows):
+        for t in range(n):
+            index = update_index(indices, offset, dense, t)
+            table[j, bucket_of(family, keys, j, index, cols)] += table.dtype.type(values[t * vstep])
+
+
+@njit(cache=True)
+def cpu_update_conservative(table, family, keys, indices, offset, dense, values, vstep, n):
+    """Conservative update, sequential: each update reads the minimum the previous ones left."""
+    rows, cols = table.shape
+    buckets = np.empty(rows, dtype=np.int64)
+    for t in range(n):
+        index = update_index(indices, offset, dense, t)
+        for j in range(rows):
+            buckets[j] = bucket_of(family, keys, j, index, cols)
+        m = table[0, buckets[0]]
+        for j in range(1, rows):
+            m = smaller(m, table[j, buckets[j]])
+        target = conservative_target(table, m, values[t * vstep])
+        for j in range(rows):
+            if table[j, buckets[j]] < target:
+                table[j, buckets[j]] = target
+
+
+@njit(parallel=True, cache=True)
+def cpu_query(table, family, keys, indices, shift, clamp, out):
+    n = out.shape[0]
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        for t in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+            out[t] = query_one(table, family, keys, np.int64(indices[t]), shift, clamp)
+
+
+@njit(parallel=True, cache=True)
+def cpu_weight_stats(w):
+    """(non-finite count, negative count, float64 sum) of ``w`` in one pass."""
+    nonfinite = 0
+    negative = 0
+    total = 0.0
+    for i in prange(w.shape[0]):
+        v = w[i]
+        if not math.isfinite(v):
+            nonfinite += 1
+        elif v < 0:
+            negative += 1
+        else:
+            total += np.float64(v)
+    return nonfinite, negative, total
+
+
+# --------------------------------------------------------------------- CUDA
+
+
+@cuda.jit
+def cuda_update(table, family, keys, indices, offset, dense, values, vstep, n):
+    """Plain update: one thread per update, atomics because updates share cells."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    rows, cols = table.shape
+    for t in range(start, n, step):
+        index = update_index(indices, offset, dense, t)
+        w = table.dtype.type(values[t * vstep])
+        for j in range(rows):
+            cuda.atomic.add(table, (j, bucket_of(family, keys, j, index, cols)), w)
+
+
+@cuda.jit
+def cuda_update_conservative(table, family, keys, indices, offset, dense, values, vstep, n):
+    """Conservative update in update order: launch as ONE block of ``rows`` threads.
+
+    Thread ``j`` owns row ``j``; per update the threads publish their cell,
+    all take the same minimum, and each raises its own cell. Updates are
+    serialised exactly as on the CPU, so the tables match bit for bit; the
+    parallelism is only across rows (an atomicMax variant over updates would
+    be faster but its result would depend on scheduling).
+    """
+    current = cuda.shared.array(MAX_ROWS, np.float64)
+    j = cuda.threadIdx.x
+    rows, cols = table.shape
+    bucket = 0
+    for t in range(n):
+        index = update_index(indices, offset, dense, t)
+        if j < rows:
+            bucket = bucket_of(family, keys, j, index, cols)
+            current[j] = table[j, bucket]
+        cuda.syncthreads()
+        m = current[0]
+        for k in range(1, rows):
+            m = smaller(m, current[k])
+        # Nobody may overwrite ``current`` for update t + 1 before all have read it.
+        cuda.syncthreads()
+        if j < rows:
+            target = conservative_target(table, m, values[t * vstep])
+            if table[j, bucket] < target:
+                table[j, bucket] = target
+
+
+@cuda.jit
+def cuda_query(table, family, keys, indices, shift, clamp, out):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for t in range(start, out.shape[0], step):
+        out[t] = query_one(table, family, keys, np.int64(indices[t]), shift, clamp)
+
+
+@cuda.jit
+def cuda_weight_stats(w, stats):
+    """``stats`` (float64[3], zeroed) += (non-finite count, negative count, sum)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    nonfinite = 0.0
+    negative = 0.0
+    total = 0.0
+    for i in range(start, w.shape[0], step):
+        v = w[i]
+        if not math.isfinite(v):
+            nonfinite += 1.0
+        elif v < 0:
+            negative += 1.0
+        else:
+            total += np.float64(v)
+    if nonfinite:
+        cuda.atomic.add(stats, 0, nonfinite)
+    if negative:
+        cuda.atomic.add(stats, 1, negative)
+    if total:
+        cuda.atomic.add(stats, 2, total)
