@@ -13,7 +13,7 @@ import numpy as np
 
 from pysketch import _arrays, _cuda
 from pysketch._arrays import CPU
-from pysketch.kernels import tables
+from pysketch.kernels import elementwise
 
 FORMAT_VERSION = 1
 
@@ -26,6 +26,8 @@ class TableSketch:
     """
 
     _PARAMS: ClassVar[tuple[str, ...]] = ()
+    # State beside the table that copies and archives carry (Count-Min's total weight).
+    _EXTRA_STATE: ClassVar[tuple[str, ...]] = ()
     _table: Any
     _device: str
 
@@ -84,20 +86,25 @@ class TableSketch:
         if not self._uses_kernels():
             self._table += self._table.dtype.type(alpha) * other._table
         else:
-            _cuda.launch(tables.cuda_axpy, self._table.size)(self._table, alpha, other._table)
+            flat = self._table.reshape(self._table.size)
+            _cuda.launch(elementwise.cuda_axpy, flat.size)(
+                flat, alpha, other._table.reshape(flat.size)
+            )
 
     def _scale(self, alpha: float) -> None:
         if not self._uses_kernels():
             self._table *= self._table.dtype.type(alpha)
         else:
-            _cuda.launch(tables.cuda_scale, self._table.size)(self._table, alpha)
+            flat = self._table.reshape(self._table.size)
+            _cuda.launch(elementwise.cuda_scale, flat.size)(flat, alpha)
 
     def zero(self):
         """Reset every cell to 0, in place. Returns ``self``."""
         if not self._uses_kernels():
             self._table[...] = 0
         else:
-            _cuda.launch(tables.cuda_fill, self._table.size)(self._table, 0)
+            flat = self._table.reshape(self._table.size)
+            _cuda.launch(elementwise.cuda_fill, flat.size)(flat, 0)
         return self
 
     def copy(self):
@@ -107,8 +114,16 @@ class TableSketch:
     def to(self, device: str):
         """A copy of this sketch on ``device`` (``"cpu"`` or ``"cuda"``)."""
         _arrays.check_device(device)
-        host = self.table_to_host()
-        return self._from_table(self.params, host, device)
+        sketch = self._from_table(self.params, self.table_to_host(), device)
+        sketch._restore_extra_state(self._extra_state(), source="the copy")
+        return sketch
+
+    def _extra_state(self) -> dict[str, np.ndarray]:
+        """The ``_EXTRA_STATE`` fields as host arrays; none by default."""
+        return {}
+
+    def _restore_extra_state(self, fields: dict[str, np.ndarray], source: str) -> None:
+        """Validate and adopt what :meth:`_extra_state` produced; raise naming the field."""
 
     def table_to_host(self) -> np.ndarray:
         """A host (NumPy) copy of the table."""
@@ -151,6 +166,7 @@ class TableSketch:
             version=np.asarray(FORMAT_VERSION),
             table=self.table_to_host(),
             **fields,
+            **self._extra_state(),
         )
 
     @classmethod
@@ -163,7 +179,8 @@ class TableSketch:
         """
         expected_format = f"pysketch.{cls.__name__}"
         with np.load(path, allow_pickle=False) as archive:
-            missing = {"format", "version", "table", *cls._PARAMS} - set(archive.files)
+            expected = {"format", "version", "table", *cls._PARAMS, *cls._EXTRA_STATE}
+            missing = expected - set(archive.files)
             if missing:
                 raise ValueError(
                     f"{path} is not a {expected_format} archive: missing {sorted(missing)}"
@@ -179,4 +196,7 @@ class TableSketch:
                 )
             params = {name: archive[name].item() for name in cls._PARAMS}
             table = archive["table"]
-        return cls._from_table(params, table, device)
+            extra = {name: archive[name] for name in cls._EXTRA_STATE}
+        sketch = cls._from_table(params, table, device)
+        sketch._restore_extra_state(extra, source=str(path))
+        return sketch

@@ -24,12 +24,11 @@ References
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
 
-from pysketch import _arrays, _base, _cuda, hashing
+from pysketch import _arrays, _cuda, hashing
 from pysketch._arrays import CPU, Input
 from pysketch._base import TableSketch
 from pysketch.kernels import countmin as kernels
@@ -100,6 +99,7 @@ class CountMinSketch(TableSketch):
     """
 
     _PARAMS = ("rows", "cols", "seed", "hash", "dtype", "conservative")
+    _EXTRA_STATE = ("total_weight",)
 
     def __init__(
         self,
@@ -426,70 +426,24 @@ class CountMinSketch(TableSketch):
         self._total_weight = 0.0
         return self
 
-    def to(self, device: str) -> CountMinSketch:
-        """A copy of this sketch (total weight included) on ``device``."""
-        sketch = super().to(device)
-        sketch._total_weight = self._total_weight
-        return sketch
-
     # --------------------------------------------------------- serialisation
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the sketch to ``path`` as an ``.npz`` archive (no pickle).
+    def _extra_state(self) -> dict[str, np.ndarray]:
+        return {"total_weight": np.asarray(self._total_weight, dtype=np.float64)}
 
-        The layout of :meth:`TableSketch.save` plus a ``total_weight`` field.
-
-        Examples
-        --------
-        >>> import os, tempfile
-        >>> from pysketch.countmin import CountMinSketch
-        >>> cms = CountMinSketch(rows=3, cols=16, seed=5).update([2, 4], [1.0, 3.0])
-        >>> path = os.path.join(tempfile.mkdtemp(), "cms.npz")
-        >>> cms.save(path)
-        >>> back = CountMinSketch.load(path)
-        >>> back.params == cms.params, back.total_weight, back.estimate([4]).tolist()
-        (True, 4.0, [3.0])
-        """
-        # Mirrors TableSketch.save (which has no hook for extra fields) plus total_weight.
-        fields = {name: np.asarray(value) for name, value in self.params.items()}
-        fields["dtype"] = np.asarray(str(self.dtype))
-        np.savez(
-            path,
-            format=np.asarray(f"pysketch.{type(self).__name__}"),
-            version=np.asarray(_base.FORMAT_VERSION),
-            table=self.table_to_host(),
-            total_weight=np.asarray(self._total_weight, dtype=np.float64),
-            **fields,
-        )
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str = CPU) -> CountMinSketch:
-        """Read a sketch written by :meth:`save`, onto ``device``.
-
-        Raises ``ValueError`` naming the field when the archive is not a
-        Count-Min archive, has another version, its table does not match its
-        parameters or holds negative or non-finite counters, or its total
-        weight is missing, negative or non-finite.
-        """
-        # The base checks format, version, parameters and table shape first.
-        sketch = super().load(path, device=device)
-        with np.load(path, allow_pickle=False) as archive:
-            if "total_weight" not in archive.files:
-                raise ValueError(
-                    f"{path} is not a pysketch.{cls.__name__} archive: missing ['total_weight']"
-                )
-            raw = archive["total_weight"]
-            table = archive["table"]
+    def _restore_extra_state(self, fields: dict[str, np.ndarray], source: str) -> None:
+        raw = fields["total_weight"]
         if raw.shape != () or raw.dtype.kind != "f":
             raise ValueError(
-                f"{path}: total_weight must be a float scalar, got {raw.dtype} of shape {raw.shape}"
+                f"{source}: total_weight must be a float scalar, "
+                f"got {raw.dtype} of shape {raw.shape}"
             )
         total = float(raw)
         if not 0.0 <= total < math.inf:
-            raise ValueError(f"{path}: total_weight must be finite and non-negative, got {total}")
+            raise ValueError(f"{source}: total_weight must be finite and non-negative, got {total}")
+        table = self.table_to_host()
         if not np.isfinite(table).all() or (table < 0).any():
-            raise ValueError(f"{path}: table holds negative or non-finite counters")
-        sketch._total_weight = total
-        return sketch
+            raise ValueError(f"{source}: table holds negative or non-finite counters")
+        self._total_weight = total
 
 
 def _is_scalar(obj: Any) -> bool:

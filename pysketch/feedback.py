@@ -30,6 +30,7 @@ import numpy as np
 
 from pysketch import _arrays, _cuda
 from pysketch._arrays import CPU, Input
+from pysketch.kernels import elementwise
 from pysketch.kernels import select as sel
 
 __all__ = ["ErrorFeedback", "Momentum"]
@@ -93,7 +94,7 @@ class _DenseState:
         if self._device == CPU:
             self._vec += alpha * np.asarray(inp.array, dtype=np.float64)
         else:
-            _cuda.launch(sel.cuda_axpy, self._d, inp.stream)(self._vec, alpha, inp.array)
+            _cuda.launch(elementwise.cuda_axpy, self._d, inp.stream)(self._vec, alpha, inp.array)
 
     def _scatter_sub(self, ind: Input, val: Input) -> None:
         if ind.size == 0:
@@ -126,7 +127,7 @@ class _DenseState:
         if self._device == CPU:
             self._vec[...] = 0
         else:
-            _cuda.launch(sel.cuda_fill, self._d, 0)(self._vec, 0)
+            _cuda.launch(elementwise.cuda_fill, self._d, 0)(self._vec, 0)
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -154,7 +155,7 @@ class _DenseState:
         if self._device == CPU:
             self._vec[...] = host
         else:
-            _cuda.launch(sel.cuda_copy, self._d, 0)(self._vec, _cuda.to_device(host))
+            _cuda.launch(elementwise.cuda_copy, self._d, 0)(self._vec, _cuda.to_device(host))
 
     def __repr__(self) -> str:
         return (
@@ -328,11 +329,15 @@ class Momentum(_DenseState):
             if self._nesterov:
                 return (g_arr + self._rho * self._vec).astype(self._dtype, copy=False)
             return self._vec
-        _cuda.launch(sel.cuda_scale_add, self._d, inp.stream)(self._vec, self._rho, inp.array)
+        _cuda.launch(elementwise.cuda_scale_add, self._d, inp.stream)(
+            self._vec, self._rho, inp.array
+        )
         if not self._nesterov:
             return self._vec
         out = _cuda.empty(self._d, self._dtype, stream=inp.stream)
-        _cuda.launch(sel.cuda_axpby_out, self._d, inp.stream)(out, inp.array, self._rho, self._vec)
+        _cuda.launch(elementwise.cuda_axpby_out, self._d, inp.stream)(
+            out, inp.array, self._rho, self._vec
+        )
         return out
 
     def __repr__(self) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 
 from pysketch import _arrays, _cuda
 from pysketch._arrays import CPU, CUDA, Input
+from pysketch.kernels import elementwise
 from pysketch.kernels import select as sel
 
 __all__ = ["topk", "randomk", "threshold", "gather", "scatter"]
@@ -69,7 +70,7 @@ def _contiguous_float(inp: Input):
     if floating and arr.is_c_contiguous():
         return arr
     out = _cuda.empty(inp.size, arr.dtype if floating else np.float64, stream=inp.stream)
-    _cuda.launch(sel.cuda_copy, inp.size, inp.stream)(out, arr)
+    _cuda.launch(elementwise.cuda_copy, inp.size, inp.stream)(out, arr)
     return out
 
 
@@ -169,7 +170,7 @@ def _topk_cuda(arr, k: int, stream):
     hist = _cuda.empty(sel.BINS, np.int64, stream=stream)
 
     def key_histogram(lo, span, shift):
-        _cuda.launch(sel.cuda_fill, sel.BINS, stream)(hist, 0)
+        _cuda.launch(elementwise.cuda_fill, sel.BINS, stream)(hist, 0)
         _cuda.launch(sel.cuda_histogram, d, stream)(
             bits, mask, np.uint64(lo), np.uint64(span & _MASK_ALL), np.uint64(shift), hist
         )
@@ -182,7 +183,7 @@ def _topk_cuda(arr, k: int, stream):
         last = d - 1
 
         def tie_histogram(rlo, span, shift):
-            _cuda.launch(sel.cuda_fill, sel.BINS, stream)(hist, 0)
+            _cuda.launch(elementwise.cuda_fill, sel.BINS, stream)(hist, 0)
             _cuda.launch(sel.cuda_histogram_ties, d, stream)(
                 bits,
                 mask,
@@ -370,7 +371,7 @@ def threshold(x: Any, tau: float, *, check_finite: bool = True) -> tuple[Any, An
     m = _pow2_at_least(n)
     idx = _cuda.empty(m, np.int64, stream=stream)
     keys = _cuda.zeros(m, np.uint64, stream=stream)
-    _cuda.launch(sel.cuda_fill, 1, stream)(counter, 0)
+    _cuda.launch(elementwise.cuda_fill, 1, stream)(counter, 0)
     _cuda.launch(sel.cuda_compact_threshold, n_in, stream)(inp.array, tau, counter, idx)
     _cuda.launch(sel.cuda_pad, m - n, stream)(keys, idx, n)
     _bitonic_sort(keys, idx, stream)  # equal keys: ascending index
@@ -482,7 +483,7 @@ def scatter(
     if target is None:
         target = _cuda.zeros(d, val.array.dtype, stream=stream)
     elif not accumulate:
-        _cuda.launch(sel.cuda_fill, d, stream)(target, 0)
+        _cuda.launch(elementwise.cuda_fill, d, stream)(target, 0)
     if ind.size:
         _cuda.launch(sel.cuda_scatter_add, ind.size, stream)(target, ind.array, val.array, 1)
     return target if out is None else out

@@ -1,0 +1,56 @@
+"""Element-wise CUDA kernels on 1-D device arrays (2-D tables go in flattened).
+
+NumPy and CuPy arrays have operators; Numba device arrays (what buffers are
+when CuPy is absent, and under the simulator) have none, so these kernels give
+every device buffer the same fill / copy / axpy / momentum update.
+"""
+
+from __future__ import annotations
+
+from pysketch._cuda import cuda
+
+
+@cuda.jit
+def cuda_fill(out, value):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, out.shape[0], step):
+        out[i] = value
+
+
+@cuda.jit
+def cuda_copy(out, x):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, out.shape[0], step):
+        out[i] = x[i]
+
+
+@cuda.jit
+def cuda_axpy(y, alpha, x):
+    """``y += alpha * x`` (1-D)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, y.shape[0], step):
+        y[i] += alpha * x[i]
+
+
+@cuda.jit
+def cuda_scale_add(u, rho, g):
+    """``u = rho * u + g`` (1-D)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, u.shape[0], step):
+        u[i] = rho * u[i] + g[i]
+
+
+@cuda.jit
+def cuda_axpby_out(out, x, beta, y):
+    """``out = x + beta * y`` (1-D): the Nesterov direction ``g + rho * u``."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, out.shape[0], step):
+        out[i] = x[i] + beta * y[i]
+
+
+@cuda.jit
+def cuda_scale(y, alpha):
+    """``y *= alpha`` (1-D)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, y.shape[0], step):
+        y[i] *= alpha
