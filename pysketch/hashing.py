@@ -72,6 +72,11 @@ _S33 = np.uint64(33)
 _S61 = np.uint64(61)
 _FMIX_C1 = np.uint64(0xFF51AFD7ED558CCD)
 _FMIX_C2 = np.uint64(0xC4CEB9FE1A85EC53)
+_S27 = np.uint64(27)
+_S30 = np.uint64(30)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_SPLITMIX_C1 = np.uint64(0xBF58476D1CE4E5B9)
+_SPLITMIX_C2 = np.uint64(0x94D049BB133111EB)
 
 
 @device_function
@@ -155,18 +160,19 @@ def bucket_sign_batch(family, keys, row, indices, cols):
     return buckets, signs
 
 
-def splitmix64(state: int) -> tuple[int, int]:
-    """One step of SplitMix64 on Python ints: ``(new_state, output)``.
+@device_function
+def splitmix64(state):
+    """One step of SplitMix64 on uint64 words: ``(new_state, output)``.
 
-    Used on the host to expand a user seed into keys: pure integer arithmetic,
-    so every platform and rank derives the same keys.
+    Expands a user seed into hash keys on the host and drives random-k's
+    draws; unsigned wrap-around arithmetic, so every platform and rank derives
+    the same stream.
     """
-    mask = (1 << 64) - 1
-    state = (state + 0x9E3779B97F4A7C15) & mask
+    state = state + _GOLDEN
     z = state
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-    return state, z ^ (z >> 31)
+    z = (z ^ (z >> _S30)) * _SPLITMIX_C1
+    z = (z ^ (z >> _S27)) * _SPLITMIX_C2
+    return state, z ^ (z >> _S31)
 
 
 def family_code(family: str) -> int:
@@ -197,13 +203,13 @@ def hash_keys(seed: int, rows: int, family: str = DEFAULT_FAMILY) -> np.ndarray:
         raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
     if not 0 <= int(seed) < 2**64:
         raise ValueError(f"seed must lie in [0, 2**64), got {seed}")
-    state = (int(seed) ^ (0x5EED << 48) ^ (code << 40)) & ((1 << 64) - 1)
+    state = np.uint64((int(seed) ^ (0x5EED << 48) ^ (code << 40)) & ((1 << 64) - 1))
     keys = np.empty((rows, N_KEYS), dtype=np.uint64)
     for j in range(rows):
         for t in range(N_KEYS):
             while True:
-                state, out = splitmix64(state)
-                value = out if (code == MIX and t == 0) else out >> 3
+                state, out = splitmix64(np.uint64(state))
+                value = int(out) if (code == MIX and t == 0) else int(out) >> 3
                 if code == MIX or value < _P_INT:
                     break
             keys[j, t] = value

@@ -22,6 +22,7 @@ import numpy as np
 
 from pysketch import _arrays, _cuda
 from pysketch._arrays import CPU, CUDA, Input
+from pysketch.hashing import splitmix64
 from pysketch.kernels import elementwise
 from pysketch.kernels import select as sel
 
@@ -304,18 +305,12 @@ def randomk(d: int, k: int, *, seed: int, device: str = "cpu") -> Any:
     k = _check_k(k, d)
     seed = _check_seed(seed)
     _arrays.check_device(device)
-    state = seed ^ 0x52414E444F4D4B00  # "RANDOMK\0"
+    state = np.uint64(seed ^ 0x52414E444F4D4B00)  # "RANDOMK\0"
     for word in (d, k):
-        state, out = _splitmix(state ^ word)
-        state ^= out
-    idx = sel.cpu_randomk(np.uint64(state), d, k)
+        state, out = splitmix64(np.uint64(state) ^ np.uint64(word))
+        state = np.uint64(state) ^ np.uint64(out)
+    idx = sel.cpu_randomk(state, d, k)
     return idx if device == CPU else _cuda.to_device(idx)
-
-
-def _splitmix(state: int) -> tuple[int, int]:
-    from pysketch.hashing import splitmix64
-
-    return splitmix64(state & _MASK_ALL)
 
 
 # ----------------------------------------------------------------- threshold

@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from pysketch._cuda import THREADS_PER_BLOCK, cuda
-from pysketch.hashing import fmix64
+from pysketch.hashing import fmix64, splitmix64
 
 DIGIT_BITS = 11
 BINS = 1 << DIGIT_BITS
@@ -39,12 +39,6 @@ SORT_TILE = 2 * THREADS_PER_BLOCK
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
 _UMAX = np.uint64(0xFFFFFFFFFFFFFFFF)
-_S30 = np.uint64(30)
-_S27 = np.uint64(27)
-_S31 = np.uint64(31)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
 _IDX_PAD = np.iinfo(np.int64).max
 
 
@@ -195,15 +189,6 @@ def cpu_threshold(x, tau, n_chunks):
     return out
 
 
-@njit(inline="always")
-def _splitmix_next(state):
-    state = state + _GOLDEN
-    z = state
-    z = (z ^ (z >> _S30)) * _MIX1
-    z = (z ^ (z >> _S27)) * _MIX2
-    return state, z ^ (z >> _S31)
-
-
 @njit(cache=True)
 def cpu_randomk(state, d, k):
     """k distinct integers of ``[0, d)``, sorted, by Floyd's algorithm on SplitMix64.
@@ -222,9 +207,9 @@ def cpu_randomk(state, d, k):
         j = d - k + t
         bound = np.uint64(j + 1)
         floor = (_U0 - bound) % bound
-        s, r = _splitmix_next(s)
+        s, r = splitmix64(s)
         while r < floor:
-            s, r = _splitmix_next(s)
+            s, r = splitmix64(s)
         cand = np.int64(r % bound)
         # insert cand, or j when cand is already chosen (j never is)
         slot = np.intp(fmix64(np.uint64(cand)) & umask)
