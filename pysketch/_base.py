@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pysketch import _arrays, _cuda
+from pysketch import _arrays, _cuda, hashing
 from pysketch._arrays import CPU
-from pysketch.kernels import elementwise
+from pysketch.kernels import elementwise, reductions
 
 FORMAT_VERSION = 1
 
@@ -30,6 +30,24 @@ class TableSketch:
     _EXTRA_STATE: ClassVar[tuple[str, ...]] = ()
     _table: Any
     _device: str
+
+    def _init_hashed_table(
+        self, rows: int, cols: int, seed: int, hash: str, dtype: Any, device: str
+    ) -> None:
+        """Validate the shared parameters, derive the hash keys, allocate a zero table.
+
+        Everything is checked before any attribute is set.
+        """
+        rows = _arrays.check_positive_int("rows", rows, maximum=reductions.MAX_ROWS)
+        cols = _arrays.check_positive_int("cols", cols, maximum=hashing.MAX_COLS)
+        dtype = _arrays.check_float_dtype("dtype", dtype)
+        family = hashing.family_code(hash)
+        host_keys = hashing.hash_keys(seed, rows, hash)
+        _arrays.check_device(device)
+        self.rows, self.cols, self.dtype, self.hash, self.seed = rows, cols, dtype, hash, int(seed)
+        self._family = family
+        self._keys = host_keys if device == CPU else _cuda.to_device(host_keys)
+        self._set_table(np.zeros((rows, cols), dtype=dtype), device)
 
     # ------------------------------------------------------------ properties
     @property

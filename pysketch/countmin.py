@@ -112,20 +112,11 @@ class CountMinSketch(TableSketch):
         conservative: bool = False,
         device: str = CPU,
     ) -> None:
-        self.rows = _arrays.check_positive_int("rows", rows, maximum=MAX_ROWS)
-        self.cols = _arrays.check_positive_int("cols", cols, maximum=hashing.MAX_COLS)
-        self.dtype = _arrays.check_float_dtype("dtype", dtype)
         if not isinstance(conservative, (bool, np.bool_)):
             raise TypeError(f"conservative must be a bool, got {type(conservative).__name__}")
+        self._init_hashed_table(rows, cols, seed, hash, dtype, device)
         self.conservative = bool(conservative)
-        self._family = hashing.family_code(hash)
-        self.hash = hash
-        host_keys = hashing.hash_keys(seed, self.rows, hash)
-        self.seed = int(seed)
-        self._device = _arrays.check_device(device)
-        self._keys = host_keys if device == CPU else _cuda.to_device(host_keys)
         self._total_weight = 0.0
-        self._set_table(np.zeros((self.rows, self.cols), dtype=self.dtype), device)
 
     # ------------------------------------------------------------ properties
     @property

@@ -104,17 +104,9 @@ class CountSketch(TableSketch):
         hash: str = hashing.DEFAULT_FAMILY,
         device: str = CPU,
     ) -> None:
-        self.d = _arrays.check_positive_int("d", d, maximum=hashing.MAX_INDEX)
-        self.rows = _arrays.check_positive_int("rows", rows, maximum=reductions.MAX_ROWS)
-        self.cols = _arrays.check_positive_int("cols", cols, maximum=hashing.MAX_COLS)
-        self.dtype = _arrays.check_float_dtype("dtype", dtype)
-        self._family = hashing.family_code(hash)
-        self.hash = hash
-        host_keys = hashing.hash_keys(seed, self.rows, hash)
-        self.seed = int(seed)
-        self._device = _arrays.check_device(device)
-        self._keys = host_keys if device == CPU else _cuda.to_device(host_keys)
-        self._set_table(np.zeros((self.rows, self.cols), dtype=self.dtype), device)
+        d = _arrays.check_positive_int("d", d, maximum=hashing.MAX_INDEX)
+        self._init_hashed_table(rows, cols, seed, hash, dtype, device)
+        self.d = d
 
     # ------------------------------------------------------------ accumulate
     def accumulate(self, x: Any, *, check_finite: bool = True) -> CountSketch:
@@ -145,12 +137,7 @@ class CountSketch(TableSketch):
             raise ValueError(f"x must have length d={self.d}, got {inp.size}")
         if check_finite:
             _arrays.check_finite(inp, "x")
-        if self._device == CPU:
-            self._accumulate_cpu(kernels.cpu_accumulate_dense, inp.size, inp.array, 0)
-        else:
-            _cuda.launch(kernels.cuda_accumulate_dense, inp.size, inp.stream)(
-                self._table, self._family, self._keys, inp.array, 0
-            )
+        self._accumulate(_NO_INDICES, inp, dense=True)
         return self
 
     def accumulate_sparse(
@@ -190,25 +177,30 @@ class CountSketch(TableSketch):
         _arrays.check_index_range(idx, "indices", self.d)
         if check_finite:
             _arrays.check_finite(val, "values")
-        if self._device == CPU:
-            self._accumulate_cpu(kernels.cpu_accumulate_sparse, idx.size, idx.array, val.array)
-        else:
-            _cuda.launch(kernels.cuda_accumulate_sparse, idx.size, idx.stream)(
-                self._table, self._family, self._keys, idx.array, val.array
-            )
+        self._accumulate(idx.array, val, dense=False)
         return self
 
-    def _accumulate_cpu(self, kernel, n: int, *args) -> None:
+    def _accumulate(self, indices: Any, values: _arrays.Input, *, dense: bool) -> None:
+        n = values.size
+        if self._device != CPU:
+            if dense:
+                indices = _cuda.to_device(_NO_INDICES)
+            _cuda.launch(kernels.cuda_accumulate, n, values.stream)(
+                self._table, self._family, self._keys, indices, values.array, 0, dense
+            )
+            return
         # Fewer rows than threads: split the input into chunks, each with a
         # private table (prange has no atomics), then reduce.
         threads = numba.get_num_threads()
         chunks = 1 if self.rows >= threads else min(math.ceil(threads / self.rows), max(1, n))
-        if chunks == 1:
-            kernel(self._table[None], self._family, self._keys, *args)
-            return
-        scratch = np.zeros((chunks, self.rows, self.cols), dtype=self.dtype)
-        kernel(scratch, self._family, self._keys, *args)
-        self._table += scratch.sum(axis=0, dtype=self.dtype)
+        scratch = (
+            self._table[None]
+            if chunks == 1
+            else np.zeros((chunks, self.rows, self.cols), dtype=self.dtype)
+        )
+        kernels.cpu_accumulate(scratch, self._family, self._keys, indices, values.array, 0, dense)
+        if chunks > 1:
+            self._table += scratch.sum(axis=0, dtype=self.dtype)
 
     # -------------------------------------------------------------- estimate
     def estimate(self, indices: Any = None) -> Any:

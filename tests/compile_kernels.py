@@ -32,8 +32,8 @@ def signatures() -> dict[str, list[tuple]]:
         tab = A(tab_dtype, 2)
         for idx in (i32, i64):
             for val in (f32, f64, i64):
-                sigs.setdefault("countsketch.cuda_accumulate_sparse", []).append(
-                    (tab, i64, KEYS, A(idx), A(val))
+                sigs.setdefault("countsketch.cuda_accumulate", []).append(
+                    (tab, i64, KEYS, A(idx), A(val), i64, b1)
                 )
                 cm_args = (tab, i64, KEYS, A(idx), i64, b1, A(val), i64, i64)
                 sigs.setdefault("countmin.cuda_update", []).append(cm_args)
@@ -43,10 +43,6 @@ def signatures() -> dict[str, list[tuple]]:
             )
             sigs.setdefault("countmin.cuda_query", []).append(
                 (tab, i64, KEYS, A(idx), f64, b1, A(tab_dtype))
-            )
-        for val in (f32, f64, i64):
-            sigs.setdefault("countsketch.cuda_accumulate_dense", []).append(
-                (tab, i64, KEYS, A(val), i64)
             )
         sigs.setdefault("reductions.cuda_row_sumsq", []).append((tab, A(f64)))
     for dtype in (f32, f64):

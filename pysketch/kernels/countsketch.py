@@ -38,26 +38,20 @@ def estimate_one(table, family, keys, index, buf, mode):
 
 
 @njit(parallel=True, cache=True)
-def cpu_accumulate_dense(scratch, family, keys, x, offset):
-    """``scratch[c]`` gets chunk ``c`` of ``x``; ``scratch`` may be ``table[None]``."""
+def cpu_accumulate(scratch, family, keys, indices, values, offset, dense):
+    """Add ``values[i]`` at index ``offset + i`` (dense) or ``indices[i]`` (sparse).
+
+    Task ``(c, j)`` adds chunk ``c`` of the input into row ``j`` of
+    ``scratch[c]``; with one chunk, ``scratch`` is ``table[None]``.
+    """
     n_chunks, rows = scratch.shape[0], scratch.shape[1]
-    n = x.shape[0]
+    n = values.shape[0]
     for task in prange(n_chunks * rows):
         c, j = task // rows, task % rows
         part = scratch[c]
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            scatter_one(part, family, keys, j, offset + i, x[i])
-
-
-@njit(parallel=True, cache=True)
-def cpu_accumulate_sparse(scratch, family, keys, indices, values):
-    n_chunks, rows = scratch.shape[0], scratch.shape[1]
-    n = indices.shape[0]
-    for task in prange(n_chunks * rows):
-        c, j = task // rows, task % rows
-        part = scratch[c]
-        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            scatter_one(part, family, keys, j, indices[i], values[i])
+            index = offset + i if dense else indices[i]
+            scatter_one(part, family, keys, j, index, values[i])
 
 
 @njit(parallel=True, cache=True)
@@ -91,23 +85,13 @@ def cpu_estimate(table, family, keys, indices, offset, dense, mode, out):
 
 
 @cuda.jit
-def cuda_accumulate_dense(table, family, keys, x, offset):
+def cuda_accumulate(table, family, keys, indices, values, offset, dense):
+    """Add ``values[i]`` at index ``offset + i`` (dense) or ``indices[i]``, with atomics."""
     start, step = cuda.grid(1), cuda.gridsize(1)
     rows, cols = table.shape
-    for i in range(start, x.shape[0], step):
-        value = x[i]
-        for j in range(rows):
-            bucket, sign = bucket_sign(family, keys, j, offset + i, cols)
-            cuda.atomic.add(table, (j, bucket), sign * value)
-
-
-@cuda.jit
-def cuda_accumulate_sparse(table, family, keys, indices, values):
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    rows, cols = table.shape
-    for i in range(start, indices.shape[0], step):
+    for i in range(start, values.shape[0], step):
         value = values[i]
-        index = indices[i]
+        index = offset + i if dense else indices[i]
         for j in range(rows):
             bucket, sign = bucket_sign(family, keys, j, index, cols)
             cuda.atomic.add(table, (j, bucket), sign * value)
