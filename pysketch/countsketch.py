@@ -189,10 +189,12 @@ class CountSketch(TableSketch):
                 self._table, self._family, self._keys, indices, values.array, 0, dense
             )
             return
-        # Fewer rows than threads: split the input into chunks, each with a
-        # private table (prange has no atomics), then reduce.
+        # Tasks are (row, chunk of the input) pairs, as many as a multiple of the
+        # thread count so that no thread idles (5 rows on 2 threads split 3:2
+        # otherwise); each chunk beyond the first needs a private table, since
+        # prange has no atomics, reduced at the end.
         threads = numba.get_num_threads()
-        chunks = 1 if self.rows >= threads else min(math.ceil(threads / self.rows), max(1, n))
+        chunks = min(threads // math.gcd(self.rows, threads), max(1, n))
         scratch = (
             self._table[None]
             if chunks == 1
