@@ -192,9 +192,10 @@ class CountSketch(TableSketch):
         # Tasks are (row, chunk of the input) pairs, as many as a multiple of the
         # thread count so that no thread idles (5 rows on 2 threads split 3:2
         # otherwise); each chunk beyond the first needs a private table, since
-        # prange has no atomics, reduced at the end.
+        # prange has no atomics, reduced at the end. That costs O(table), so
+        # only inputs at least as large as the table are split.
         threads = numba.get_num_threads()
-        chunks = min(threads // math.gcd(self.rows, threads), max(1, n))
+        chunks = threads // math.gcd(self.rows, threads) if n >= self._table.size else 1
         scratch = (
             self._table[None]
             if chunks == 1
