@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pysketch import CountSketch, hashing
+from pysketch import CountSketch, _arrays, hashing
 from tests.conftest import on_device, to_host
 
 SMALL = {"d": 300, "rows": 5, "cols": 32}
@@ -440,3 +440,17 @@ def test_repr_and_nbytes():
     sketch = CountSketch(**SMALL, seed=9)
     assert "CountSketch(d=300, rows=5, cols=32, seed=9" in repr(sketch)
     assert sketch.nbytes == 5 * 32 * 4
+
+
+def test_cpu_torch_tensors_go_through_dlpack_zero_copy(rng):
+    torch = pytest.importorskip("torch")
+    x = integer_vector(rng, SMALL["d"])
+    tensor = torch.from_numpy(x.copy())
+    a = CountSketch(**SMALL).accumulate(tensor)
+    b = CountSketch(**SMALL).accumulate(x)
+    np.testing.assert_array_equal(a.table, b.table)
+    idx = torch.tensor([3, 7, 3])
+    np.testing.assert_array_equal(a.estimate(idx), b.estimate(idx.numpy()))
+    # Zero-copy: what the kernels receive is a view of the tensor's memory.
+    seen = _arrays.as_input(tensor, "x", device="cpu").array
+    assert np.shares_memory(seen, tensor.numpy())
