@@ -186,7 +186,7 @@ class CountSketch(TableSketch):
             if dense:
                 indices = _cuda.to_device(_NO_INDICES)
             _cuda.launch(kernels.cuda_accumulate, n, values.stream)(
-                self._table, self._family, self._keys, indices, values.array, 0, dense
+                self._table, self._family, self._keys, indices, values.array, dense
             )
             return
         # Tasks are (row, chunk of the input) pairs, as many as a multiple of the
@@ -201,7 +201,7 @@ class CountSketch(TableSketch):
             if chunks == 1
             else np.zeros((chunks, self.rows, self.cols), dtype=self.dtype)
         )
-        kernels.cpu_accumulate(scratch, self._family, self._keys, indices, values.array, 0, dense)
+        kernels.cpu_accumulate(scratch, self._family, self._keys, indices, values.array, dense)
         if chunks > 1:
             self._table += scratch.sum(axis=0, dtype=self.dtype)
 
@@ -265,13 +265,13 @@ class CountSketch(TableSketch):
             idx, n, dense = inp.array, inp.size, False
         if self._device == CPU:
             out = np.empty(n, dtype=self.dtype)
-            kernels.cpu_estimate(self._table, self._family, self._keys, idx, 0, dense, mode, out)
+            kernels.cpu_estimate(self._table, self._family, self._keys, idx, dense, mode, out)
         else:
             out = _cuda.empty(n, self.dtype)
             if dense:
                 idx = _cuda.to_device(_NO_INDICES)
             _cuda.launch(kernels.cuda_estimate, n)(
-                self._table, self._family, self._keys, idx, 0, dense, mode, out
+                self._table, self._family, self._keys, idx, dense, mode, out
             )
         return out
 

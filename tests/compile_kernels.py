@@ -33,13 +33,13 @@ def signatures() -> dict[str, list[tuple]]:
         for idx in (i32, i64):
             for val in (f32, f64, i64):
                 sigs.setdefault("countsketch.cuda_accumulate", []).append(
-                    (tab, i64, KEYS, A(idx), A(val), i64, b1)
+                    (tab, i64, KEYS, A(idx), A(val), b1)
                 )
                 cm_args = (tab, i64, KEYS, A(idx), i64, b1, A(val), i64, i64)
                 sigs.setdefault("countmin.cuda_update", []).append(cm_args)
                 sigs.setdefault("countmin.cuda_update_conservative", []).append(cm_args)
             sigs.setdefault("countsketch.cuda_estimate", []).append(
-                (tab, i64, KEYS, A(idx), i64, b1, i64, A(tab_dtype))
+                (tab, i64, KEYS, A(idx), b1, i64, A(tab_dtype))
             )
             sigs.setdefault("countmin.cuda_query", []).append(
                 (tab, i64, KEYS, A(idx), f64, b1, A(tab_dtype))

@@ -33,15 +33,30 @@ def estimate_one(table, family, keys, index, buf, mode):
 # --------------------------------------------------------------------- CPU
 
 
+@njit(inline="always")
+def hash_block(family, keys, row, cols, indices, start, width, dense, buckets, signs):
+    """Buckets and signs in ``row`` of indices ``start .. start + width``: the
+    positions themselves (dense) or ``indices[start:start + width]``.
+
+    The dense/sparse branch stays outside the loops, which then vectorise;
+    inside them it cost 5x on estimate-all (single thread, d = 4e6, r = 5).
+    """
+    if dense:
+        for t in range(width):
+            buckets[t], signs[t] = bucket_sign(family, keys, row, start + t, cols)
+    else:
+        for t in range(width):
+            buckets[t], signs[t] = bucket_sign(family, keys, row, indices[start + t], cols)
+
+
 @njit(parallel=True, cache=True)
-def cpu_accumulate(scratch, family, keys, indices, values, offset, dense):
-    """Add ``values[i]`` at index ``offset + i`` (dense) or ``indices[i]`` (sparse).
+def cpu_accumulate(scratch, family, keys, indices, values, dense):
+    """Add ``values[i]`` at index ``i`` (dense) or ``indices[i]`` (sparse).
 
     Task ``(c, j)`` adds chunk ``c`` of the input into row ``j`` of
     ``scratch[c]``; with one chunk, ``scratch`` is ``table[None]``. Each block
-    of indices is hashed first, then scattered: apart from the scatter's
-    memory dependence the hashing vectorises (2x faster than hashing inside
-    the scatter loop, single thread, d = 4e6, r = 5, c = 5e5).
+    of indices is hashed first, then scattered, so that the hashing vectorises
+    apart from the scatter's memory dependence.
     """
     n_chunks, rows, cols = scratch.shape
     n = values.shape[0]
@@ -49,17 +64,13 @@ def cpu_accumulate(scratch, family, keys, indices, values, offset, dense):
         c, j = task // rows, task % rows
         row = scratch[c, j]
         buckets = np.empty(_BLOCK, dtype=np.int64)
-        signed = np.empty(_BLOCK, dtype=row.dtype)
+        signs = np.empty(_BLOCK, dtype=np.float32)
         stop_chunk = (c + 1) * n // n_chunks
         for start in range(c * n // n_chunks, stop_chunk, _BLOCK):
             width = min(_BLOCK, stop_chunk - start)
+            hash_block(family, keys, j, cols, indices, start, width, dense, buckets, signs)
             for t in range(width):
-                index = offset + start + t if dense else indices[start + t]
-                bucket, sign = bucket_sign(family, keys, j, index, cols)
-                buckets[t] = bucket
-                signed[t] = sign * values[start + t]
-            for t in range(width):
-                row[buckets[t]] += signed[t]
+                row[buckets[t]] += signs[t] * values[start + t]
 
 
 @njit(inline="always")
@@ -87,51 +98,52 @@ def combine_columns(per_row, mode, out):
 
 
 @njit(parallel=True, cache=True)
-def cpu_estimate(table, family, keys, indices, offset, dense, mode, out):
-    """``out[i]`` = estimate of index ``offset + i`` (dense) or ``indices[i]``.
+def cpu_estimate(table, family, keys, indices, dense, mode, out):
+    """``out[i]`` = estimate of index ``i`` (dense) or ``indices[i]``.
 
-    Per chunk of indices: one pass per row gathers ``s_j(i) S[j, h_j(i)]`` from
-    one row of the table (which stays in cache) into row ``j`` of a scratch
-    array, then the rows are combined column-wise: the median's sorting network
-    (:func:`~pysketch.kernels.reductions.median_inplace`'s) runs across all
-    columns at once and vectorises. Measured 7.5x faster than combining each
-    index's values on their own (single thread, d = 4e6, r = 5, c = 5e5), with
+    Per chunk of indices: one pass per row hashes the chunk, then gathers
+    ``s_j(i) S[j, h_j(i)]`` from that row of the table (which stays in cache)
+    into row ``j`` of a scratch array; then the rows are combined column-wise,
+    the median's sorting network (:func:`~pysketch.kernels.reductions.median_inplace`'s)
+    running across all columns at once. Each step measured 5-7x faster than
+    doing it per index (single thread, d = 4e6, r = 5, c = 5e5), with
     identical results.
     """
     n = out.shape[0]
     rows, cols = table.shape
     for c in prange((n + _CHUNK - 1) // _CHUNK):
-        lo = c * _CHUNK
-        width = min(n, lo + _CHUNK) - lo
+        start = c * _CHUNK
+        width = min(n, start + _CHUNK) - start
         per_row = np.empty((rows, width), dtype=np.float64)
+        buckets = np.empty(width, dtype=np.int64)
+        signs = np.empty(width, dtype=np.float32)
         for j in range(rows):
-            for i in range(width):
-                index = offset + lo + i if dense else indices[lo + i]
-                bucket, sign = bucket_sign(family, keys, j, index, cols)
-                per_row[j, i] = sign * table[j, bucket]
-        combine_columns(per_row, mode, out[lo : lo + width])
+            hash_block(family, keys, j, cols, indices, start, width, dense, buckets, signs)
+            for t in range(width):
+                per_row[j, t] = signs[t] * table[j, buckets[t]]
+        combine_columns(per_row, mode, out[start : start + width])
 
 
 # --------------------------------------------------------------------- CUDA
 
 
 @cuda.jit
-def cuda_accumulate(table, family, keys, indices, values, offset, dense):
-    """Add ``values[i]`` at index ``offset + i`` (dense) or ``indices[i]``, with atomics."""
+def cuda_accumulate(table, family, keys, indices, values, dense):
+    """Add ``values[i]`` at index ``i`` (dense) or ``indices[i]``, with atomics."""
     start, step = cuda.grid(1), cuda.gridsize(1)
     rows, cols = table.shape
     for i in range(start, values.shape[0], step):
         value = values[i]
-        index = offset + i if dense else indices[i]
+        index = i if dense else indices[i]
         for j in range(rows):
             bucket, sign = bucket_sign(family, keys, j, index, cols)
             cuda.atomic.add(table, (j, bucket), sign * value)
 
 
 @cuda.jit
-def cuda_estimate(table, family, keys, indices, offset, dense, mode, out):
+def cuda_estimate(table, family, keys, indices, dense, mode, out):
     start, step = cuda.grid(1), cuda.gridsize(1)
     buf = cuda.local.array(MAX_ROWS, np.float64)
     for i in range(start, out.shape[0], step):
-        index = offset + i if dense else indices[i]
+        index = i if dense else indices[i]
         out[i] = estimate_one(table, family, keys, index, buf, mode)
