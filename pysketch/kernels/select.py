@@ -242,45 +242,49 @@ def cpu_set_at(out, indices, value):
 # --------------------------------------------------------------------- CUDA: top-k
 
 
+@cuda.jit(device=True)
+def _zero_block_histogram(sh):
+    """Zero a block's shared-memory histogram (all threads of the block call it)."""
+    for b in range(cuda.threadIdx.x, BINS, cuda.blockDim.x):
+        sh[b] = 0
+    cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def _flush_block_histogram(sh, hist):
+    """Add a block's shared-memory histogram into the global one."""
+    cuda.syncthreads()
+    for b in range(cuda.threadIdx.x, BINS, cuda.blockDim.x):
+        c = sh[b]
+        if c != 0:
+            cuda.atomic.add(hist, b, np.int64(c))
+
+
 @cuda.jit
 def cuda_histogram(bits, mask, lo, span, shift, hist):
     """``hist[(key - lo) >> shift] += 1`` for keys ``bits & mask`` in ``[lo, lo + span)``."""
     sh = cuda.shared.array(BINS, np.int32)
-    tid = cuda.threadIdx.x
-    for b in range(tid, BINS, cuda.blockDim.x):
-        sh[b] = 0
-    cuda.syncthreads()
+    _zero_block_histogram(sh)
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, bits.shape[0], step):
         key = np.uint64(bits[i] & mask)
         if key >= lo and key - lo < span:
             cuda.atomic.add(sh, np.intp((key - lo) >> shift), 1)
-    cuda.syncthreads()
-    for b in range(tid, BINS, cuda.blockDim.x):
-        c = sh[b]
-        if c != 0:
-            cuda.atomic.add(hist, b, np.int64(c))
+    _flush_block_histogram(sh, hist)
 
 
 @cuda.jit
 def cuda_histogram_ties(bits, mask, key, last, lo, span, shift, hist):
     """Like :func:`cuda_histogram` over ``r = last - i`` for the ``i`` whose key equals ``key``."""
     sh = cuda.shared.array(BINS, np.int32)
-    tid = cuda.threadIdx.x
-    for b in range(tid, BINS, cuda.blockDim.x):
-        sh[b] = 0
-    cuda.syncthreads()
+    _zero_block_histogram(sh)
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, bits.shape[0], step):
         if np.uint64(bits[i] & mask) == key:
             r = last - np.uint64(i)
             if r >= lo and r - lo < span:
                 cuda.atomic.add(sh, np.intp((r - lo) >> shift), 1)
-    cuda.syncthreads()
-    for b in range(tid, BINS, cuda.blockDim.x):
-        c = sh[b]
-        if c != 0:
-            cuda.atomic.add(hist, b, np.int64(c))
+    _flush_block_histogram(sh, hist)
 
 
 @cuda.jit
