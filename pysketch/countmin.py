@@ -283,7 +283,7 @@ class CountMinSketch(TableSketch):
         self, indices: Any, dense: bool, values: Any, vstep: int, n: int, stream: Any, added: float
     ) -> None:
         if n:
-            args = (self._table, self._family, self._keys, indices, 0, dense, values, vstep, n)
+            args = (self._table, self._family, self._keys, indices, dense, values, vstep, n)
             if self._device == CPU:
                 if self.conservative:
                     kernels.cpu_update_conservative(*args)

@@ -35,7 +35,7 @@ def signatures() -> dict[str, list[tuple]]:
                 sigs.setdefault("countsketch.cuda_accumulate", []).append(
                     (tab, i64, KEYS, A(idx), A(val), b1)
                 )
-                cm_args = (tab, i64, KEYS, A(idx), i64, b1, A(val), i64, i64)
+                cm_args = (tab, i64, KEYS, A(idx), b1, A(val), i64, i64)
                 sigs.setdefault("countmin.cuda_update", []).append(cm_args)
                 sigs.setdefault("countmin.cuda_update_conservative", []).append(cm_args)
             sigs.setdefault("countsketch.cuda_estimate", []).append(

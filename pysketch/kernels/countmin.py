@@ -7,7 +7,7 @@ plain update, which is exact whenever the sums are (integer weights, say).
 
 Conventions shared by the update kernels:
 
-* ``n`` updates; update ``t`` hits index ``offset + t`` when ``dense`` is true
+* ``n`` updates; update ``t`` hits index ``t`` when ``dense`` is true
   (``indices`` is then an unused dummy), ``indices[t]`` otherwise.
 * its weight is ``values[t * vstep]``: ``vstep`` is 1 for a weight array and 0
   for a scalar weight passed as a one-element array, so one kernel serves both.
@@ -24,15 +24,15 @@ from numba import njit, prange
 
 from pysketch._cuda import cuda, device_function
 from pysketch.hashing import bucket_sign
-from pysketch.kernels.reductions import MAX_ROWS
+from pysketch.kernels.reductions import MAX_ROWS, ordered
 
 _CHUNK = 4096  # queries per CPU estimate task
 
 
 @device_function
-def update_index(indices, offset, dense, t):
+def update_index(indices, dense, t):
     # int64 on both branches: mixing int64 and uint64 would unify to float64.
-    return np.int64(offset + t) if dense else np.int64(indices[t])
+    return np.int64(t) if dense else np.int64(indices[t])
 
 
 @device_function
@@ -43,9 +43,17 @@ def bucket_of(family, keys, row, index, cols):
 
 @device_function
 def smaller(a, b):
-    # Not the builtin min: on the CUDA target it resolves through a generic
-    # overload that needs a live device to compile (and fails for PTX-only builds).
-    return b if b < a else a
+    return ordered(a, b)[0]
+
+
+@device_function
+def weight_class(v):
+    """``(non-finite, negative, contribution to the sum)`` of one weight."""
+    if not math.isfinite(v):
+        return 1, 0, 0.0
+    if v < 0:
+        return 0, 1, 0.0
+    return 0, 0, np.float64(v)
 
 
 @device_function
@@ -71,22 +79,22 @@ def query_one(table, family, keys, index, shift, clamp):
 
 
 @njit(parallel=True, cache=True)
-def cpu_update(table, family, keys, indices, offset, dense, values, vstep, n):
+def cpu_update(table, family, keys, indices, dense, values, vstep, n):
     """Plain update. Each row is one task: a row's cells are written by one thread only."""
     rows, cols = table.shape
     for j in prange(rows):
         for t in range(n):
-            index = update_index(indices, offset, dense, t)
+            index = update_index(indices, dense, t)
             table[j, bucket_of(family, keys, j, index, cols)] += table.dtype.type(values[t * vstep])
 
 
 @njit(cache=True)
-def cpu_update_conservative(table, family, keys, indices, offset, dense, values, vstep, n):
+def cpu_update_conservative(table, family, keys, indices, dense, values, vstep, n):
     """Conservative update, sequential: each update reads the minimum the previous ones left."""
     rows, cols = table.shape
     buckets = np.empty(rows, dtype=np.int64)
     for t in range(n):
-        index = update_index(indices, offset, dense, t)
+        index = update_index(indices, dense, t)
         for j in range(rows):
             buckets[j] = bucket_of(family, keys, j, index, cols)
         m = table[0, buckets[0]]
@@ -113,13 +121,10 @@ def cpu_weight_stats(w):
     negative = 0
     total = 0.0
     for i in prange(w.shape[0]):
-        v = w[i]
-        if not math.isfinite(v):
-            nonfinite += 1
-        elif v < 0:
-            negative += 1
-        else:
-            total += np.float64(v)
+        bad, neg, value = weight_class(w[i])
+        nonfinite += bad
+        negative += neg
+        total += value
     return nonfinite, negative, total
 
 
@@ -127,19 +132,19 @@ def cpu_weight_stats(w):
 
 
 @cuda.jit
-def cuda_update(table, family, keys, indices, offset, dense, values, vstep, n):
+def cuda_update(table, family, keys, indices, dense, values, vstep, n):
     """Plain update: one thread per update, atomics because updates share cells."""
     start, step = cuda.grid(1), cuda.gridsize(1)
     rows, cols = table.shape
     for t in range(start, n, step):
-        index = update_index(indices, offset, dense, t)
+        index = update_index(indices, dense, t)
         w = table.dtype.type(values[t * vstep])
         for j in range(rows):
             cuda.atomic.add(table, (j, bucket_of(family, keys, j, index, cols)), w)
 
 
 @cuda.jit
-def cuda_update_conservative(table, family, keys, indices, offset, dense, values, vstep, n):
+def cuda_update_conservative(table, family, keys, indices, dense, values, vstep, n):
     """Conservative update in update order: launch as ONE block of ``rows`` threads.
 
     Thread ``j`` owns row ``j``; per update the threads publish their cell,
@@ -153,7 +158,7 @@ def cuda_update_conservative(table, family, keys, indices, offset, dense, values
     rows, cols = table.shape
     bucket = 0
     for t in range(n):
-        index = update_index(indices, offset, dense, t)
+        index = update_index(indices, dense, t)
         if j < rows:
             bucket = bucket_of(family, keys, j, index, cols)
             current[j] = table[j, bucket]
@@ -184,13 +189,10 @@ def cuda_weight_stats(w, stats):
     negative = 0.0
     total = 0.0
     for i in range(start, w.shape[0], step):
-        v = w[i]
-        if not math.isfinite(v):
-            nonfinite += 1.0
-        elif v < 0:
-            negative += 1.0
-        else:
-            total += np.float64(v)
+        bad, neg, value = weight_class(w[i])
+        nonfinite += bad
+        negative += neg
+        total += value
     if nonfinite:
         cuda.atomic.add(stats, 0, nonfinite)
     if negative:
