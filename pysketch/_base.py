@@ -23,6 +23,8 @@ class TableSketch:
 
     Subclasses name their parameters in ``_PARAMS`` (all of them must match for
     two sketches to be combined) and set ``self._table`` and ``self._device``.
+    Additive host-side state beside the table, which collectives sum with it,
+    goes through :meth:`_summed_state` and :meth:`_set_summed_state`.
     """
 
     _PARAMS: ClassVar[tuple[str, ...]] = ()
@@ -142,6 +144,33 @@ class TableSketch:
 
     def _restore_extra_state(self, fields: dict[str, np.ndarray], source: str) -> None:
         """Validate and adopt what :meth:`_extra_state` produced; raise naming the field."""
+
+    # ------------------------------------------- state summed with the table
+    def _summed_state(self) -> float | None:
+        """Host-side scalar state that is summed over ranks along with the table.
+
+        Sketches are linear, so summing the tables of the ranks' sketches gives
+        the sketch of the summed inputs; state kept beside the table that is
+        also additive (Count-Min's total weight) must be summed with it.
+        :func:`pysketch.distributed.allreduce_sketch` reduces the table, then
+        sums this value over the ranks and hands the sum to
+        :meth:`_set_summed_state` of the sketch that receives the result.
+
+        Returns a Python float already on the host, read without touching the
+        table (which may live on the device), or ``None`` when there is no
+        such state (the default, e.g. Count Sketch): then nothing beyond the
+        table is reduced and :meth:`_set_summed_state` is not called.
+        """
+        return None
+
+    def _set_summed_state(self, value: float) -> None:
+        """Adopt ``value``, the sum over ranks of :meth:`_summed_state`.
+
+        Called after the table was reduced, only when :meth:`_summed_state`
+        returned a number; must not read or copy the table. Subclasses that
+        override :meth:`_summed_state` override this too.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no state summed beside its table")
 
     def table_to_host(self) -> np.ndarray:
         """A host (NumPy) copy of the table."""

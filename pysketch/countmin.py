@@ -417,6 +417,15 @@ class CountMinSketch(TableSketch):
         self._total_weight = 0.0
         return self
 
+    # ---------------------------------------------------- summed over ranks
+    def _summed_state(self) -> float:
+        """The total weight: additive, so collectives sum it with the table."""
+        return self._total_weight
+
+    def _set_summed_state(self, value: float) -> None:
+        """Adopt the total weight summed over ranks (the table is not read)."""
+        self._total_weight = float(value)
+
     # --------------------------------------------------------- serialisation
     def _extra_state(self) -> dict[str, np.ndarray]:
         return {"total_weight": np.asarray(self._total_weight, dtype=np.float64)}

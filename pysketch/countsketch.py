@@ -332,6 +332,44 @@ class CountSketch(TableSketch):
         tau = threshold * self.l2_estimate()
         return selection.threshold(self.estimate(), tau, check_finite=False)
 
+    def zero_buckets(self, indices: Any) -> CountSketch:
+        """Set to zero every cell ``S[j, h_j(i)]`` that the coordinates ``i`` hash to.
+
+        FetchSGD's released code resets its error and momentum sketches this
+        way after applying an update supported on ``indices``, instead of
+        subtracting the update's sketch [RPU20]_.
+
+        Parameters
+        ----------
+        indices : array_like of int, shape (n,)
+            Coordinates in ``[0, d)``, on the sketch's device.
+
+        Returns
+        -------
+        CountSketch
+            ``self``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pysketch import CountSketch
+        >>> s = CountSketch(d=100, rows=3, cols=16, seed=1).accumulate(np.ones(100))
+        >>> _ = s.zero_buckets([7])
+        >>> s.estimate([7]).tolist()
+        [0.0]
+        """
+        idx = _arrays.as_input(indices, "indices", device=self._device, kind="index")
+        _arrays.check_index_range(idx, "indices", self.d)
+        if idx.size == 0:
+            return self
+        if self._device == CPU:
+            kernels.cpu_zero_buckets(self._table, self._family, self._keys, idx.array)
+        else:
+            _cuda.launch(kernels.cuda_zero_buckets, idx.size, idx.stream)(
+                self._table, self._family, self._keys, idx.array
+            )
+        return self
+
     # ----------------------------------------------------------- arithmetic
     def add(self, other: CountSketch) -> CountSketch:
         """Add ``other``'s table into this one, in place (the sketch of the sum).

@@ -147,3 +147,27 @@ def cuda_estimate(table, family, keys, indices, dense, mode, out):
     for i in range(start, out.shape[0], step):
         index = i if dense else indices[i]
         out[i] = estimate_one(table, family, keys, index, buf, mode)
+
+
+# ------------------------------------------------ zeroing touched buckets
+
+
+@njit(parallel=True, cache=True)
+def cpu_zero_buckets(table, family, keys, indices):
+    """``S[j, h_j(i)] = 0`` for every row ``j`` and every ``i`` in ``indices``."""
+    rows, cols = table.shape
+    for j in prange(rows):
+        for t in range(indices.shape[0]):
+            bucket, _ = bucket_sign(family, keys, j, indices[t], cols)
+            table[j, bucket] = 0
+
+
+@cuda.jit
+def cuda_zero_buckets(table, family, keys, indices):
+    """``S[j, h_j(i)] = 0``; threads writing the same cell all write zero, so no atomics."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    rows, cols = table.shape
+    for i in range(start, indices.shape[0], step):
+        for j in range(rows):
+            bucket, _ = bucket_sign(family, keys, j, indices[i], cols)
+            table[j, bucket] = 0

@@ -23,6 +23,7 @@ pytest.importorskip("mpi4py")
 
 from pysketch import CountSketch, _cuda  # noqa: E402
 from pysketch import distributed as dist  # noqa: E402
+from pysketch.distributed import transfer  # noqa: E402
 from tests.conftest import on_device, to_host  # noqa: E402
 
 pytestmark = pytest.mark.mpi
@@ -177,6 +178,16 @@ def test_allreduce_countmin_table_and_total_weight(comm):
     assert cms.total_weight == pytest.approx(sum(10.0 * (r + 1) for r in range(size)))
 
 
+def test_allreduce_countmin_out_of_place_sums_total_weight_into_out(comm):
+    countmin = pytest.importorskip("pysketch.countmin")
+    rank, size = comm.Get_rank(), comm.Get_size()
+    cms = countmin.CountMinSketch(rows=3, cols=32, seed=5).update([rank], 2.0)
+    out = countmin.CountMinSketch(rows=3, cols=32, seed=5)
+    assert dist.allreduce_sketch(cms, comm, out=out) is out
+    assert out.total_weight == 2.0 * size and cms.total_weight == 2.0
+    np.testing.assert_allclose(out.table.sum(), 3 * 2.0 * size)
+
+
 def test_check_compatible_returns_common_fingerprint(comm):
     fp = dist.check_compatible(rank_sketch(comm.Get_rank()), comm)
     assert (fp["type"], fp["d"], fp["rows"], fp["cols"]) == ("CountSketch", 300, 3, 40)
@@ -253,11 +264,11 @@ def test_allreduce_device_sketch(comm, path):
 
 
 def test_staging_buffers_are_reused(comm):
-    first = dist._staging_buffer("test", (10,), np.float32)
-    second = dist._staging_buffer("test", (3, 2), np.float64)
+    first = transfer._staging_buffer("test", (10,), np.float32)
+    second = transfer._staging_buffer("test", (3, 2), np.float64)
     assert first.base is second.base or np.shares_memory(first, second)
     dist.release_staging_buffers()
-    third = dist._staging_buffer("test", (10,), np.float32)
+    third = transfer._staging_buffer("test", (10,), np.float32)
     assert not np.shares_memory(first, third)
     dist.release_staging_buffers()
 
@@ -534,8 +545,8 @@ def test_cuda_aware_env_override(comm, monkeypatch):
 
 
 def test_memory_alloc_kinds_parsing():
-    assert dist._has_cuda_kind("system,mpi,cuda:device,cuda:managed")
-    assert dist._has_cuda_kind("cuda")
-    assert not dist._has_cuda_kind("system,mpi,rocm:device")
-    assert not dist._has_cuda_kind("")
-    assert not dist._has_cuda_kind(None)
+    assert transfer._has_cuda_kind("system,mpi,cuda:device,cuda:managed")
+    assert transfer._has_cuda_kind("cuda")
+    assert not transfer._has_cuda_kind("system,mpi,rocm:device")
+    assert not transfer._has_cuda_kind("")
+    assert not transfer._has_cuda_kind(None)
