@@ -153,6 +153,7 @@ SCHEDULES = {
     },
 }
 _MOMENTUM = _num(0.0, 1.0, default=0.9)
+_HASH = _choice("mix", "polynomial")
 ALGORITHMS = {
     "sgd": {"rho": _num(0.0, 1.0, default=0.0), "nesterov": Field("bool", False)},
     "memsgd": {
@@ -165,9 +166,10 @@ ALGORITHMS = {
         "rows": _num(1, kind="int", default=5),
         "cols": Field("size", REQUIRED),
         "rho": _MOMENTUM,
-        "p1": _num(**_POSITIVE),
-        "p2": _num(**_POSITIVE),
+        "p1": _num(1.0),
+        "p2": _num(1.0),
         "momentum_stopping": Field("bool", True),
+        "hash": _HASH,
     },
     "fetchsgd": {
         "k": Field("size", REQUIRED),
@@ -175,12 +177,13 @@ ALGORITHMS = {
         "cols": Field("size", REQUIRED),
         "rho": _MOMENTUM,
         "error": _choice("zero", "subtract"),
-        "p2": _num(**_POSITIVE),
+        "hash": _HASH,
     },
     "sketchdl": {
         "rows": _num(1, kind="int", default=5),
         "cols": Field("size", REQUIRED),
         "error_feedback": Field("bool", False),
+        "hash": _HASH,
     },
 }
 # Keys of an [[algorithms]] entry that the simulator uses itself (not passed on).

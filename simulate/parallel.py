@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .config import ConfigError
+
 _MPI_ENV = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 
 
@@ -52,7 +54,7 @@ class Layout:
         if self.workers_per_rank is not None:
             return self.ranks * self.workers_per_rank
         if configured % self.ranks:
-            raise ValueError(
+            raise ConfigError(
                 f"workers: {configured} workers do not divide among {self.ranks} MPI ranks "
                 "(use --workers-per-rank, or a multiple of the rank count)"
             )

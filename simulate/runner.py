@@ -219,7 +219,7 @@ class Job:
         if marker["result"] is not None:
             return JobResult(**marker["result"])
         if marker["ranks"] != self.layout.ranks or marker["workers"] != self.cfg["workers"]:
-            raise ValueError(
+            raise config.ConfigError(
                 f"--resume: {self.label} was checkpointed with {marker['ranks']} rank(s) and "
                 f"{marker['workers']} workers; resume it with the same layout"
             )
@@ -304,7 +304,15 @@ class Job:
         try:
             for t in range(start, steps):
                 lr = self.schedule(t)
-                update = self.algorithm.step(self._gradients(t, lr), self.comm, lr=lr)
+                try:
+                    update = self.algorithm.step(self._gradients(t, lr), self.comm, lr=lr)
+                except ValueError as exc:  # raised on every rank alike
+                    if "NaN" not in str(exc):
+                        raise
+                    raise Diverged(
+                        f"{self.label}: NaN or Inf gradients at step {t + 1}; stopped (lower the "
+                        "learning rate). Files so far are kept."
+                    ) from exc
                 self.w -= update
                 if self.w_avg is not None:
                     self.schedule.update_average(self.w_avg, self.w, t)
