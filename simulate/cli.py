@@ -32,6 +32,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="under MPI: N workers per rank (W = ranks x N, replacing the config's workers)",
     )
+    common.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="threads of each process's Numba kernels and BLAS (default 1: the simulator "
+        "runs many small kernels, and MPI ranks take the cores)",
+    )
     common.add_argument("--out", metavar="DIR", help="parent folder of the run (default: runs)")
     common.add_argument(
         "--set",
@@ -165,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command is None and not args.resume:
         args.config = "default"
-    from .parallel import Layout
+    from .parallel import Layout, limit_threads
 
+    limit_threads(args.threads)
     layout = Layout(args.workers_per_rank)
     try:
         with _abort_on_error(layout):

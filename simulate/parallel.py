@@ -80,3 +80,21 @@ class Layout:
         """Wait for every rank."""
         if self.comm is not None:
             self.comm.Barrier()
+
+
+def limit_threads(threads: int) -> None:
+    """Use ``threads`` threads in Numba's parallel kernels and in BLAS, in this process.
+
+    Many small kernels (one per worker and step) lose more to waking threads than
+    they gain, above all on a loaded machine or with one MPI rank per core.
+    """
+    if threads < 1:
+        raise ConfigError(f"--threads: must be >= 1, got {threads}")
+    import numba
+
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return
+    threadpool_limits(threads)

@@ -63,7 +63,8 @@ class Schedule:
         1.0
         """
         tau = self.cfg["tau"]
-        return 6 * (t + tau) ** 2 / ((1 + t) * (6 * tau**2 + t + 6 * tau * t + 2 * t**2))
+        total = (1 + t) * (6 * tau**2 + t + 6 * tau * t + 2 * t**2)  # 6 sum_{s<=t} (s + tau)^2
+        return 6 * (t + tau) ** 2 / total if total else 1.0
 
     def update_average(self, w_avg: np.ndarray, w: np.ndarray, t: int) -> None:
         """Fold ``w`` (the iterate after round ``t``) into ``w_avg`` in place."""

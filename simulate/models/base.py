@@ -101,11 +101,16 @@ class Model:
             ``loss``, ``test_loss``, ``test_accuracy``, ``suboptimality`` and
             ``grad_norm`` (the full gradient's norm); ``None`` where not defined.
         """
-        row = {"loss": self.loss(w), "test_loss": None, "test_accuracy": None}
+        loss, grad = self.loss_and_gradient(w)
+        row = {"loss": loss, "test_loss": None, "test_accuracy": None}
         row.update(self.test_metrics(w))
         row["suboptimality"] = self.suboptimality(w)
-        row["grad_norm"] = float(np.linalg.norm(self.gradient(w).astype(np.float64)))
+        row["grad_norm"] = float(np.linalg.norm(np.asarray(grad, dtype=np.float64)))
         return row
+
+    def loss_and_gradient(self, w) -> tuple[float, np.ndarray]:
+        """``f(w)`` and its full-batch gradient (subclasses may share the work)."""
+        return self.loss(w), self.gradient(w)
 
 
 class DataModel(Model):
@@ -129,13 +134,19 @@ class DataModel(Model):
     def _loss_grad(self, w, x, y, grad: bool):
         raise NotImplementedError
 
+    def loss_and_gradient(self, w) -> tuple[float, np.ndarray]:
+        """``f(w)`` and its full-batch gradient in one pass over the training data."""
+        value, g = self._loss_grad(w, self.data.x_train, self.data.y_train, grad=True)
+        if self.l2:
+            g += self.l2 * w
+        return float(value) + 0.5 * self.l2 * float(np.dot(w, w)), g
+
     def loss(self, w):
         value, _ = self._loss_grad(w, self.data.x_train, self.data.y_train, grad=False)
         return float(value) + 0.5 * self.l2 * float(np.dot(w, w))
 
     def gradient(self, w):
-        _, g = self._loss_grad(w, self.data.x_train, self.data.y_train, grad=True)
-        return g + self.l2 * w if self.l2 else g
+        return self.loss_and_gradient(w)[1]
 
     def batch(self, worker: int, step: int, local_step: int = 0) -> np.ndarray:
         """The training-sample indices of a worker's minibatch (drawn with replacement)."""

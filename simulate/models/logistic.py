@@ -32,6 +32,9 @@ class Logistic(DataModel):
         self.d = self.data.x_train.shape[1]
         self.f_star = self._solve() if model["solve_optimum"] else None
 
+    def init(self):
+        return np.zeros(self.d, dtype=self.dtype)
+
     def _signs(self, y: np.ndarray) -> np.ndarray:
         """Class labels as ``+-1``: the lower half of the classes (class 0 of two) is +1."""
         return np.where(y < max(1, self.data.classes // 2), 1.0, -1.0)
@@ -63,11 +66,12 @@ class Logistic(DataModel):
         """``f*`` by L-BFGS in float64 (strongly convex when ``l2 > 0``)."""
         from scipy.optimize import minimize
 
-        def fun(w):
-            return self.loss(w), self.gradient(w)
-
         res = minimize(
-            fun, np.zeros(self.d), jac=True, method="L-BFGS-B", options={"gtol": 1e-10, "maxiter": 2000}
+            self.loss_and_gradient,
+            np.zeros(self.d),
+            jac=True,
+            method="L-BFGS-B",
+            options={"gtol": 1e-10, "maxiter": 2000},
         )
         return float(res.fun)
 
