@@ -253,7 +253,8 @@ class Job:
         if self.layout.is_root:
             w = self.w_avg if self.w_avg is not None else self.w
             traffic = self.comm.total
-            row = {"step": step, **self.model.metrics(w), "lr": lr}
+            with np.errstate(over="ignore", invalid="ignore"):  # diverging runs report inf/nan
+                row = {"step": step, **self.model.metrics(w), "lr": lr}
             row.update(
                 upload=float(traffic.upload),
                 download=float(traffic.download),
