@@ -128,8 +128,10 @@ def _run(args, layout) -> int:
     plots.write(run_dir, results, report.job_rows(run_dir, results), list(raw.get("sweep", {})))
     workers = cases[0].config["workers"]
     where = f"{layout.ranks} MPI ranks" if layout.comm is not None else "one process"
-    print(f"{raw['name']}: d = {cases[0].config['d']:,}, {workers} workers ({where}), "
-          f"{cases[0].config['steps']} steps, {extra['seconds']:.1f} s")
+    print(
+        f"{raw['name']}: d = {cases[0].config['d']:,}, {workers} workers ({where}), "
+        f"{cases[0].config['steps']} steps, {extra['seconds']:.1f} s"
+    )
     print(report.table(results, target))
     print(f"files: {run_dir}/ (config.toml, metrics/*.csv, summary.json, *.png)")
     return 0 if all(r.status == "done" for r in results) else EXIT_DIVERGED
@@ -148,8 +150,10 @@ def _hessian(args, layout) -> int:
         )
         if layout.is_root:
             top = ", ".join(f"{e:.4g}" for e in s["top_eigenvalues"])
-            print(f"{case.label or cfg['name']}: d = {model.d:,}  top eigenvalues {top}  "
-                  f"sum|lambda| ~ {s['sum_abs_eigenvalues']:.4g}  kappa ~ {s['kappa']:.4g}")
+            print(
+                f"{case.label or cfg['name']}: d = {model.d:,}  top eigenvalues {top}  "
+                f"sum|lambda| ~ {s['sum_abs_eigenvalues']:.4g}  kappa ~ {s['kappa']:.4g}"
+            )
     return 0
 
 

@@ -352,7 +352,9 @@ def _check_algorithm(path: str, entry: Any, d: int) -> dict:
         raise ConfigError(f"{path}.k: k = {algo['k']} exceeds the dimension d = {d}")
     for key in ("p1", "p2"):
         if algo.get(key) is not None and algo[key] * algo["k"] > d:
-            raise ConfigError(f"{path}.{key}: {key} * k = {algo[key] * algo['k']:g} exceeds d = {d}")
+            raise ConfigError(
+                f"{path}.{key}: {key} * k = {algo[key] * algo['k']:g} exceeds d = {d}"
+            )
     if algo["label"] is None:
         algo["label"] = name
     return algo

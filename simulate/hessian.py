@@ -81,9 +81,7 @@ def lanczos(matvec: Matvec, v0: np.ndarray, steps: int) -> tuple[np.ndarray, np.
     return alpha, beta
 
 
-def slq_abs_trace(
-    matvec: Matvec, d: int, probes: int = 8, steps: int = 30, seed: int = 0
-) -> float:
+def slq_abs_trace(matvec: Matvec, d: int, probes: int = 8, steps: int = 30, seed: int = 0) -> float:
     """``sum_i |lambda_i|`` by stochastic Lanczos quadrature.
 
     Parameters
@@ -114,8 +112,9 @@ def slq_abs_trace(
     return d * total / probes
 
 
-def spectrum_summary(model, w: np.ndarray, top: int = 3, probes: int = 8, steps: int = 30,
-                     seed: int = 0) -> dict:
+def spectrum_summary(
+    model, w: np.ndarray, top: int = 3, probes: int = 8, steps: int = 30, seed: int = 0
+) -> dict:
     """Top eigenvalues, ``sum |lambda|`` and ``kappa`` of a model's Hessian at ``w``.
 
     Parameters
@@ -132,6 +131,7 @@ def spectrum_summary(model, w: np.ndarray, top: int = 3, probes: int = 8, steps:
     dict
         ``top_eigenvalues`` (list), ``lambda_max``, ``sum_abs_eigenvalues``, ``kappa``.
     """
+
     def matvec(v):
         return model.hvp(w, v)
 

@@ -43,14 +43,24 @@ def write(run_dir: Path, results: list, rows_by_job: dict, sweep_keys: list[str]
     plt = _pyplot()
     metric = _metric(rows_by_job)
     paths = []
-    panels = [("step", "steps", "loss_vs_steps.png"), ("bytes", "bytes sent per worker (up + down)", "loss_vs_bytes.png")]
+    panels = [
+        ("step", "steps", "loss_vs_steps.png"),
+        ("bytes", "bytes sent per worker (up + down)", "loss_vs_bytes.png"),
+    ]
     for x_key, x_label, name in panels:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for label, rows in rows_by_job.items():
-            xs = [r["step"] if x_key == "step" else (r["upload"] or 0) + (r["download"] or 0) for r in rows]
+            xs = [
+                r["step"] if x_key == "step" else (r["upload"] or 0) + (r["download"] or 0)
+                for r in rows
+            ]
             ys = [r[metric] for r in rows]
             ax.plot(xs, ys, label=label)
-        positive = all(y is not None and y > 0 for rows in rows_by_job.values() for y in [r[metric] for r in rows])
+        positive = all(
+            y is not None and y > 0
+            for rows in rows_by_job.values()
+            for y in [r[metric] for r in rows]
+        )
         if positive:
             ax.set_yscale("log")
         if x_key == "bytes":
@@ -82,7 +92,11 @@ def _sweep(plt, run_dir: Path, results: list, key: str, metric: str) -> Path:
     """Final metric and steps to target against the first swept value, one line per algorithm."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for algo in dict.fromkeys(r.algorithm for r in results):
-        mine = [r for r in results if r.algorithm == algo and isinstance(r.case_values.get(key), (int, float))]
+        mine = [
+            r
+            for r in results
+            if r.algorithm == algo and isinstance(r.case_values.get(key), (int, float))
+        ]
         xs = [r.case_values[key] for r in mine]
         axes[0].plot(xs, [r.final.get(metric) for r in mine], "o-", label=algo)
         hits = [(x, r.steps_to_target) for x, r in zip(xs, mine, strict=True) if r.steps_to_target]

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import checkpoint
-from .runner import COLUMNS, _bytes, job_stem, read_rows
+from .runner import COLUMNS, HIGHER_IS_BETTER, _bytes, job_stem, read_rows
 
 
 def _num(value, digits=4) -> str:
@@ -34,7 +34,10 @@ def table(results: list, target: dict | None = None) -> str:
     head += ["final loss"]
     head += ["test acc"] if has["test_accuracy"] else []
     head += ["f - f*"] if has["suboptimality"] else []
-    goal = f"steps to {target['metric']} {'>=' if target['metric'] == 'test_accuracy' else '<='} {target['value']:g}" if target else "steps to target"
+    goal = "steps to target"
+    if target:
+        sign = ">=" if target["metric"] in HIGHER_IS_BETTER else "<="
+        goal = f"steps to {target['metric']} {sign} {target['value']:g}"
     head += [goal, "up/worker", "down/worker", "vs SGD"]
     lines = []
     for r in results:

@@ -195,7 +195,9 @@ class Job:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         scalars = {}
         if done is None:
-            _, scalars = checkpoint.save(self.ckpt_dir, self.stem, self.layout.rank, step, self._state())
+            _, scalars = checkpoint.save(
+                self.ckpt_dir, self.stem, self.layout.rank, step, self._state()
+            )
         gathered = self.layout.gather(scalars)
         self.layout.barrier()  # every rank's file is on disk before the marker names it
         if self.layout.is_root:

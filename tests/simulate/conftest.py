@@ -15,8 +15,13 @@ TINY = {
     "workers": 4,
     "dtype": "float64",
     "eval_every": 3,
-    "model": {"kind": "quadratic", "d": 256, "basis": "rotated", "noise": 0.1,
-              "heterogeneity": 0.05},
+    "model": {
+        "kind": "quadratic",
+        "d": 256,
+        "basis": "rotated",
+        "noise": 0.1,
+        "heterogeneity": 0.05,
+    },
     "schedule": {"kind": "constant", "lr": 0.5},
     "algorithms": [
         {"name": "sgd", "rho": 0.5},

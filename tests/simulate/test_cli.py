@@ -56,15 +56,31 @@ def test_list_and_help(capsys):
 
 def test_run_a_tiny_config(tiny_toml, tmp_path, capsys):
     out = tmp_path / "runs"
-    code = cli.main(["run", str(tiny_toml), "-q", "--out", str(out), "--set", "steps=6",
-                     "--set", "algorithms.fetchsgd.cols=32"])
+    code = cli.main(
+        [
+            "run",
+            str(tiny_toml),
+            "-q",
+            "--out",
+            str(out),
+            "--set",
+            "steps=6",
+            "--set",
+            "algorithms.fetchsgd.cols=32",
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0, text
     run_dir = out / "tiny"
     assert "fetchsgd" in text and "f - f*" in text and str(run_dir) in text
     names = {p.name for p in run_dir.iterdir()}
-    assert {"config.toml", "metrics", "summary.json", "loss_vs_steps.png",
-            "loss_vs_bytes.png"} <= names
+    assert {
+        "config.toml",
+        "metrics",
+        "summary.json",
+        "loss_vs_steps.png",
+        "loss_vs_bytes.png",
+    } <= names
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["cases"][0]["config"]["algorithms"][2]["cols"] == 32
     assert [j["steps"] for j in summary["jobs"]] == [6, 6, 6]
@@ -75,8 +91,19 @@ def test_run_a_tiny_config(tiny_toml, tmp_path, capsys):
 
 
 def test_a_sweep_writes_its_plot(tiny_toml, tmp_path, capsys):
-    code = cli.main(["run", str(tiny_toml), "-q", "--out", str(tmp_path), "--set", "steps=2",
-                     "--set", "sweep={\"model.d\" = [64, 128]}"])
+    code = cli.main(
+        [
+            "run",
+            str(tiny_toml),
+            "-q",
+            "--out",
+            str(tmp_path),
+            "--set",
+            "steps=2",
+            "--set",
+            'sweep={"model.d" = [64, 128]}',
+        ]
+    )
     assert code == 0
     assert (tmp_path / "tiny" / "sweep.png").exists()
     assert "d=128" in capsys.readouterr().out
@@ -96,13 +123,31 @@ def test_hessian_command(tiny_toml, capsys):
 
 
 def _simulate(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "simulate", *args], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "simulate", *args],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(tiny_toml, tmp_path):
-    args = ["run", str(tiny_toml), "-q", "--set", "steps=3000", "--set", "checkpoint_every=50",
-            "--set", "eval_every=25", "--set", "algorithms=[{name = \"memsgd\", k = 16}]"]
+    args = [
+        "run",
+        str(tiny_toml),
+        "-q",
+        "--set",
+        "steps=3000",
+        "--set",
+        "checkpoint_every=50",
+        "--set",
+        "eval_every=25",
+        "--set",
+        'algorithms=[{name = "memsgd", k = 16}]',
+    ]
     full = _simulate([*args, "--out", str(tmp_path / "a")])
     cut = _simulate([*args, "--out", str(tmp_path / "b")], start_new_session=True)
     marker = tmp_path / "b" / "tiny" / "checkpoints" / "memsgd.json"
@@ -127,12 +172,16 @@ def test_mpiexec_equals_the_in_process_run(tiny_toml, tmp_path):
     assert cli.main(["run", str(tiny_toml), "-q", "--out", str(tmp_path / "local")]) == 0
     for ranks, extra in [(2, []), (2, ["--workers-per-rank", "2"])]:
         out = tmp_path / f"mpi{ranks}{len(extra)}"
-        result = _mpiexec(ranks, ["-m", "simulate", "run", str(tiny_toml), "-q", "--out",
-                                  str(out), *extra], timeout=300)
+        result = _mpiexec(
+            ranks,
+            ["-m", "simulate", "run", str(tiny_toml), "-q", "--out", str(out), *extra],
+            timeout=300,
+        )
         assert result.returncode == 0, result.stdout[-4000:]
         assert f"{ranks} MPI ranks" in result.stdout
-        assert_same_metrics(tmp_path / "local" / "tiny", out / "tiny",
-                            ["sgd", "memsgd", "fetchsgd"])
+        assert_same_metrics(
+            tmp_path / "local" / "tiny", out / "tiny", ["sgd", "memsgd", "fetchsgd"]
+        )
 
 
 @needs_mpi
@@ -140,7 +189,10 @@ def test_mpiexec_equals_the_in_process_run(tiny_toml, tmp_path):
 def test_an_error_on_one_rank_stops_every_rank(tiny_toml, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")  # rank 0 cannot create runs under a file; rank 1 waits for it
-    result = _mpiexec(2, ["-m", "simulate", "run", str(tiny_toml), "-q", "--out",
-                          str(blocker / "runs")], timeout=120)
+    result = _mpiexec(
+        2,
+        ["-m", "simulate", "run", str(tiny_toml), "-q", "--out", str(blocker / "runs")],
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "aborting" in result.stdout or "NotADirectoryError" in result.stdout

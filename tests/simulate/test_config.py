@@ -58,23 +58,44 @@ def test_missing_and_structural_errors(tiny_raw):
     with pytest.raises(ConfigError, match=r"^model: missing"):
         config.resolve({"steps": 1, "workers": 1, "algorithms": [{"name": "sgd"}]})
     with pytest.raises(ConfigError, match=r"algorithms\.0\.name: 'adam' is not one of"):
-        config.resolve({"steps": 1, "workers": 1, "model": {"kind": "quadratic", "d": 8},
-                        "algorithms": [{"name": "adam"}]})
+        config.resolve(
+            {
+                "steps": 1,
+                "workers": 1,
+                "model": {"kind": "quadratic", "d": 8},
+                "algorithms": [{"name": "adam"}],
+            }
+        )
     with pytest.raises(ConfigError, match=r"algorithms: label 'sgd' is used twice"):
-        config.resolve({"steps": 1, "workers": 1, "model": {"kind": "quadratic", "d": 8},
-                        "algorithms": [{"name": "sgd"}, {"name": "sgd"}]})
+        config.resolve(
+            {
+                "steps": 1,
+                "workers": 1,
+                "model": {"kind": "quadratic", "d": 8},
+                "algorithms": [{"name": "sgd"}, {"name": "sgd"}],
+            }
+        )
 
 
 def test_workers_need_samples():
-    raw = {"steps": 1, "workers": 2000, "model": {"kind": "logistic", "dataset": "breast_cancer"},
-           "algorithms": [{"name": "sgd"}]}
+    raw = {
+        "steps": 1,
+        "workers": 2000,
+        "model": {"kind": "logistic", "dataset": "breast_cancer"},
+        "algorithms": [{"name": "sgd"}],
+    }
     with pytest.raises(ConfigError, match=r"workers: 455 training samples cannot feed 2000"):
         config.resolve(raw)
 
 
 def test_fractions_of_d_and_memsgd_defaults():
-    raw = {"steps": 1, "workers": 2, "model": {"kind": "logistic", "dataset": "digits"},
-           "schedule": {"kind": "memsgd"}, "algorithms": [{"name": "memsgd", "k": 0.1}]}
+    raw = {
+        "steps": 1,
+        "workers": 2,
+        "model": {"kind": "logistic", "dataset": "digits"},
+        "schedule": {"kind": "memsgd"},
+        "algorithms": [{"name": "memsgd", "k": 0.1}],
+    }
     cfg = resolved(raw)
     assert cfg["algorithms"][0]["k"] == 6  # round(0.1 * 64)
     assert cfg["schedule"]["tau"] == 64.0 and cfg["schedule"]["lam"] == pytest.approx(1 / 1438)
@@ -95,8 +116,12 @@ def test_set_path_selects_algorithms(tiny_raw):
 def test_sweep_expands_cases(tiny_raw):
     tiny_raw["sweep"] = {"model.d": [64, 128], "algorithms.fetchsgd.cols": [16, 32]}
     cases = config.resolve(tiny_raw)
-    assert [c.label for c in cases] == ["d=64,cols=16", "d=64,cols=32", "d=128,cols=16",
-                                        "d=128,cols=32"]
+    assert [c.label for c in cases] == [
+        "d=64,cols=16",
+        "d=64,cols=32",
+        "d=128,cols=16",
+        "d=128,cols=32",
+    ]
     assert cases[3].config["d"] == 128 and cases[3].config["algorithms"][2]["cols"] == 32
     tiny_raw["sweep"] = {"model.d": [64, 100]}
     with pytest.raises(ConfigError, match=r"power of two.*\[sweep case d=100\]"):

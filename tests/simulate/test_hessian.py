@@ -27,8 +27,14 @@ def test_top_eigenvalues_match_eigh(name):
 
 def test_lanczos_beyond_the_dense_shortcut():
     """d = 512 goes through ARPACK (eigsh) rather than the dense shortcut."""
-    cfg = resolved({"steps": 1, "workers": 1, "algorithms": [{"name": "sgd"}],
-                    "model": {"kind": "quadratic", "d": 512, "basis": "rotated", "alpha": 0.5}})
+    cfg = resolved(
+        {
+            "steps": 1,
+            "workers": 1,
+            "algorithms": [{"name": "sgd"}],
+            "model": {"kind": "quadratic", "d": 512, "basis": "rotated", "alpha": 0.5},
+        }
+    )
     q = models.build(cfg["model"], 1, seed=0, dtype="float64")
     top = hessian.top_eigenvalues(lambda v: q.hvp(q.init(), v), q.d, k=4)
     np.testing.assert_allclose(top, q.lam[:4], rtol=1e-8)

@@ -14,16 +14,38 @@ from .conftest import resolved
 
 BASE = {"steps": 1, "workers": 3, "algorithms": [{"name": "sgd"}]}
 MODELS = {
-    "quadratic-coordinate": {"kind": "quadratic", "d": 32, "spectrum": "twolevel", "top": 4,
-                             "heterogeneity": 0.3},
+    "quadratic-coordinate": {
+        "kind": "quadratic",
+        "d": 32,
+        "spectrum": "twolevel",
+        "top": 4,
+        "heterogeneity": 0.3,
+    },
     "quadratic-rotated": {"kind": "quadratic", "d": 32, "basis": "rotated", "heterogeneity": 0.3},
     "logistic-dense": {"kind": "logistic", "dataset": "synthetic_dense", "d": 12, "n": 60},
-    "logistic-sparse": {"kind": "logistic", "dataset": "synthetic_sparse", "d": 40, "n": 60,
-                        "density": 0.2, "batch_size": 5},
-    "logistic-breast-cancer": {"kind": "logistic", "dataset": "breast_cancer",
-                               "sharding": "label", "solve_optimum": False},
-    "mlp-1": {"kind": "mlp", "dataset": "teacher_student", "hidden": [5], "n": 40, "inputs": 4,
-              "classes": 3, "l2": 0.01},
+    "logistic-sparse": {
+        "kind": "logistic",
+        "dataset": "synthetic_sparse",
+        "d": 40,
+        "n": 60,
+        "density": 0.2,
+        "batch_size": 5,
+    },
+    "logistic-breast-cancer": {
+        "kind": "logistic",
+        "dataset": "breast_cancer",
+        "sharding": "label",
+        "solve_optimum": False,
+    },
+    "mlp-1": {
+        "kind": "mlp",
+        "dataset": "teacher_student",
+        "hidden": [5],
+        "n": 40,
+        "inputs": 4,
+        "classes": 3,
+        "l2": 0.01,
+    },
     "mlp-2-digits": {"kind": "mlp", "dataset": "digits", "hidden": [4, 3], "batch_size": 8},
 }
 
@@ -102,9 +124,19 @@ def test_quadratic_noise_has_the_chosen_norm():
 
 @pytest.mark.parametrize("basis", ["coordinate", "rotated"])
 def test_gradient_descent_on_a_quadratic_matches_the_closed_form(basis):
-    """``f(w_t) - f* = 1/2 sum_i lambda_i (1 - eta lambda_i)^(2t) c_i^2`` with ``c = Q^T (w0 - w*)``."""
-    cfg = resolved({**BASE, "model": {"kind": "quadratic", "d": 64, "basis": basis,
-                                      "spectrum": "powerlaw", "alpha": 1.0}})
+    """``f(w_t) - f* = 1/2 sum_i lambda_i (1 - eta lambda_i)^(2t) c_i^2``, ``c = Q^T (w0 - w*)``."""
+    cfg = resolved(
+        {
+            **BASE,
+            "model": {
+                "kind": "quadratic",
+                "d": 64,
+                "basis": basis,
+                "spectrum": "powerlaw",
+                "alpha": 1.0,
+            },
+        }
+    )
     model = models.build(cfg["model"], 3, seed=2, dtype="float64")
     eta, w = 0.9, model.init()
     e0 = w - model.w_opt
@@ -121,8 +153,9 @@ def test_rotation_is_orthogonal(log_d, seed):
     q = Rotation(d, seed)
     dense = np.column_stack([q.apply(e) for e in np.eye(d)])
     np.testing.assert_allclose(dense.T @ dense, np.eye(d), atol=1e-12)
-    np.testing.assert_allclose(q.transpose(q.apply(np.arange(d, dtype=float))), np.arange(d),
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        q.transpose(q.apply(np.arange(d, dtype=float))), np.arange(d), atol=1e-9
+    )
 
 
 def test_fwht_matches_the_hadamard_matrix():

@@ -73,10 +73,15 @@ def test_divergence_stops_with_a_message_and_keeps_the_files(tiny_raw, tmp_path)
 
 def test_local_steps_are_gradient_steps(tmp_path):
     """SGD with K local steps, global lr = local lr: one round = K gradient steps."""
-    raw = {"steps": 4, "workers": 1, "dtype": "float64", "eval_every": 1,
-           "model": {"kind": "quadratic", "d": 64, "basis": "rotated"},
-           "schedule": {"kind": "constant", "lr": 0.9},
-           "algorithms": [{"name": "sgd", "local_steps": 3}]}
+    raw = {
+        "steps": 4,
+        "workers": 1,
+        "dtype": "float64",
+        "eval_every": 1,
+        "model": {"kind": "quadratic", "d": 64, "basis": "rotated"},
+        "schedule": {"kind": "constant", "lr": 0.9},
+        "algorithms": [{"name": "sgd", "local_steps": 3}],
+    }
     run(raw, tmp_path)
     cfg = resolved(raw)
     model = models.build(cfg["model"], 1, seed=0, dtype="float64")
@@ -88,10 +93,14 @@ def test_local_steps_are_gradient_steps(tmp_path):
 
 
 def test_memsgd_schedule_evaluates_the_average(tmp_path):
-    raw = {"steps": 20, "workers": 2, "eval_every": 10,
-           "model": {"kind": "logistic", "dataset": "breast_cancer"},
-           "schedule": {"kind": "memsgd", "tau": 30.0},
-           "algorithms": [{"name": "memsgd", "k": 3}]}
+    raw = {
+        "steps": 20,
+        "workers": 2,
+        "eval_every": 10,
+        "model": {"kind": "logistic", "dataset": "breast_cancer"},
+        "schedule": {"kind": "memsgd", "tau": 30.0},
+        "algorithms": [{"name": "memsgd", "k": 3}],
+    }
     (result,) = run(raw, tmp_path)
     rows = metrics(tmp_path, "memsgd")
     assert rows[-1]["lr"] == pytest.approx(2.0 / (1 / 455 * (19 + 30)))
@@ -99,8 +108,12 @@ def test_memsgd_schedule_evaluates_the_average(tmp_path):
 
 
 def test_checkpoint_state_round_trips(tmp_path):
-    state = {"w": np.arange(3.0), "algo": {"steps": 4, "name": "x", "server.m": np.ones(2)},
-             "flag": True, "none": None}
+    state = {
+        "w": np.arange(3.0),
+        "algo": {"steps": 4, "name": "x", "server.m": np.ones(2)},
+        "flag": True,
+        "none": None,
+    }
     arrays, scalars = checkpoint.split_state(state)
     assert set(arrays) == {"w", "algo/server.m"}
     path, scalars = checkpoint.save(tmp_path, "job", 0, 7, state)
