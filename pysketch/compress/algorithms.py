@@ -14,14 +14,15 @@ The same object runs in one process, under ``mpiexec`` and inside a PyTorch
 DDP hook; only the communicator changes. Sums over workers are divided by W,
 so ``lr`` means what it means for minibatch SGD on the mean gradient.
 
-==================  =========================================================
-:class:`SGD`        uncompressed minibatch SGD with (Nesterov) momentum
-:class:`MemSGD`     top-k / random-k with error feedback [SCJ18]_
-:class:`SketchedSGD` worker momentum and error, Count Sketch, optional second
-                    round of exact values [IRU19]_
-:class:`FetchSGD`   momentum and error inside the sketch, on the server [RPU20]_
-:class:`SketchDL`   linear sketch of the model delta, mean desketch [SIL24]_
-==================  =========================================================
+=====================  ======================================================
+:class:`SGD`           uncompressed minibatch SGD with (Nesterov) momentum
+:class:`MemSGD`        top-k / random-k with error feedback [SCJ18]_
+:class:`SketchedSGD`   worker momentum and error, Count Sketch, optional
+                       second round of exact values [IRU19]_
+:class:`FetchSGD`      momentum and error inside the sketch, on the server
+                       [RPU20]_
+:class:`SketchDL`      linear sketch of the model delta, mean desketch [SIL24]_
+=====================  ======================================================
 
 Every step validates its input (one vector per local worker, shape ``(d,)``,
 on the algorithm's device, finite) and the agreement of every process's
