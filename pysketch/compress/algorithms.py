@@ -648,7 +648,7 @@ class FetchSGD(_SketchAlgorithm):
         mean = self._combine_linear(self._sketcher, vectors, comm).sketch
         mean.scale(1.0 / comm.world_size)
         self._momentum.scale(self.rho).add(mean)
-        self._error.add(self._momentum * lr)
+        self._error._axpy(lr, self._momentum)  # in place: `momentum * lr` would copy the table
         idx, val = self._error.heavy_hitters(self.k)
         if self.error == "subtract":
             self._error.subtract(self._sketcher.new_sketch().accumulate_sparse(idx, val))
