@@ -33,6 +33,9 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+# The repository root, so that a source checkout runs without installing pysketch
+# (an installed pysketch still wins: the root goes last).
+sys.path.append(os.path.dirname(HERE))
 
 sys.path.insert(0, os.path.join(HERE, "benchmarks"))
 import baselines as B  # noqa: E402

@@ -16,7 +16,15 @@ import os
 from typing import Any
 
 import numpy as np
-from numba import cuda, njit
+
+# numba-cuda (0.30, in maintenance mode upstream: NVIDIA/numba-cuda#907 won't be
+# fixed) registers an overload of ``np.row_stack`` when it first compiles a
+# kernel; NumPy 2.5 removed that alias of ``np.vstack``, so without it every
+# kernel launch on a real GPU raises AttributeError. Restore the alias first.
+if not hasattr(np, "row_stack"):
+    setattr(np, "row_stack", np.vstack)  # noqa: B010 (ruff NPY201 flags the attribute)
+
+from numba import cuda, njit  # noqa: E402
 
 __all__ = [
     "cuda",

@@ -14,14 +14,15 @@ The same object runs in one process, under ``mpiexec`` and inside a PyTorch
 DDP hook; only the communicator changes. Sums over workers are divided by W,
 so ``lr`` means what it means for minibatch SGD on the mean gradient.
 
-==================  =========================================================
-:class:`SGD`        uncompressed minibatch SGD with (Nesterov) momentum
-:class:`MemSGD`     top-k / random-k with error feedback [SCJ18]_
-:class:`SketchedSGD` worker momentum and error, Count Sketch, optional second
-                    round of exact values [IRU19]_
-:class:`FetchSGD`   momentum and error inside the sketch, on the server [RPU20]_
-:class:`SketchDL`   linear sketch of the model delta, mean desketch [SIL24]_
-==================  =========================================================
+=====================  ======================================================
+:class:`SGD`           uncompressed minibatch SGD with (Nesterov) momentum
+:class:`MemSGD`        top-k / random-k with error feedback [SCJ18]_
+:class:`SketchedSGD`   worker momentum and error, Count Sketch, optional
+                       second round of exact values [IRU19]_
+:class:`FetchSGD`      momentum and error inside the sketch, on the server
+                       [RPU20]_
+:class:`SketchDL`      linear sketch of the model delta, mean desketch [SIL24]_
+=====================  ======================================================
 
 Every step validates its input (one vector per local worker, shape ``(d,)``,
 on the algorithm's device, finite) and the agreement of every process's
@@ -647,7 +648,7 @@ class FetchSGD(_SketchAlgorithm):
         mean = self._combine_linear(self._sketcher, vectors, comm).sketch
         mean.scale(1.0 / comm.world_size)
         self._momentum.scale(self.rho).add(mean)
-        self._error.add(self._momentum * lr)
+        self._error._axpy(lr, self._momentum)  # in place: `momentum * lr` would copy the table
         idx, val = self._error.heavy_hitters(self.k)
         if self.error == "subtract":
             self._error.subtract(self._sketcher.new_sketch().accumulate_sparse(idx, val))
