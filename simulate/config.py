@@ -89,6 +89,7 @@ TOP = {
     "checkpoint_every": _num(0, kind="int", default=0),
     "out_dir": Field("str", "runs"),
     "description": Field("str", ""),
+    "presum": Field("bool", True),
 }
 TARGET = {
     "metric": _choice("loss", "test_loss", "test_accuracy", "suboptimality", "grad_norm"),

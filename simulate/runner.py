@@ -157,7 +157,20 @@ class Job:
         )
         self.w = self.model.init()
         self.w_avg = self.w.copy() if self.schedule.averaging else None
-        self.buffer = np.empty((len(self.comm.worker_ids), self.model.d), dtype=self.w.dtype)
+        workers = len(self.comm.worker_ids)
+        # Linearity: stateless workers whose vectors pysketch sums before compressing
+        # anyway can be summed here as they are computed, in the same order (so the
+        # result is bit for bit the same), holding O(d) instead of O(W d) memory.
+        self.presum = (
+            cfg["presum"]
+            and workers > 1
+            and self.algo["local_steps"] == 1
+            and not self.algorithm.stateful_workers
+            and self.algorithm.presum
+        )
+        rows = 2 if self.presum else workers
+        self.buffer = np.empty((rows, self.model.d), dtype=self.w.dtype)
+        self.zeros = np.zeros(self.model.d, dtype=self.w.dtype) if self.presum else None
 
     def _result(self, status="done", message="") -> JobResult:
         last = self.rows[-1] if self.rows else {}
@@ -237,6 +250,13 @@ class Job:
     def _gradients(self, t: int, lr: float) -> list[np.ndarray]:
         workers = self.comm.worker_ids
         steps = self.algo["local_steps"]
+        if self.presum:
+            total, scratch = self.buffer[:1], self.buffer[1:]
+            for i, worker in enumerate(workers):
+                self.model.worker_gradients(self.w, [worker], t, scratch if i else total)
+                if i:
+                    total += scratch
+            return [self.buffer[0]] + [self.zeros] * (len(workers) - 1)
         if steps == 1:
             self.model.worker_gradients(self.w, workers, t, self.buffer)
             return list(self.buffer)

@@ -122,3 +122,16 @@ def test_checkpoint_state_round_trips(tmp_path):
     np.testing.assert_array_equal(back["algo"]["server.m"], np.ones(2))
     assert back["algo"]["steps"] == 4 and back["flag"] is True and back["none"] is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json", "job.r0.s7.npz"]
+
+
+def test_presummed_gradients_give_the_same_run(tiny_raw, tmp_path):
+    """The linearity shortcut (on by default) against one vector per worker."""
+    tiny_raw["algorithms"] = [
+        {"name": "sgd", "rho": 0.5},
+        {"name": "fetchsgd", "k": 16, "rows": 3, "cols": 64},
+        {"name": "sketchdl", "cols": 64},
+    ]
+    run(tiny_raw, tmp_path / "on")
+    run(tiny_raw, tmp_path / "off", overrides=[("presum", False)])
+    for label in ("sgd", "fetchsgd", "sketchdl"):
+        assert metrics(tmp_path / "on", label) == metrics(tmp_path / "off", label)
