@@ -251,11 +251,7 @@ class Job:
         workers = self.comm.worker_ids
         steps = self.algo["local_steps"]
         if self.presum:
-            total, scratch = self.buffer[:1], self.buffer[1:]
-            for i, worker in enumerate(workers):
-                self.model.worker_gradients(self.w, [worker], t, scratch if i else total)
-                if i:
-                    total += scratch
+            self.model.sum_worker_gradients(self.w, workers, t, self.buffer[0], self.buffer[1])
             return [self.buffer[0]] + [self.zeros] * (len(workers) - 1)
         if steps == 1:
             self.model.worker_gradients(self.w, workers, t, self.buffer)

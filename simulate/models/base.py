@@ -80,6 +80,18 @@ class Model:
             self.worker_gradient(w, worker, step, 0, out=out[row])
         return out
 
+    def sum_worker_gradients(self, w, workers, step, out, scratch) -> np.ndarray:
+        """The sum of ``workers``' gradients at ``w`` into ``out``, added in worker order.
+
+        The same sum as adding the rows of :meth:`worker_gradients` one by one,
+        bit for bit, in ``O(d)`` memory (``scratch`` holds one gradient).
+        """
+        for i, worker in enumerate(workers):
+            self.worker_gradient(w, worker, step, 0, out=scratch if i else out)
+            if i:
+                out += scratch
+        return out
+
     def hvp(self, w: np.ndarray, v: np.ndarray) -> np.ndarray:
         """The Hessian-vector product ``H(w) v`` of the full objective (float64)."""
         raise NotImplementedError

@@ -136,5 +136,15 @@ class Quadratic(Model):
             self._add_worker_terms(out[row], worker, step, 0)
         return out
 
+    def sum_worker_gradients(self, w, workers, step, out, scratch):
+        base = self.hessian_matvec(np.subtract(w, self.w_star_dtype, dtype=self.dtype))
+        for i, worker in enumerate(workers):
+            dest = scratch if i else out
+            dest[...] = base
+            self._add_worker_terms(dest, worker, step, 0)
+            if i:
+                out += scratch
+        return out
+
     def hvp(self, w, v):
         return self._apply(self.lam, np.asarray(v, dtype=np.float64))

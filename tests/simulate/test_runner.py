@@ -41,18 +41,18 @@ def test_resume_equals_an_uninterrupted_run(tiny_raw, tmp_path, monkeypatch):
     tiny_raw["checkpoint_every"] = 4
     run(tiny_raw, tmp_path / "full")
 
-    real = models.Quadratic.worker_gradients
+    real = models.Quadratic._add_worker_terms
 
-    def failing(self, w, workers, step, out):
+    def failing(self, g, worker, step, local_step):
         if step == 9:
             raise Interrupt
-        return real(self, w, workers, step, out)
+        return real(self, g, worker, step, local_step)
 
-    monkeypatch.setattr(models.Quadratic, "worker_gradients", failing)
+    monkeypatch.setattr(models.Quadratic, "_add_worker_terms", failing)
     with pytest.raises(Interrupt):
         run(tiny_raw, tmp_path / "cut")
     assert checkpoint.load_marker(tmp_path / "cut" / "checkpoints", "sgd")["step"] == 8
-    monkeypatch.setattr(models.Quadratic, "worker_gradients", real)
+    monkeypatch.setattr(models.Quadratic, "_add_worker_terms", real)
     results = run(tiny_raw, tmp_path / "cut", resume=True)
     for label in ("sgd", "memsgd", "fetchsgd"):
         assert metrics(tmp_path / "cut", label) == metrics(tmp_path / "full", label)
