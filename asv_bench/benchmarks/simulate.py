@@ -31,7 +31,9 @@ def _job(d: int, workers: int, algorithm: str) -> Job:
     }
     (case,) = config.resolve(raw)
     model = models.build(case.config["model"], workers, 0, "float32")
-    job = Job(case, case.config["algorithms"][0], model, Path(tempfile.gettempdir()), Layout(mpi=False))
+    job = Job(
+        case, case.config["algorithms"][0], model, Path(tempfile.gettempdir()), Layout(mpi=False)
+    )
     job._build()
     return job
 
