@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from pysketch.errors import NonFiniteError
+
 from . import checkpoint, config, models
 from .schedules import Schedule
 
@@ -158,19 +160,17 @@ class Job:
         self.w = self.model.init()
         self.w_avg = self.w.copy() if self.schedule.averaging else None
         workers = len(self.comm.worker_ids)
-        # Linearity: stateless workers whose vectors pysketch sums before compressing
-        # anyway can be summed here as they are computed, in the same order (so the
-        # result is bit for bit the same), holding O(d) instead of O(W d) memory.
+        # Linearity: the gradients of stateless workers are summed here as they are
+        # computed, in worker order (the sum pysketch would form, bit for bit), and
+        # handed over with step_summed: O(d) memory instead of O(W d).
         self.presum = (
             cfg["presum"]
             and workers > 1
             and self.algo["local_steps"] == 1
             and not self.algorithm.stateful_workers
-            and self.algorithm.presum
         )
         rows = 2 if self.presum else workers
         self.buffer = np.empty((rows, self.model.d), dtype=self.w.dtype)
-        self.zeros = np.zeros(self.model.d, dtype=self.w.dtype) if self.presum else None
 
     def _result(self, status="done", message="") -> JobResult:
         last = self.rows[-1] if self.rows else {}
@@ -247,12 +247,14 @@ class Job:
         return marker["step"], marker["wall"]
 
     # ------------------------------------------------------------ the loop
-    def _gradients(self, t: int, lr: float) -> list[np.ndarray]:
+    def _gradients(self, t: int, lr: float) -> list[np.ndarray] | np.ndarray:
+        """Every local worker's vector, or their sum when ``self.presum``."""
         workers = self.comm.worker_ids
         steps = self.algo["local_steps"]
         if self.presum:
-            self.model.sum_worker_gradients(self.w, workers, t, self.buffer[0], self.buffer[1])
-            return [self.buffer[0]] + [self.zeros] * (len(workers) - 1)
+            return self.model.sum_worker_gradients(
+                self.w, workers, t, self.buffer[0], self.buffer[1]
+            )
         if steps == 1:
             self.model.worker_gradients(self.w, workers, t, self.buffer)
             return list(self.buffer)
@@ -323,11 +325,10 @@ class Job:
         try:
             for t in range(start, steps):
                 lr = self.schedule(t)
+                step = self.algorithm.step_summed if self.presum else self.algorithm.step
                 try:
-                    update = self.algorithm.step(self._gradients(t, lr), self.comm, lr=lr)
-                except ValueError as exc:  # raised on every rank alike
-                    if "NaN" not in str(exc):
-                        raise
+                    update = step(self._gradients(t, lr), self.comm, lr=lr)
+                except NonFiniteError as exc:  # raised on every rank alike
                     raise Diverged(
                         f"{self.label}: NaN or Inf gradients at step {t + 1}; stopped (lower the "
                         "learning rate). Files so far are kept."

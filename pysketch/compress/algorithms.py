@@ -53,6 +53,7 @@ from pysketch.compress.compressors import (
 )
 from pysketch.compress.messages import Dense, Sketch
 from pysketch.countsketch import CountSketch
+from pysketch.errors import NonFiniteError
 from pysketch.feedback import ErrorFeedback, Momentum
 
 __all__ = [
@@ -172,13 +173,50 @@ class Algorithm:
         ValueError, TypeError
             On every process, when any passes a bad vector, learning rate or
             different parameters; nothing is changed then.
+        pysketch.errors.NonFiniteError
+            (a ``ValueError``) when a vector holds NaN or Inf.
         """
+        return self._run(vectors, comm, lr, summed=False)
+
+    def step_summed(self, local_sum: Any, comm: Communicator, *, lr: float | None = None) -> Any:
+        """:meth:`step`, given the sum of this process's workers' vectors instead of each.
+
+        Only for algorithms whose workers keep no state (``stateful_workers``
+        false: SGD, FetchSGD, sketch-DL without error feedback), where
+        compressing the sum is exact by linearity. A simulator can then add
+        the gradients up as it computes them and hold one vector, not W.
+
+        Parameters
+        ----------
+        local_sum : array of shape (d,)
+            The sum of the vectors of the workers ``comm.worker_ids``.
+        comm, lr
+            As in :meth:`step`; the bytes counted are still those of every worker.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pysketch.compress import SGD, LocalCommunicator
+        >>> SGD(2, lr=1.0).step_summed(np.array([4.0, 8.0]), LocalCommunicator(4)).tolist()
+        [1.0, 2.0]
+        """
+        if self.stateful_workers:
+            raise TypeError(
+                f"{type(self).__name__} keeps state on each worker: pass every worker's "
+                "vector to step()"
+            )
+        return self._run(local_sum, comm, lr, summed=True)
+
+    def _run(self, vectors: Any, comm: Communicator, lr: float | None, *, summed: bool) -> Any:
         if not isinstance(comm, Communicator):
             raise TypeError(f"comm must be a pysketch Communicator, got {type(comm).__name__}")
         checked, error = None, None
         try:
             step_lr = self.lr if lr is None else _check_real("lr", lr, 0.0)
-            checked = self._check_vectors(vectors, comm)
+            if summed:
+                checked = [self._check_vector(vectors, "local_sum")]
+            else:
+                checked = self._check_vectors(vectors, comm)
             self._check_layout(comm)
         except (TypeError, ValueError) as exc:
             error = exc
@@ -200,23 +238,22 @@ class Algorithm:
                 f"vectors must hold one array per local worker ({comm.local_workers}), "
                 f"got {len(vectors)}"
             )
-        out = []
-        for w, x in enumerate(vectors):
-            name = f"vectors[{w}]"
-            try:
-                xp = namespace(x)
-            except TypeError as exc:
-                raise TypeError(f"{name}: {exc}") from None
-            if device_of(x) != self.device:
-                raise ValueError(f"{name} is on {device_of(x)!r}, the algorithm on {self.device!r}")
-            if x.shape != (self.d,):
-                raise ValueError(f"{name} must have shape ({self.d},), got {tuple(x.shape)}")
-            if np.dtype(x.dtype).kind not in "fiu":
-                raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
-            if not bool(xp.isfinite(x).all()):
-                raise ValueError(f"{name} holds NaN or Inf")
-            out.append(xp.asarray(x, dtype=self.dtype))
-        return out
+        return [self._check_vector(x, f"vectors[{w}]") for w, x in enumerate(vectors)]
+
+    def _check_vector(self, x: Any, name: str) -> Any:
+        try:
+            xp = namespace(x)
+        except TypeError as exc:
+            raise TypeError(f"{name}: {exc}") from None
+        if device_of(x) != self.device:
+            raise ValueError(f"{name} is on {device_of(x)!r}, the algorithm on {self.device!r}")
+        if x.shape != (self.d,):
+            raise ValueError(f"{name} must have shape ({self.d},), got {tuple(x.shape)}")
+        if np.dtype(x.dtype).kind not in "fiu":
+            raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+        if not bool(xp.isfinite(x).all()):
+            raise NonFiniteError(f"{name} holds NaN or Inf")
+        return xp.asarray(x, dtype=self.dtype)
 
     def _check_layout(self, comm: Communicator) -> None:
         if self._worker_ids is not None and tuple(comm.worker_ids) != self._worker_ids:
@@ -232,8 +269,9 @@ class Algorithm:
         return total
 
     def _combine_linear(self, compressor: Compressor, vectors: list[Any], comm: Communicator):
-        """Sum of W workers' messages; presummed where that is exact."""
-        if self.presum and not self.stateful_workers:
+        """Sum of W workers' messages; presummed where that is exact (or given summed)."""
+        summed_input = len(vectors) < comm.local_workers
+        if summed_input or (self.presum and not self.stateful_workers):
             return comm.combine_local_sum(compressor.compress(self._local_sum(vectors)))
         return comm.combine([compressor.compress(x) for x in vectors])
 

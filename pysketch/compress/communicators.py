@@ -42,6 +42,7 @@ from pysketch._arrays import check_positive_int
 from pysketch.compress._namespace import namespace
 from pysketch.compress.messages import Message, Sparse
 from pysketch.distributed.accounting import ring_allgather_bytes, ring_allreduce_bytes
+from pysketch.errors import NonFiniteError
 
 __all__ = ["Communicator", "LocalCommunicator", "MPICommunicator", "Traffic"]
 
@@ -118,7 +119,9 @@ class Communicator:
     ranks: int = 1
 
     def __init__(self) -> None:
-        self.steps: list[Traffic] = []
+        #: Number of closed steps (the per-step figures are not kept: runs are long).
+        self.step_count = 0
+        self._last = Traffic()
         self._open = Traffic()
         self._closed = Traffic()
 
@@ -213,14 +216,15 @@ class Communicator:
     def step(self) -> Traffic:
         """Close the current training step; returns its traffic."""
         closed, self._open = self._open, Traffic()
-        self.steps.append(closed)
+        self.step_count += 1
+        self._last = closed
         self._closed = self._closed + closed
         return closed
 
     @property
     def last_step(self) -> Traffic:
         """Traffic of the last closed step (zeros before the first)."""
-        return self.steps[-1] if self.steps else Traffic()
+        return self._last
 
     @property
     def total(self) -> Traffic:
@@ -228,18 +232,19 @@ class Communicator:
         return self._closed + self._open
 
     def state_dict(self) -> dict[str, float]:
-        """The cumulative byte totals (JSON-serialisable), for resuming."""
-        return self.total.as_dict()
+        """The step count and cumulative byte totals (JSON-serialisable), for resuming."""
+        return {"step_count": self.step_count, **self.total.as_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the totals of :meth:`state_dict`; the per-step history starts empty."""
+        """Restore what :meth:`state_dict` returned (``last_step`` starts at zeros)."""
         try:
+            count = int(state["step_count"])
             total = Traffic(**{f.name: type(f.default)(state[f.name]) for f in fields(Traffic)})
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"state is not a communicator state_dict ({exc!r})") from None
-        if any(v < 0 for v in total.as_dict().values()):
-            raise ValueError(f"state holds negative byte counts: {total}")
-        self.steps, self._open, self._closed = [], Traffic(), total
+        if count < 0 or any(v < 0 for v in total.as_dict().values()):
+            raise ValueError(f"state holds negative counts: {state}")
+        self.step_count, self._last, self._open, self._closed = count, Traffic(), Traffic(), total
 
     def __repr__(self) -> str:
         return (
@@ -335,7 +340,13 @@ class MPICommunicator(Communicator):
     def agree(self, what: str, fingerprint: dict[str, Any], error: BaseException | None) -> None:
         from pysketch.distributed.agreement import _agree
 
-        _, control = _agree(self.comm, what, fingerprint, error)
+        try:
+            _, control = _agree(self.comm, what, fingerprint, error)
+        except ValueError as exc:
+            # Every rank raises the same type: a NaN on one rank is a divergence on all.
+            if f"{NonFiniteError.__name__}:" in str(exc):
+                raise NonFiniteError(str(exc)) from exc
+            raise
         self.counter.record("agree", "host", self.ranks, control=control)
 
     def step(self) -> Traffic:

@@ -180,7 +180,7 @@ def test_bad_vectors_raise_and_change_nothing(config, mutate, error, match, rng)
     with pytest.raises(error, match=match):
         algo.step(mutate(_grads(rng)), comm)
     _assert_same_state(before, _snapshot(algo))
-    assert algo.steps == steps and len(comm.steps) == 2
+    assert algo.steps == steps and comm.step_count == 2
 
 
 def test_bad_learning_rate_and_communicator(rng):
@@ -243,3 +243,33 @@ def test_update_dtype_and_lr_override(rng):
 def test_gradients_are_deterministic_per_worker():
     w = np.zeros(D, dtype=np.float32)
     np.testing.assert_array_equal(gradient(3, 1, w), gradient(3, 1, w))
+
+
+@pytest.mark.parametrize("config", ["sgd", "sgd-nesterov", "fetchsgd-zero", "sketchdl"])
+def test_step_summed_equals_step_on_each_worker(config):
+    algo, summed = build(config), build(config)
+    comm_a, comm_b = LocalCommunicator(W), LocalCommunicator(W)
+    w = np.zeros(D, dtype=np.float32)
+    for t in range(3):
+        grads = [gradient(worker, t, w) for worker in range(W)]
+        a = algo.step(grads, comm_a)
+        b = summed.step_summed(np.sum(grads, axis=0), comm_b)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        w = w - a
+    assert comm_a.total == comm_b.total
+
+
+@pytest.mark.parametrize("config", ["memsgd-topk", "sketched", "sketchdl-ef"])
+def test_step_summed_is_refused_when_workers_keep_state(config, rng):
+    with pytest.raises(TypeError, match="keeps state on each worker"):
+        build(config).step_summed(np.zeros(D, np.float32), LocalCommunicator(W))
+
+
+def test_non_finite_vectors_raise_non_finite_error():
+    from pysketch.errors import NonFiniteError
+
+    algo = build("fetchsgd-zero")
+    bad = np.full(D, np.inf, np.float32)
+    with pytest.raises(NonFiniteError, match="local_sum holds NaN or Inf"):
+        algo.step_summed(bad, LocalCommunicator(W))
+    assert issubclass(NonFiniteError, ValueError) and algo.steps == 0

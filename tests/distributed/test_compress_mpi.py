@@ -60,3 +60,15 @@ def test_different_parameters_on_one_rank_raise_on_every_rank(comm):
     with pytest.raises(ValueError, match="ranks disagree.*k"):
         algo.step([np.ones(D, np.float32)], mpi)
     assert algo.steps == 0
+
+
+def test_nan_on_one_rank_is_a_non_finite_error_on_every_rank(comm):
+    from pysketch.errors import NonFiniteError
+
+    mpi = MPICommunicator(comm=comm)
+    algo = build("sgd")
+    g = np.ones(D, np.float32)
+    if comm.Get_rank() == 0:
+        g[3] = np.nan
+    with pytest.raises(NonFiniteError, match="rank 0"):
+        algo.step([g], mpi)
