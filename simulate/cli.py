@@ -63,6 +63,20 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="run a config (a .toml file or a name)")
     run.add_argument("config", help="path of a TOML config, or a shipped name (see list)")
     sub.add_parser("list", help="list the shipped configs")
+    claims = sub.add_parser(
+        "claims",
+        parents=[common],
+        help="reproduce the papers' claims and write their pages in docs/results/",
+    )
+    claims.add_argument(
+        "names", nargs="*", metavar="NAME", help="which claims (default: all of them)"
+    )
+    claims.add_argument(
+        "--docs",
+        default="docs/results",
+        metavar="DIR",
+        help="where the pages go (default: docs/results)",
+    )
     hess = sub.add_parser("hessian", parents=[common], help="Hessian spectrum at the initial w")
     hess.add_argument("config")
     return parser
@@ -157,6 +171,27 @@ def _hessian(args, layout) -> int:
     return 0
 
 
+def _claims(args) -> int:
+    from . import claims
+    from .parallel import limit_threads
+
+    limit_threads(args.threads)
+    try:
+        chosen = [claims.load(name) for name in args.names or claims.CLAIMS]
+    except config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    out, docs = Path(args.out or "runs") / "claims", Path(args.docs)
+    started = time.perf_counter()
+    for claim in chosen:
+        finding, seconds = claims.run_claim(claim, out, _progress(args.quiet))
+        claims.write_page(claim, finding, seconds, docs)
+        claims.write_index(docs, claim, finding, seconds)
+        print(f"{claim.name}: {finding.verdict} ({seconds:.0f} s). {finding.reason}")
+    print(f"all: {time.perf_counter() - started:.0f} s; pages in {docs}/, runs in {out}/")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m simulate``; returns the exit status.
 
@@ -177,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command is None and not args.resume:
         args.config = "default"
+    if args.command == "claims":
+        return _claims(args)
     from .parallel import Layout, limit_threads
 
     limit_threads(args.threads)
