@@ -39,21 +39,17 @@ class Run:
 
     def job(self, label: str, case: str | None = None):
         """The :class:`~simulate.runner.JobResult` of job ``label`` (in sweep case ``case``)."""
+        full = f"{case}/{label}" if case else label
         for r in self.results:
-            if r.label == label and (case is None or r.case == case):
+            if r.label == full:
                 return r
         raise KeyError(f"{self.name}: no job {label!r} in case {case!r}")
 
     def series(self, label: str, metric: str, case: str | None = None) -> tuple[list, list]:
         """``(steps, values)`` of ``metric`` for one job, from its CSV rows."""
-        key = self.job(label, case)
-        rows = self.rows[_row_key(key)]
+        rows = self.rows[self.job(label, case).label]
         pairs = [(r["step"], r.get(metric)) for r in rows if r.get(metric) is not None]
         return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
-def _row_key(result) -> str:
-    return result.label if not result.case else f"{result.case}/{result.label}"
 
 
 @dataclass
@@ -121,7 +117,6 @@ def run_config(path: Path, run_dir: Path, progress=None) -> Run:
     results = runner.run_cases(cases, run_dir, Layout(mpi=False), progress=progress)
     seconds = time.perf_counter() - started
     rows = report.job_rows(run_dir, results)
-    rows = {_row_key(r): rows[r.label] for r in results}
     report.write_summary(run_dir, cases, results, {"name": raw["name"], "seconds": seconds})
     return Run(raw["name"], run_dir, cases, results, rows, seconds)
 
