@@ -207,7 +207,7 @@ class CountMinSketch(TableSketch):
         if _is_scalar(weights):
             values, vstep, added = self._scalar_weight(weights, idx.size)
         else:
-            val = _arrays.as_input(weights, "weights", device=self._device)
+            val = _arrays.kernel_values(_arrays.as_input(weights, "weights", device=self._device))
             _arrays.check_same_length(idx, "indices", val, "weights")
             added = self._check_weights(val, "weights")
             values, vstep = val.array, 1
@@ -237,7 +237,7 @@ class CountMinSketch(TableSketch):
         >>> cms.estimate([0, 1, 3]).tolist()
         [0.5, 3.0, 1.0]
         """
-        inp = _arrays.as_input(x, "x", device=self._device)
+        inp = _arrays.kernel_values(_arrays.as_input(x, "x", device=self._device))
         if inp.size > _INDEX_BOUND:
             raise ValueError(f"x must have at most {_INDEX_BOUND} entries, got {inp.size}")
         added = self._check_weights(inp, "x")
@@ -246,7 +246,7 @@ class CountMinSketch(TableSketch):
 
     def _scalar_weight(self, weight: Any, n: int) -> tuple[Any, int, float]:
         # A scalar is a one-element array read with stride 0 by the kernels.
-        val = _arrays.as_input(weight, "weights", device=CPU, ndim=0)
+        val = _arrays.kernel_values(_arrays.as_input(weight, "weights", device=CPU, ndim=0))
         w = float(val.array)
         if not math.isfinite(w):
             raise ValueError(f"weights must be finite, got {w}")

@@ -132,7 +132,7 @@ class CountSketch(TableSketch):
         >>> float(np.abs(s.table).sum())
         3.0
         """
-        inp = _arrays.as_input(x, "x", device=self._device)
+        inp = _arrays.kernel_values(_arrays.as_input(x, "x", device=self._device))
         if inp.size != self.d:
             raise ValueError(f"x must have length d={self.d}, got {inp.size}")
         if check_finite:
@@ -172,7 +172,7 @@ class CountSketch(TableSketch):
         True
         """
         idx = _arrays.as_input(indices, "indices", device=self._device, kind="index")
-        val = _arrays.as_input(values, "values", device=self._device)
+        val = _arrays.kernel_values(_arrays.as_input(values, "values", device=self._device))
         _arrays.check_same_length(idx, "indices", val, "values")
         _arrays.check_index_range(idx, "indices", self.d)
         if check_finite:

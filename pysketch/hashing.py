@@ -47,6 +47,7 @@ __all__ = [
     "bucket_sign",
     "bucket_sign_batch",
     "splitmix64",
+    "splitmix64_host",
 ]
 
 FAMILIES = ("mix", "polynomial")
@@ -175,6 +176,17 @@ def splitmix64(state):
     return state, z ^ (z >> _S31)
 
 
+def splitmix64_host(state):
+    """:func:`splitmix64` run in NumPy ``uint64`` scalars, for host code.
+
+    The same function (its ``py_func``) with wrap-around arithmetic, so host
+    callers (:func:`hash_keys`, :func:`pysketch.randomk`) need no JIT
+    compilation: a few hundred draws cost microseconds instead of a compile.
+    """
+    with np.errstate(over="ignore"):
+        return splitmix64.py_func(np.uint64(state))
+
+
 def family_code(family: str) -> int:
     """The integer the kernels use for ``family``; a clear error when unknown."""
     if family not in FAMILIES:
@@ -208,7 +220,7 @@ def hash_keys(seed: int, rows: int, family: str = DEFAULT_FAMILY) -> np.ndarray:
     for j in range(rows):
         for t in range(N_KEYS):
             while True:
-                state, out = splitmix64(np.uint64(state))
+                state, out = splitmix64_host(state)
                 value = int(out) if (code == MIX and t == 0) else int(out) >> 3
                 if code == MIX or value < _P_INT:
                     break
