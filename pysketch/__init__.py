@@ -6,6 +6,7 @@ on NumPy arrays (CPU) and on CUDA arrays (CuPy, PyTorch, JAX, anything with
 seed on both, plus mpi4py collectives (:mod:`pysketch.distributed`).
 """
 
+from pysketch._warmup import warm_up
 from pysketch.countmin import CountMinSketch
 from pysketch.countsketch import CountSketch
 from pysketch.feedback import ErrorFeedback, Momentum
@@ -21,5 +22,6 @@ __all__ = [
     "scatter",
     "threshold",
     "topk",
+    "warm_up",
 ]
 __version__ = "0.1.0"
