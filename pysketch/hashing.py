@@ -32,6 +32,10 @@ References
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 from numba import njit
 
@@ -48,6 +52,8 @@ __all__ = [
     "bucket_sign_batch",
     "splitmix64",
     "splitmix64_host",
+    "item_key",
+    "item_keys",
 ]
 
 FAMILIES = ("mix", "polynomial")
@@ -226,3 +232,46 @@ def hash_keys(seed: int, rows: int, family: str = DEFAULT_FAMILY) -> np.ndarray:
                     break
             keys[j, t] = value
     return keys
+
+
+def item_key(item: Any) -> int:
+    """The integer key of one item: itself for an integer, a stable hash for str or bytes.
+
+    Strings (UTF-8) and bytes are hashed with BLAKE2b (8-byte digest, a
+    type tag first so that ``"a"`` and ``b"a"`` differ) and reduced to
+    ``[0, 2^61 - 1)``, the range of sketch indices: the same item gives the
+    same key in every process and on every machine (unlike Python's salted
+    ``hash``). Integers pass through unchanged (their range is checked where
+    they are used).
+
+    Examples
+    --------
+    >>> from pysketch.hashing import item_key
+    >>> item_key("apple") == item_key("apple") != item_key(b"apple")
+    True
+    >>> item_key(42)
+    42
+    """
+    if isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+        return int(item)
+    if isinstance(item, str):
+        data = b"s" + item.encode("utf-8")
+    elif isinstance(item, (bytes, bytearray, memoryview)):
+        data = b"b" + bytes(item)
+    else:
+        raise TypeError(f"items must be integers, str or bytes, got {type(item).__name__}")
+    digest = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+    return digest % (MAX_INDEX + 1)
+
+
+def item_keys(items: Iterable[Any]) -> np.ndarray:
+    """:func:`item_key` of every item, as an int64 array.
+
+    Examples
+    --------
+    >>> from pysketch.hashing import item_keys
+    >>> keys = item_keys(["a", "b", 7])
+    >>> keys.dtype, keys[2]
+    (dtype('int64'), np.int64(7))
+    """
+    return np.array([item_key(item) for item in items], dtype=np.int64)

@@ -22,6 +22,7 @@ import numpy as np
 
 from pysketch import _arrays, _cuda
 from pysketch._arrays import CPU, CUDA, Input
+from pysketch._frameworks import follows
 from pysketch.hashing import splitmix64_host
 from pysketch.kernels import elementwise
 from pysketch.kernels import select as sel
@@ -211,6 +212,7 @@ def _topk_cuda(arr, k: int, stream):
     return idx[:k]
 
 
+@follows("x")
 def topk(x: Any, k: int, *, check_finite: bool = True) -> tuple[Any, Any]:
     """The ``k`` entries of largest magnitude: ``(indices, values)``.
 
@@ -316,6 +318,7 @@ def randomk(d: int, k: int, *, seed: int, device: str = "cpu") -> Any:
 # ----------------------------------------------------------------- threshold
 
 
+@follows("x")
 def threshold(x: Any, tau: float, *, check_finite: bool = True) -> tuple[Any, Any]:
     """Every entry with ``|x[i]| >= tau``: ``(indices, values)`` in ascending index order.
 
@@ -377,6 +380,7 @@ def threshold(x: Any, tau: float, *, check_finite: bool = True) -> tuple[Any, An
 # ----------------------------------------------------------------- gather / scatter
 
 
+@follows("x", "indices")
 def gather(x: Any, indices: Any) -> Any:
     """``x[indices]`` on ``x``'s device (Numba device arrays have no fancy indexing).
 
@@ -405,6 +409,7 @@ def gather(x: Any, indices: Any) -> Any:
     return _gather_device(inp.array, ind.array, inp.stream)
 
 
+@follows("values", "indices", "out")
 def scatter(
     indices: Any,
     values: Any,
