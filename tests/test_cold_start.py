@@ -25,20 +25,24 @@ def run_python(code: str, **env_extra: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_import_and_cpu_use_leave_numba_cuda_unimported():
-    code = (
-        "import sys, numpy as np, pysketch\n"
-        "assert 'numba.cuda' not in sys.modules, 'import'\n"
-        "pysketch.randomk(100, 5, seed=1)\n"
-        "pysketch.CountSketch(10, 2, 4).accumulate(np.ones(10, np.float32)).estimate()\n"
-        "assert 'numba.cuda' not in sys.modules, 'CPU use'\n"
-        "from pysketch import _cuda\n"
-        "assert not _cuda.cuda_imported()\n"
-        "_cuda.available()\n"
-        "assert _cuda.cuda_imported()\n"
-    )
-    result = run_python(code)
+def assert_runs(*lines: str) -> None:
+    """Run ``lines`` in a fresh interpreter (CUDA simulator off); fail with its stderr."""
+    result = run_python("\n".join(lines))
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_import_and_cpu_use_leave_numba_cuda_unimported():
+    assert_runs(
+        "import sys, numpy as np, pysketch",
+        "assert 'numba.cuda' not in sys.modules, 'import'",
+        "pysketch.randomk(100, 5, seed=1)",
+        "pysketch.CountSketch(10, 2, 4).accumulate(np.ones(10, np.float32)).estimate()",
+        "assert 'numba.cuda' not in sys.modules, 'CPU use'",
+        "from pysketch import _cuda",
+        "assert not _cuda.cuda_imported()",
+        "_cuda.available()",
+        "assert _cuda.cuda_imported()",
+    )
 
 
 KERNEL_SOURCE = """
@@ -166,11 +170,9 @@ _SPLITMIX_JIT = None
 
 
 def test_hash_keys_and_randomk_compile_nothing():
-    code = (
-        "import pysketch\n"
-        "from pysketch import hashing\n"
-        "hashing.hash_keys(5, 4, 'polynomial'); pysketch.randomk(1000, 10, seed=3)\n"
-        "assert not hashing.splitmix64.signatures, hashing.splitmix64.signatures\n"
+    assert_runs(
+        "import pysketch",
+        "from pysketch import hashing",
+        "hashing.hash_keys(5, 4, 'polynomial'); pysketch.randomk(1000, 10, seed=3)",
+        "assert not hashing.splitmix64.signatures, hashing.splitmix64.signatures",
     )
-    result = run_python(code)
-    assert result.returncode == 0, result.stderr[-2000:]

@@ -6,7 +6,7 @@ import pytest
 
 import pysketch
 from pysketch.distributed import launch
-from tests.test_cold_start import run_python
+from tests.test_cold_start import assert_runs
 
 
 @pytest.mark.parametrize(
@@ -25,13 +25,13 @@ def test_local_size(environ, expected):
 
 
 def test_threads_follow_the_local_rank_count():
-    code = (
-        "import os, numba, pysketch.distributed\n"
-        "cores = len(os.sched_getaffinity(0))\n"
-        "assert numba.get_num_threads() == max(1, cores // 2), numba.get_num_threads()\n"
+    assert_runs(
+        "import os",
+        "os.environ['OMPI_COMM_WORLD_LOCAL_SIZE'] = '2'",
+        "import numba, pysketch.distributed",
+        "cores = len(os.sched_getaffinity(0))",
+        "assert numba.get_num_threads() == max(1, cores // 2), numba.get_num_threads()",
     )
-    result = run_python(code, OMPI_COMM_WORLD_LOCAL_SIZE="2")
-    assert result.returncode == 0, result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("opt_out", [{"NUMBA_NUM_THREADS": "1"}, {"PYSKETCH_AUTO_THREADS": "0"}])
