@@ -24,11 +24,9 @@ from numba import njit, prange
 
 from pysketch._cuda import cuda, device_function
 from pysketch.hashing import bucket_sign
-from pysketch.kernels.countsketch import hash_block
 from pysketch.kernels.reductions import MAX_ROWS, ordered
 
 _CHUNK = 4096  # queries per CPU estimate task
-_BLOCK = 1024  # updates a CPU update task hashes before adding them
 
 
 @device_function
@@ -83,48 +81,11 @@ def query_one(table, family, keys, index, shift, clamp):
 @njit(parallel=True, cache=True)
 def cpu_update(table, family, keys, indices, dense, values, vstep, n):
     """Plain update. Each row is one task: a row's cells are written by one thread only."""
-    for j in prange(table.shape[0]):
-        update_row(table, family, keys, indices, dense, values, vstep, n, np.int64(j))
-
-
-# The CPU kernels call these block helpers instead of inlining the hashes per
-# update: hashing a block with the Count Sketch's ``hash_block`` vectorises it,
-# and a small parallel kernel compiles several times faster (see
-# pysketch.kernels.countsketch).
-@njit
-def update_row(table, family, keys, indices, dense, values, vstep, n, j):
-    """Row ``j`` of the plain update, ``_BLOCK`` updates hashed at a time."""
-    cols = table.shape[1]
-    buckets = np.empty(_BLOCK, dtype=np.int64)
-    signs = np.empty(_BLOCK, dtype=np.float32)
-    for start in range(0, n, _BLOCK):
-        width = min(_BLOCK, n - start)
-        hash_block(family, keys, j, cols, indices, start, width, dense, buckets, signs)
-        for t in range(width):
-            table[j, buckets[t]] += table.dtype.type(values[(start + t) * vstep])
-
-
-@njit
-def query_block(table, family, keys, indices, shift, clamp, out, start, width):
-    """``out[start:start + width]`` as :func:`query_one` gives it, row by row."""
     rows, cols = table.shape
-    buckets = np.empty(width, dtype=np.int64)
-    signs = np.empty(width, dtype=np.float32)
-    best = np.empty(width, dtype=table.dtype)
-    sparse = np.bool_(False)  # typed bool, not Literal[bool]: hash_block's one signature
-    for j in range(rows):
-        hash_block(family, keys, j, cols, indices, start, width, sparse, buckets, signs)
-        if j == 0:
-            for t in range(width):
-                best[t] = table[0, buckets[t]]
-        else:
-            for t in range(width):
-                best[t] = smaller(best[t], table[j, buckets[t]])
-    for t in range(width):
-        v = np.float64(best[t]) + shift
-        if clamp and v < 0.0:
-            v = 0.0
-        out[start + t] = v
+    for j in prange(rows):
+        for t in range(n):
+            index = update_index(indices, dense, t)
+            table[j, bucket_of(family, keys, j, index, cols)] += table.dtype.type(values[t * vstep])
 
 
 @njit(cache=True)
@@ -149,10 +110,8 @@ def cpu_update_conservative(table, family, keys, indices, dense, values, vstep, 
 def cpu_query(table, family, keys, indices, shift, clamp, out):
     n = out.shape[0]
     for c in prange((n + _CHUNK - 1) // _CHUNK):
-        start = c * _CHUNK
-        query_block(
-            table, family, keys, indices, shift, clamp, out, start, min(n, start + _CHUNK) - start
-        )
+        for t in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+            out[t] = query_one(table, family, keys, np.int64(indices[t]), shift, clamp)
 
 
 @njit(parallel=True, cache=True)
