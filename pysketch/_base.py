@@ -6,12 +6,15 @@ copies, and the ``.npz`` file layout (no pickle) live here once.
 
 from __future__ import annotations
 
+import io
 import os
+import secrets
+import zipfile
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pysketch import _arrays, _cuda, hashing
+from pysketch import _arrays, _cuda, _frameworks, hashing
 from pysketch._arrays import CPU
 from pysketch.kernels import elementwise, reductions
 
@@ -40,6 +43,8 @@ class TableSketch:
 
         Everything is checked before any attribute is set.
         """
+        if seed is None:  # a fresh seed, recorded in .seed (share it with the other workers)
+            seed = secrets.randbits(64)
         rows = _arrays.check_positive_int("rows", rows, maximum=reductions.MAX_ROWS)
         cols = _arrays.check_positive_int("cols", cols, maximum=hashing.MAX_COLS)
         dtype = _arrays.check_float_dtype("dtype", dtype)
@@ -103,6 +108,7 @@ class TableSketch:
         return self._device != CPU and hasattr(self._table, "copy_to_host")
 
     def _axpy(self, alpha: float, other: TableSketch) -> None:
+        _frameworks.adopt(self, other)
         if not self._uses_kernels():
             self._table += self._table.dtype.type(alpha) * other._table
         else:
@@ -136,6 +142,7 @@ class TableSketch:
         _arrays.check_device(device)
         sketch = self._from_table(self.params, self.table_to_host(), device)
         sketch._restore_extra_state(self._extra_state(), source="the copy")
+        _frameworks.adopt(sketch, self)
         return sketch
 
     def _extra_state(self) -> dict[str, np.ndarray]:
@@ -247,3 +254,52 @@ class TableSketch:
         sketch = cls._from_table(params, table, device)
         sketch._restore_extra_state(extra, source=str(path))
         return sketch
+
+    # ------------------------------------------------ bytes, equality, sum()
+    def serialize(self) -> bytes:
+        """The sketch as bytes: the :meth:`save` archive, in memory.
+
+        Examples
+        --------
+        >>> from pysketch import CountMinSketch
+        >>> cms = CountMinSketch(rows=2, cols=8).update([1, 2])
+        >>> CountMinSketch.deserialize(cms.serialize()) == cms
+        True
+        """
+        buffer = io.BytesIO()
+        self.save(buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def deserialize(cls, data: bytes, *, device: str = CPU):
+        """A sketch from the bytes of :meth:`serialize`, onto ``device``.
+
+        Raises ``TypeError`` unless ``data`` is bytes-like, ``ValueError`` when
+        it is not a serialized sketch of this class.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        try:
+            return cls.load(io.BytesIO(bytes(data)), device=device)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ValueError(f"data is not a serialized pysketch.{cls.__name__}: {exc}") from exc
+
+    def __eq__(self, other: object) -> bool:
+        """Same type, parameters, device, table and state beside the table."""
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, TableSketch)
+        if self.params != other.params or self.device != other.device:
+            return False
+        mine, theirs = self._extra_state(), other._extra_state()
+        if any(not np.array_equal(mine[key], theirs[key]) for key in mine):
+            return False
+        return bool(np.array_equal(self.table_to_host(), other.table_to_host()))
+
+    __hash__ = None  # mutable
+
+    def __radd__(self, other: Any):
+        """``0 + sketch`` is a copy of the sketch, so ``sum(sketches)`` works."""
+        if isinstance(other, (int, np.integer)) and not isinstance(other, bool) and other == 0:
+            return self.copy()
+        return NotImplemented

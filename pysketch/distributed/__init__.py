@@ -13,15 +13,23 @@ the same order, with matching arguments. ``comm=None`` means
 :func:`cuda_aware`         whether device buffers go straight to MPI
 :class:`ByteCounter`       bytes sent and received, per step and in total
 :func:`abort_on_error`     turn an exception on one rank into ``MPI_Abort``
+:func:`warm_up`            compile the kernels on one rank per node, load on all
+:func:`configure_threads`  Numba threads per rank from the local rank count
 =========================  ==================================================
 
 mpi4py is imported lazily (``pip install pysketch[mpi]``), so ``import
 pysketch`` works without it.
 
+Importing this package runs :func:`configure_threads`: under a launcher that
+names the number of ranks on the node (``OMPI_COMM_WORLD_LOCAL_SIZE`` and the
+like), each rank gets its share of the cores as Numba threads, unless
+``NUMBA_NUM_THREADS`` is set (then yours stands) or ``PYSKETCH_AUTO_THREADS=0``.
+
 The package's modules, by job: ``accounting`` (byte records and the ring
 formulas, importing neither mpi4py nor numba), ``agreement`` (cross-rank checks,
 the shared seed, aborting), ``transfer`` (CUDA awareness, transfer paths,
-staging buffers) and ``collectives`` (the reductions and the gather). Import
+staging buffers), ``collectives`` (the reductions and the gather) and
+``launch`` (threads per rank, one compilation per node). Import
 the names from :mod:`pysketch.distributed` itself.
 
 GPU buffers
@@ -107,6 +115,12 @@ from pysketch.distributed.accounting import (
 )
 from pysketch.distributed.agreement import abort_on_error, broadcast_seed, check_compatible
 from pysketch.distributed.collectives import allgather_sparse, allreduce, allreduce_sketch
+from pysketch.distributed.launch import (
+    LOCAL_SIZE_VARIABLES,
+    configure_threads,
+    local_size,
+    warm_up,
+)
 from pysketch.distributed.transfer import (
     ENV_CUDA_AWARE,
     PATHS,
@@ -117,6 +131,7 @@ from pysketch.distributed.transfer import (
 
 __all__ = [
     "ENV_CUDA_AWARE",
+    "LOCAL_SIZE_VARIABLES",
     "PATHS",
     "ByteCounter",
     "ByteTotals",
@@ -127,9 +142,14 @@ __all__ = [
     "allreduce_sketch",
     "broadcast_seed",
     "check_compatible",
+    "configure_threads",
     "cuda_aware",
+    "local_size",
     "release_staging_buffers",
     "ring_allgather_bytes",
     "ring_allreduce_bytes",
     "transfer_path",
+    "warm_up",
 ]
+
+configure_threads()

@@ -33,7 +33,12 @@ def estimate_one(table, family, keys, index, buf, mode):
 # --------------------------------------------------------------------- CPU
 
 
-@njit(inline="always")
+# hash_block and combine_columns are called, not inlined (no ``inline="always"``):
+# Numba-level inlining into the parallel kernels tripled their compile time
+# (estimate 8.9 s -> 4.0 s cold, accumulate 6.8 s -> 1.4 s once hash_block is
+# compiled) and the calls, once per block, cost nothing measurable: their own
+# loops still vectorise.
+@njit
 def hash_block(family, keys, row, cols, indices, start, width, dense, buckets, signs):
     """Buckets and signs in ``row`` of indices ``start .. start + width``: the
     positions themselves (dense) or ``indices[start:start + width]``.
@@ -73,7 +78,7 @@ def cpu_accumulate(scratch, family, keys, indices, values, dense):
                 row[buckets[t]] += signs[t] * values[start + t]
 
 
-@njit(inline="always")
+@njit
 def combine_columns(per_row, mode, out):
     """``out[i]`` = median (or mean) of column ``i`` of ``per_row``, as combine_rows would."""
     rows, width = per_row.shape
