@@ -9,6 +9,8 @@ Validation runs before any state changes, so bad input leaves objects intact.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,17 +48,91 @@ def check_device(device: str) -> str:
     return device
 
 
+def _is_integer(value: Any) -> bool:
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer))
+
+
+def check_int(
+    name: str,
+    value: Any,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    expected: str | None = None,
+) -> int:
+    """``value`` as a Python ``int`` in ``[minimum, maximum]``, or raise naming ``name``.
+
+    Python and NumPy integers are accepted; bools, floats and anything else
+    raise ``TypeError``, values out of range ``ValueError``. ``expected``
+    phrases the requirement in both messages (``"an integer in [0, 10]"`` by
+    default).
+    """
+    if expected is None:
+        expected = "an integer" + _bounds_text(minimum, maximum)
+    if not _is_integer(value):
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {expected}, got {value}")
+    return value
+
+
+def _bounds_text(minimum: int | None, maximum: int | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in [{minimum}, {maximum}]"
+    if minimum is not None:
+        return f" >= {minimum}"
+    return "" if maximum is None else f" <= {maximum}"
+
+
 def check_positive_int(name: str, value: Any, *, maximum: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be at most {maximum}, got {value}")
-    return int(value)
+    expected = "a positive integer" + ("" if maximum is None else f" (at most {maximum})")
+    return check_int(name, value, minimum=1, maximum=maximum, expected=expected)
+
+
+SEED_BOUND = 2**64
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """A hash or random-k seed: an integer in ``[0, 2**64)``."""
+    return check_int(
+        name, value, minimum=0, maximum=SEED_BOUND - 1, expected="an integer in [0, 2**64)"
+    )
+
+
+def check_real(name: str, value: Any, *, finite: bool = True) -> float:
+    """``value`` as a Python ``float``, or raise naming ``name``.
+
+    Accepts Python and NumPy reals (integers included); refuses bools, complex
+    numbers (whose imaginary part would be dropped) and strings with
+    ``TypeError``. An integer too large for a float, and with ``finite`` a NaN
+    or an infinity, raise ``ValueError``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    try:
+        result = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be finite, got an integer too large for a float") from None
+    if finite and not math.isfinite(result):
+        raise ValueError(f"{name} must be finite, got {result}")
+    return result
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` as a Python ``bool``; anything but a bool raises ``TypeError``.
+
+    A string such as ``"no"`` is truthy, so it is refused rather than guessed at.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
 
 
 def check_float_dtype(name: str, dtype: Any) -> np.dtype:
+    # np.dtype(None) is float64: an explicit None is refused rather than guessed at.
+    if dtype is None:
+        raise TypeError(f"{name} must be float32 or float64, got None")
     try:
         dt = np.dtype(dtype)
     except TypeError as exc:

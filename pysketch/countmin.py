@@ -112,10 +112,9 @@ class CountMinSketch(TableSketch):
         conservative: bool = False,
         device: str = CPU,
     ) -> None:
-        if not isinstance(conservative, (bool, np.bool_)):
-            raise TypeError(f"conservative must be a bool, got {type(conservative).__name__}")
+        conservative = _arrays.check_bool("conservative", conservative)
         self._init_hashed_table(rows, cols, seed, hash, dtype, device)
-        self.conservative = bool(conservative)
+        self.conservative = conservative
         self._total_weight = 0.0
 
     # ------------------------------------------------------------ properties
@@ -145,7 +144,7 @@ class CountMinSketch(TableSketch):
         >>> CountMinSketch.suggest_cols(0.01)
         272
         """
-        eps = _check_real("eps", eps)
+        eps = _arrays.check_real("eps", eps, finite=False)
         if not 0.0 < eps < math.inf:
             raise ValueError(f"eps must be positive and finite, got {eps}")
         cols = math.ceil(math.e / eps)
@@ -168,7 +167,7 @@ class CountMinSketch(TableSketch):
         >>> CountMinSketch.suggest_rows(0.01)
         5
         """
-        delta = _check_real("delta", delta)
+        delta = _arrays.check_real("delta", delta, finite=False)
         if not 0.0 < delta < 1.0:
             raise ValueError(f"delta must lie in (0, 1), got {delta}")
         rows = max(1, math.ceil(-math.log(delta)))
@@ -439,11 +438,3 @@ class CountMinSketch(TableSketch):
 
 def _is_scalar(obj: Any) -> bool:
     return not _cuda.is_cuda_array(obj) and np.ndim(obj) == 0
-
-
-def _check_real(name: str, value: Any) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if isinstance(value, np.complexfloating):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)

@@ -325,8 +325,7 @@ class CountSketch(TableSketch):
         if k is not None:
             _arrays.check_positive_int("k", k, maximum=self.d)
             return selection.topk(self.estimate(), k, check_finite=False)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
-            raise TypeError(f"threshold must be a real number, got {type(threshold).__name__}")
+        threshold = _arrays.check_real("threshold", threshold, finite=False)
         if not 0 <= threshold < math.inf:
             raise ValueError(f"threshold must be finite and non-negative, got {threshold}")
         tau = threshold * self.l2_estimate()
@@ -352,11 +351,7 @@ class CountSketch(TableSketch):
 
     def scale(self, factor: float) -> CountSketch:
         """Multiply the table by ``factor``, in place."""
-        if isinstance(factor, bool) or not isinstance(factor, (int, float, np.number)):
-            raise TypeError(f"factor must be a real number, got {type(factor).__name__}")
-        if not math.isfinite(factor):
-            raise ValueError(f"factor must be finite, got {factor}")
-        self._scale(float(factor))
+        self._scale(_arrays.check_real("factor", factor))
         return self
 
     def __add__(self, other: CountSketch) -> CountSketch:

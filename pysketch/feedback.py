@@ -22,7 +22,6 @@ Sketched-SGD momentum stopping (Ivkin et al. 2019)::
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -34,15 +33,6 @@ from pysketch.kernels import elementwise
 from pysketch.kernels import select as sel
 
 __all__ = ["ErrorFeedback", "Momentum"]
-
-
-def _check_real(name: str, value: Any) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
 
 
 class _DenseState:
@@ -205,7 +195,7 @@ class ErrorFeedback(_DenseState):
         check_finite : bool, default True
             Raise on NaN or Inf in ``x``.
         """
-        scale = _check_real("scale", scale)
+        scale = _arrays.check_real("scale", scale)
         inp = self._dense(x, "x", check_finite)
         self._axpy(scale, inp)
 
@@ -287,12 +277,13 @@ class Momentum(_DenseState):
         device: str = "cpu",
         nesterov: bool = False,
     ) -> None:
-        rho = _check_real("rho", rho)
+        rho = _arrays.check_real("rho", rho)
         if not 0.0 <= rho < 1.0:
             raise ValueError(f"rho must lie in [0, 1), got {rho}")
+        nesterov = _arrays.check_bool("nesterov", nesterov)
         super().__init__(d, dtype=dtype, device=device)
         self._rho = rho
-        self._nesterov = bool(nesterov)
+        self._nesterov = nesterov
 
     @property
     def rho(self) -> float:

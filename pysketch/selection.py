@@ -14,7 +14,6 @@ NaN or Inf in the input is an error (``check_finite=True``, the default).
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numba
@@ -33,6 +32,7 @@ _SERIAL_MAX = 1 << 15
 _MASK32 = np.uint32(0x7FFFFFFF)
 _MASK64 = np.uint64(0x7FFFFFFFFFFFFFFF)
 _MASK_ALL = (1 << 64) - 1
+_INDEX_MAX = int(np.iinfo(np.int64).max)  # indices are int64: a length beyond cannot be indexed
 
 
 # ----------------------------------------------------------------- helpers
@@ -43,19 +43,9 @@ def _vector(x: Any, name: str, *, kind: str = "float") -> Input:
 
 
 def _check_k(k: Any, d: int) -> int:
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an integer, got {type(k).__name__}")
-    if k < 0 or k > d:
-        raise ValueError(f"k must lie in [0, d] = [0, {d}] for an input of length {d}, got {k}")
-    return int(k)
-
-
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
-    if not 0 <= int(seed) < 2**64:
-        raise ValueError(f"seed must lie in [0, 2**64), got {seed}")
-    return int(seed)
+    return _arrays.check_int(
+        "k", k, minimum=0, maximum=d, expected=f"an integer in [0, d] = [0, {d}]"
+    )
 
 
 def _empty(n: int, dtype, device: str, stream=0):
@@ -301,9 +291,9 @@ def randomk(d: int, k: int, *, seed: int, device: str = "cpu") -> Any:
     >>> bool((idx[1:] > idx[:-1]).all())
     True
     """
-    d = _arrays.check_positive_int("d", d)
+    d = _arrays.check_positive_int("d", d, maximum=_INDEX_MAX)
     k = _check_k(k, d)
-    seed = _check_seed(seed)
+    seed = _arrays.check_seed(seed)
     _arrays.check_device(device)
     state = np.uint64(seed ^ 0x52414E444F4D4B00)  # "RANDOMK\0"
     for word in (d, k):
@@ -344,9 +334,7 @@ def threshold(x: Any, tau: float, *, check_finite: bool = True) -> tuple[Any, An
     (array([1, 2]), array([-3.,  2.]))
     """
     inp = _vector(x, "x")
-    if isinstance(tau, (bool, np.bool_)) or not isinstance(tau, numbers.Real):
-        raise TypeError(f"tau must be a real number, got {type(tau).__name__}")
-    tau = float(tau)
+    tau = _arrays.check_real("tau", tau, finite=False)
     if not np.isfinite(tau) or tau < 0:
         raise ValueError(f"tau must be finite and >= 0, got {tau}")
     if check_finite:
@@ -453,6 +441,7 @@ def scatter(
     _arrays.check_index_range(ind, "indices", d)
     if check_finite:
         _arrays.check_finite(val, "values")
+    accumulate = _arrays.check_bool("accumulate", accumulate)
     if accumulate and out is None:
         raise ValueError("accumulate=True needs out")
     if out is not None:
