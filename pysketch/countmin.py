@@ -38,6 +38,8 @@ __all__ = ["CountMinSketch"]
 
 _NO_INDICES = np.empty(0, dtype=np.int64)  # the index argument of dense updates
 _INDEX_BOUND = hashing.MAX_INDEX + 1  # indices lie in [0, 2^61 - 1)
+# Rows may drift this far from the total weight by rounding before a file counts as inconsistent.
+_ROW_SUM_RTOL = 1e-3
 
 
 class CountMinSketch(TableSketch):
@@ -430,10 +432,31 @@ class CountMinSketch(TableSketch):
         total = float(raw)
         if not 0.0 <= total < math.inf:
             raise ValueError(f"{source}: total_weight must be finite and non-negative, got {total}")
-        table = self.table_to_host()
-        if not np.isfinite(table).all() or (table < 0).any():
-            raise ValueError(f"{source}: table holds negative or non-finite counters")
         self._total_weight = total
+
+    def _check_state(self, source: str) -> None:
+        """Finite, non-negative counters whose rows add up to ``total_weight``.
+
+        Every update adds its weight to one cell per row (the conservative
+        update at most that), so each row sums to the total weight (at most
+        the total weight), up to a relative ``_ROW_SUM_RTOL`` for rounding.
+        """
+        super()._check_state(source)
+        host = self._table if self._device == CPU else self.table_to_host()
+        negative = int(np.count_nonzero(host < 0))
+        if negative:
+            raise ValueError(f"{source}: table holds {negative} negative counter(s)")
+        sums = host.sum(axis=1, dtype=np.float64)
+        total = self._total_weight
+        slack = _ROW_SUM_RTOL * total
+        low = -math.inf if self.conservative else total - slack
+        bad = (sums > total + slack) | (sums < low)
+        if bad.any():
+            rule = "at most" if self.conservative else "equal to"
+            raise ValueError(
+                f"{source}: total_weight {total} is inconsistent with the table: every row "
+                f"must sum to {rule} it (row {int(np.argmax(bad))} sums to {sums[bad][0]})"
+            )
 
 
 def _is_scalar(obj: Any) -> bool:
