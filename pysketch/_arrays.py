@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pysketch import _cuda
-from pysketch.kernels import reductions
+from pysketch.kernels import elementwise, reductions
 
 CPU, CUDA = "cpu", "cuda"
 DEVICES = (CPU, CUDA)
@@ -193,19 +193,53 @@ def _check_dtype(name: str, dt: np.dtype, kind: str) -> None:
         raise TypeError(f"{name} must hold real numbers (float32, float64 or integers), got {dt}")
 
 
-def check_finite(inp: Input, name: str) -> None:
-    """Raise when a float input holds NaN or Inf (one pass, no allocation on the host)."""
-    if np.dtype(inp.array.dtype).kind != "f":
-        return
+# The largest float64 magnitude that converts to a finite value of each float dtype:
+# above it, float32 rounds to inf (half an ulp beyond its largest value ties to even, up).
+_FIT_LIMITS = {
+    np.dtype(np.float32): float(np.nextafter(2.0**128 - 2.0**103, 0.0)),
+    np.dtype(np.float64): float(np.finfo(np.float64).max),
+}
+
+
+def fit_limit(dtype: Any) -> float:
+    """The largest magnitude (a float64) that ``dtype`` (float32 or float64) stores finitely."""
+    return _FIT_LIMITS[np.dtype(dtype)]
+
+
+def check_finite(inp: Input, name: str, *, into: Any = None, scale: float = 1.0) -> None:
+    """Raise unless every ``scale * x`` is finite in dtype ``into`` (float64 by default).
+
+    That refuses NaN and Inf, and finite values that would be stored as inf
+    once converted (``1e39`` into a float32 table): the rule for every value
+    that enters a sketch or a buffer. One pass, no allocation on the host.
+    """
+    into = np.dtype(np.float64 if into is None else into)
+    limit = fit_limit(into)
+    if np.dtype(inp.array.dtype).kind != "f" and abs(scale) * 2.0**64 <= limit:
+        return  # integers are finite, and in range unless scaled by a huge factor
     if inp.device == CPU:
-        bad = reductions.cpu_count_nonfinite(inp.array)
+        nonfinite, overflow = reductions.cpu_count_unfit(inp.array, scale, limit)
     else:
-        count = _cuda.zeros(1, np.int64, stream=inp.stream)
-        _cuda.launch(reductions.cuda_count_nonfinite, inp.size, inp.stream)(inp.array, count)
-        bad = int(_cuda.to_host(count)[0])
-    if bad:
+        counts = _cuda.zeros(2, np.int64, stream=inp.stream)
+        _cuda.launch(reductions.cuda_count_unfit, inp.size, inp.stream)(
+            inp.array, scale, limit, counts
+        )
+        nonfinite, overflow = _cuda.to_host(counts)
+    raise_unfit(name, int(nonfinite), int(overflow), into, scale)
+
+
+def raise_unfit(name: str, nonfinite: int, overflow: int, into: Any, scale: float = 1.0) -> None:
+    """The error for values that are not finite, or overflow ``into``; nothing when both are 0."""
+    if nonfinite:
         raise ValueError(
-            f"{name} holds {bad} NaN or Inf value(s); pysketch refuses non-finite input"
+            f"{name} holds {nonfinite} NaN or Inf value(s); pysketch refuses non-finite input"
+        )
+    if overflow:
+        scaled = "" if scale == 1.0 else f" once multiplied by {scale:g}"
+        raise ValueError(
+            f"{name} holds {overflow} value(s) that overflow {np.dtype(into)}{scaled} "
+            f"(largest finite value {np.finfo(into).max:.7g}); pysketch refuses values "
+            "that would be stored as inf"
         )
 
 
@@ -228,3 +262,30 @@ def check_same_length(a: Input, a_name: str, b: Input, b_name: str) -> None:
         raise ValueError(
             f"{a_name} and {b_name} must have the same length, got {a.size} and {b.size}"
         )
+
+
+def may_overlap(a: Any, b: Any) -> bool:
+    """Whether two arrays on the same device may share memory (bounds only, so conservative)."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return bool(np.may_share_memory(a, b))
+    if _cuda.is_cuda_array(a) and _cuda.is_cuda_array(b):
+        a_low, a_high = _cuda.byte_extent(a)
+        b_low, b_high = _cuda.byte_extent(b)
+        return a_low < b_high and b_low < a_high
+    return False
+
+
+def detached(inp: Input, *targets: Any) -> Input:
+    """``inp``, or a copy of it when it may overlap one of ``targets``.
+
+    ``targets`` are arrays the caller is about to write; reading an input while
+    it is being overwritten (``scatter(i, v, out=v)``, a view of a sketch's
+    own table) would give wrong results, so such an input is copied first.
+    """
+    if not any(may_overlap(inp.array, target) for target in targets):
+        return inp
+    if inp.device == CPU:
+        return Input(np.array(inp.array, copy=True), CPU)
+    copy = _cuda.empty(inp.size, inp.array.dtype, stream=inp.stream)
+    _cuda.launch(elementwise.cuda_copy, inp.size, inp.stream)(copy, inp.array)
+    return Input(copy, inp.device, inp.stream)

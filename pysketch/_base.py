@@ -179,7 +179,7 @@ class TableSketch:
         runs it too, so every file it writes loads again.
         """
         host = self._table if self._device == CPU else self.table_to_host()
-        bad = reductions.cpu_count_nonfinite(host.reshape(host.size))
+        bad, _ = reductions.cpu_count_unfit(host.reshape(host.size), 1.0, np.inf)
         if bad:
             raise ValueError(f"{source}: table holds {bad} NaN or Inf value(s)")
 

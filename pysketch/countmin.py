@@ -122,7 +122,10 @@ class CountMinSketch(TableSketch):
     # ------------------------------------------------------------ properties
     @property
     def total_weight(self) -> float:
-        """Sum of every weight added (``||w||_1``), merges included."""
+        """Sum of every weight added (``||w||_1``), merges included.
+
+        A float64 sum of the weights as the table stores them (converted to its dtype).
+        """
         return self._total_weight
 
     @property
@@ -188,6 +191,9 @@ class CountMinSketch(TableSketch):
         weights : float or array_like, shape (n,), default 1.0
             Non-negative finite weights: one scalar for all keys (a host
             number on either device), or one per key on the sketch's device.
+            Each must fit the table's dtype, and the update is refused when
+            it would take :attr:`total_weight` beyond half the dtype's
+            largest value (so that no counter can overflow).
 
         Returns
         -------
@@ -212,6 +218,7 @@ class CountMinSketch(TableSketch):
             _arrays.check_same_length(idx, "indices", val, "weights")
             added = self._check_weights(val, "weights")
             values, vstep = val.array, 1
+        self._check_total(added, "weights")
         self._apply(idx.array, False, values, vstep, idx.size, idx.stream, added)
         return self
 
@@ -242,6 +249,7 @@ class CountMinSketch(TableSketch):
         if inp.size > _INDEX_BOUND:
             raise ValueError(f"x must have at most {_INDEX_BOUND} entries, got {inp.size}")
         added = self._check_weights(inp, "x")
+        self._check_total(added, "x")
         self._apply(self._no_indices(), True, inp.array, 1, inp.size, inp.stream, added)
         return self
 
@@ -251,31 +259,47 @@ class CountMinSketch(TableSketch):
         w = float(val.array)
         if not math.isfinite(w):
             raise ValueError(f"weights must be finite, got {w}")
+        _arrays.raise_unfit("weights", 0, int(abs(w) > _arrays.fit_limit(self.dtype)), self.dtype)
         if w < 0:
             raise ValueError(f"weights must be non-negative, got {w}")
         host = np.asarray(val.array).reshape(1)
         values = host if self._device == CPU else _cuda.to_device(host)
-        return values, 0, w * n
+        return values, 0, float(self.dtype.type(w)) * n
 
     def _check_weights(self, inp: Input, name: str) -> float:
-        """Refuse non-finite or negative weights; their float64 sum otherwise."""
+        """Refuse non-finite, overflowing or negative weights; their float64 sum otherwise.
+
+        The sum is of the weights as the table stores them (converted to its dtype).
+        """
+        args = (inp.array, _arrays.fit_limit(self.dtype), self.dtype == np.float32)
         if inp.device == CPU:
-            nonfinite, negative, total = kernels.cpu_weight_stats(inp.array)
+            nonfinite, overflow, negative, total = kernels.cpu_weight_stats(*args)
         else:
-            stats = _cuda.zeros(3, np.float64, stream=inp.stream)
-            _cuda.launch(kernels.cuda_weight_stats, inp.size, inp.stream)(inp.array, stats)
-            nonfinite, negative, total = _cuda.to_host(stats)
-        if nonfinite:
-            raise ValueError(
-                f"{name} holds {int(nonfinite)} NaN or Inf value(s); pysketch refuses "
-                "non-finite input"
-            )
+            stats = _cuda.zeros(4, np.float64, stream=inp.stream)
+            _cuda.launch(kernels.cuda_weight_stats, inp.size, inp.stream)(*args, stats)
+            nonfinite, overflow, negative, total = _cuda.to_host(stats)
+        _arrays.raise_unfit(name, int(nonfinite), int(overflow), self.dtype)
         if negative:
             raise ValueError(
                 f"{name} must be non-negative (Count-Min counts weights), "
                 f"found {int(negative)} negative value(s)"
             )
         return float(total)
+
+    def _check_total(self, added: float, name: str) -> None:
+        """Refuse what would take ``total_weight`` past half the dtype's largest value.
+
+        No counter exceeds the total weight (every update adds at most its
+        weight to a cell), so with this bound no counter can overflow to inf.
+        """
+        limit = float(np.finfo(self.dtype).max) / 2
+        total = self._total_weight + added
+        if total > limit:
+            raise ValueError(
+                f"{name} would take total_weight to {total:.7g}, beyond what {self.dtype} "
+                f"counters hold safely ({limit:.7g}); pysketch refuses updates that could "
+                "overflow a counter (use dtype=numpy.float64)"
+            )
 
     def _no_indices(self) -> Any:
         return _NO_INDICES if self._device == CPU else _cuda.to_device(_NO_INDICES)
@@ -408,6 +432,7 @@ class CountMinSketch(TableSketch):
         """
         self.check_compatible(other)
         added = other._total_weight  # read first: other may be self
+        self._check_total(added, "other")
         self._axpy(1.0, other)
         self._total_weight += added
         return self

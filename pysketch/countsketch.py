@@ -117,7 +117,9 @@ class CountSketch(TableSketch):
         x : array_like of shape (d,)
             Real values on the sketch's device (integers are converted in the kernel).
         check_finite : bool, default True
-            Refuse NaN and Inf (one extra read of ``x``); the sketch is unchanged then.
+            Refuse NaN and Inf, and values that would overflow the table's
+            dtype (``1e39`` into float32), with one extra read of ``x``; the
+            sketch is unchanged then. With ``False`` the caller vouches for both.
 
         Returns
         -------
@@ -136,7 +138,7 @@ class CountSketch(TableSketch):
         if inp.size != self.d:
             raise ValueError(f"x must have length d={self.d}, got {inp.size}")
         if check_finite:
-            _arrays.check_finite(inp, "x")
+            _arrays.check_finite(inp, "x", into=self.dtype)
         self._accumulate(_NO_INDICES, inp, dense=True)
         return self
 
@@ -154,7 +156,8 @@ class CountSketch(TableSketch):
         values : array_like, shape (n,)
             Their values.
         check_finite : bool, default True
-            Refuse NaN and Inf in ``values``.
+            Refuse NaN and Inf in ``values``, and values that would overflow
+            the table's dtype.
 
         Returns
         -------
@@ -176,7 +179,7 @@ class CountSketch(TableSketch):
         _arrays.check_same_length(idx, "indices", val, "values")
         _arrays.check_index_range(idx, "indices", self.d)
         if check_finite:
-            _arrays.check_finite(val, "values")
+            _arrays.check_finite(val, "values", into=self.dtype)
         self._accumulate(idx.array, val, dense=False)
         return self
 
@@ -350,9 +353,41 @@ class CountSketch(TableSketch):
         return self
 
     def scale(self, factor: float) -> CountSketch:
-        """Multiply the table by ``factor``, in place."""
-        self._scale(_arrays.check_real("factor", factor))
+        """Multiply the table by ``factor``, in place.
+
+        Raises
+        ------
+        TypeError
+            ``factor`` is not a real number (complex included).
+        ValueError
+            ``factor`` is not finite, or the product would overflow the
+            table's dtype (checked against the largest cell first, so the
+            table is unchanged).
+        """
+        factor = _arrays.check_real("factor", factor)
+        limit = _arrays.fit_limit(self.dtype)
+        peak = self._max_abs()
+        with np.errstate(over="ignore"):  # the factor as the table's dtype holds it may round up
+            magnitude = max(abs(factor), abs(float(self.dtype.type(factor))))
+        # The factor must fit as well: zero cells times an infinite factor are NaN.
+        if max(peak, 1.0) * magnitude > limit:
+            raise ValueError(
+                f"factor {factor:g} would overflow the {self.dtype} table (largest cell "
+                f"{peak:g}, largest finite value {np.finfo(self.dtype).max:.7g})"
+            )
+        self._scale(factor)
         return self
+
+    def _max_abs(self) -> float:
+        """The largest ``|cell|`` of the table."""
+        if self._device == CPU:
+            peaks = np.empty(self.rows)
+            reductions.cpu_row_max_abs(self._table, peaks)
+            return float(peaks.max())
+        out = _cuda.zeros(1, np.float64)
+        flat = self._table.reshape(self._table.size)
+        _cuda.launch(reductions.cuda_max_abs, flat.size)(flat, out)
+        return float(_cuda.to_host(out)[0])
 
     def __add__(self, other: CountSketch) -> CountSketch:
         self.check_compatible(other)

@@ -66,12 +66,12 @@ class _DenseState:
         return self._device
 
     # ------------------------------------------------------------ validation
-    def _dense(self, x: Any, name: str, check_finite: bool) -> Input:
+    def _dense(self, x: Any, name: str, check_finite: bool, scale: float = 1.0) -> Input:
         inp = _arrays.as_input(x, name, device=self._device)
         if inp.size != self._d:
             raise ValueError(f"{name} must have shape ({self._d},), got {tuple(inp.array.shape)}")
         if check_finite:
-            _arrays.check_finite(inp, name)
+            _arrays.check_finite(inp, name, into=self._dtype, scale=scale)
         return inp
 
     def _indices(self, indices: Any) -> Input:
@@ -129,7 +129,7 @@ class _DenseState:
         """Restore from :meth:`state_dict` output (a host array of shape ``(d,)``).
 
         Raises, leaving the state unchanged, on a missing key, a wrong shape, a
-        non-real dtype or NaN/Inf.
+        non-real dtype, NaN/Inf, or values that overflow the buffer's dtype.
         """
         if not isinstance(state, dict) or self._STATE_KEY not in state:
             raise KeyError(f"state must be a dict with key {self._STATE_KEY!r}")
@@ -140,7 +140,7 @@ class _DenseState:
         inp = _arrays.as_input(value, name, device=CPU)
         if inp.size != self._d:
             raise ValueError(f"{name} must have shape ({self._d},), got {tuple(inp.array.shape)}")
-        _arrays.check_finite(inp, name)
+        _arrays.check_finite(inp, name, into=self._dtype)
         host = np.ascontiguousarray(inp.array, dtype=self._dtype)
         if self._device == CPU:
             self._vec[...] = host
@@ -193,10 +193,11 @@ class ErrorFeedback(_DenseState):
         scale : float, default 1.0
             E.g. the learning rate.
         check_finite : bool, default True
-            Raise on NaN or Inf in ``x``.
+            Raise on NaN or Inf in ``x``, and where ``scale * x`` would overflow
+            the buffer's dtype.
         """
         scale = _arrays.check_real("scale", scale)
-        inp = self._dense(x, "x", check_finite)
+        inp = self._dense(x, "x", check_finite, scale)
         self._axpy(scale, inp)
 
     def subtract_sparse(self, indices: Any, values: Any, *, check_finite: bool = True) -> None:
@@ -208,13 +209,14 @@ class ErrorFeedback(_DenseState):
         values : real array, shape (n,)
             Both on this object's device.
         check_finite : bool, default True
-            Raise on NaN or Inf in ``values``.
+            Raise on NaN or Inf in ``values``, and on values that would
+            overflow the buffer's dtype.
         """
         ind = self._indices(indices)
         val = _arrays.as_input(values, "values", device=self._device)
         _arrays.check_same_length(ind, "indices", val, "values")
         if check_finite:
-            _arrays.check_finite(val, "values")
+            _arrays.check_finite(val, "values", into=self._dtype)
         self._scatter_sub(ind, val)
 
     def compress(self, compressor: Callable[[Any], tuple[Any, Any]]) -> tuple[Any, Any]:
@@ -305,7 +307,8 @@ class Momentum(_DenseState):
         ----------
         g : real array, shape (d,), on this object's device
         check_finite : bool, default True
-            Raise on NaN or Inf in ``g``.
+            Raise on NaN or Inf in ``g``, and on values that would overflow
+            the buffer's dtype.
 
         Returns
         -------

@@ -48,6 +48,32 @@ def _check_k(k: Any, d: int) -> int:
     )
 
 
+def _float_result(dtype) -> np.dtype:
+    """The dtype of a new dense result: float32 and float64 stay, integers become float64."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype in _arrays.FLOAT_DTYPES else np.dtype(np.float64)
+
+
+def _out_vector(out: Any, d: int, device: str):
+    """``out`` validated as a writable float vector of length ``d`` on ``device``."""
+    if device == CPU:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+        if not out.flags.writeable:
+            raise ValueError("out must be writable")
+        if not out.dtype.isnative:  # a converted copy would receive the result instead
+            raise ValueError(f"out must be in native byte order, got dtype {out.dtype.str}")
+    dense = _arrays.as_input(out, "out", device=device)
+    if np.dtype(dense.array.dtype) not in _arrays.FLOAT_DTYPES:
+        raise TypeError(
+            f"out must be float32 or float64, got {np.dtype(dense.array.dtype)}: an integer "
+            "out would truncate the values and wrap their sums"
+        )
+    if dense.size != d:
+        raise ValueError(f"out must have shape ({d},), got {tuple(dense.array.shape)}")
+    return dense.array
+
+
 def _empty(n: int, dtype, device: str, stream=0):
     return np.empty(n, dtype=dtype) if device == CPU else _cuda.empty(n, dtype, stream=stream)
 
@@ -414,18 +440,22 @@ def scatter(
     values : real array, shape (n,), on the same device as ``indices``
     d : int
         Length of the result, positive.
-    out : array, shape (d,), optional
-        Written in place and returned (a writable NumPy array on the CPU).
-        Zeroed first unless ``accumulate``.
+    out : float32 or float64 array, shape (d,), optional
+        Written in place and returned (a writable NumPy array in native byte
+        order on the CPU). Zeroed first unless ``accumulate``. Integer arrays
+        are refused: floats would be truncated and sums could wrap around.
+        ``values`` or ``indices`` that share memory with it are copied first.
     accumulate : bool, default False
         Add into ``out`` instead of overwriting it (needs ``out``).
     check_finite : bool, default True
-        Raise on NaN or Inf in ``values``.
+        Raise on NaN or Inf in ``values``, and on values that would overflow
+        the result's dtype (float64 values of ``1e39`` into a float32 ``out``).
 
     Returns
     -------
     dense : array, shape (d,)
-        ``out``, or a new array of ``values``' dtype, on the inputs' device.
+        ``out``, or a new array of ``values``' dtype (float64 for integer
+        ``values``), on the inputs' device.
 
     Examples
     --------
@@ -437,27 +467,21 @@ def scatter(
     val = _vector(values, "values")
     ind = _arrays.as_input(indices, "indices", device=val.device, kind="index")
     _arrays.check_same_length(ind, "indices", val, "values")
-    d = _arrays.check_positive_int("d", d)
+    d = _arrays.check_positive_int("d", d, maximum=_INDEX_MAX)
     _arrays.check_index_range(ind, "indices", d)
-    if check_finite:
-        _arrays.check_finite(val, "values")
     accumulate = _arrays.check_bool("accumulate", accumulate)
     if accumulate and out is None:
         raise ValueError("accumulate=True needs out")
-    if out is not None:
-        if val.device == CPU and not isinstance(out, np.ndarray):
-            raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
-        dense = _arrays.as_input(out, "out", device=val.device)
-        if dense.size != d:
-            raise ValueError(f"out must have shape ({d},), got {tuple(dense.array.shape)}")
-        if val.device == CPU and not out.flags.writeable:
-            raise ValueError("out must be writable")
-        target = dense.array
-    else:
-        target = None
+    target = None if out is None else _out_vector(out, d, val.device)
+    dtype = _float_result(val.array.dtype) if target is None else np.dtype(target.dtype)
+    if check_finite:
+        _arrays.check_finite(val, "values", into=dtype)
+    if target is not None:
+        val = _arrays.detached(val, target)
+        ind = _arrays.detached(ind, target)
     if val.device == CPU:
         if target is None:
-            target = np.zeros(d, dtype=np.asarray(val.array).dtype)
+            target = np.zeros(d, dtype=dtype)
         elif not accumulate:
             target[...] = 0
         if ind.size:
@@ -465,7 +489,7 @@ def scatter(
         return target if out is None else out
     stream = val.stream
     if target is None:
-        target = _cuda.zeros(d, val.array.dtype, stream=stream)
+        target = _cuda.zeros(d, dtype, stream=stream)
     elif not accumulate:
         _cuda.launch(elementwise.cuda_fill, d, stream)(target, 0)
     if ind.size:

@@ -44,6 +44,18 @@ def median_inplace(buf, n):
 
 
 @device_function
+def unfit(v, scale, limit):
+    """``(1, 0)`` for NaN or Inf, ``(0, 1)`` for a finite ``v`` with ``|scale * v| > limit``,
+    ``(0, 0)`` otherwise: whether ``scale * v`` would store a non-finite value."""
+    f = np.float64(v)
+    if not math.isfinite(f):
+        return 1, 0
+    if abs(f * scale) > limit:
+        return 0, 1
+    return 0, 0
+
+
+@device_function
 def combine_rows(buf, n, mode):
     """Median (Count Sketch estimate) or mean (linear desketch) of ``buf[:n]``."""
     if mode == MEAN:
@@ -58,12 +70,15 @@ def combine_rows(buf, n, mode):
 
 
 @njit(parallel=True, cache=True)
-def cpu_count_nonfinite(x):
-    count = 0
+def cpu_count_unfit(x, scale, limit):
+    """``(NaN/Inf count, overflow count)`` of ``x`` by :func:`unfit`."""
+    nonfinite = 0
+    overflow = 0
     for i in prange(x.shape[0]):
-        if not math.isfinite(x[i]):
-            count += 1
-    return count
+        bad, over = unfit(x[i], scale, limit)
+        nonfinite += bad
+        overflow += over
+    return nonfinite, overflow
 
 
 @njit(parallel=True, cache=True)
@@ -73,6 +88,15 @@ def cpu_count_out_of_range(idx, upper):
         if not 0 <= idx[i] < upper:
             count += 1
     return count
+
+
+@njit(parallel=True, cache=True)
+def cpu_row_max_abs(table, out):
+    for j in prange(table.shape[0]):
+        peak = 0.0
+        for b in range(table.shape[1]):
+            peak = max(peak, abs(np.float64(table[j, b])))
+        out[j] = peak
 
 
 @njit(parallel=True, cache=True)
@@ -88,14 +112,19 @@ def cpu_row_sumsq(table, out):
 
 
 @cuda.jit
-def cuda_count_nonfinite(x, count):
+def cuda_count_unfit(x, scale, limit, counts):
+    """``counts`` (int64[2], zeroed) += (NaN/Inf count, overflow count) by :func:`unfit`."""
     start, step = cuda.grid(1), cuda.gridsize(1)
-    local = 0
+    nonfinite = 0
+    overflow = 0
     for i in range(start, x.shape[0], step):
-        if not math.isfinite(x[i]):
-            local += 1
-    if local:
-        cuda.atomic.add(count, 0, local)
+        bad, over = unfit(x[i], scale, limit)
+        nonfinite += bad
+        overflow += over
+    if nonfinite:
+        cuda.atomic.add(counts, 0, nonfinite)
+    if overflow:
+        cuda.atomic.add(counts, 1, overflow)
 
 
 @cuda.jit
@@ -107,6 +136,19 @@ def cuda_count_out_of_range(idx, upper, count):
             local += 1
     if local:
         cuda.atomic.add(count, 0, local)
+
+
+@cuda.jit
+def cuda_max_abs(x, out):
+    """``out[0]`` (float64, zeroed) = max of ``out[0]`` and ``|x|`` (1-D)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    peak = 0.0
+    for i in range(start, x.shape[0], step):
+        v = abs(np.float64(x[i]))
+        if v > peak:
+            peak = v
+    if peak > 0.0:
+        cuda.atomic.max(out, 0, peak)
 
 
 @cuda.jit
