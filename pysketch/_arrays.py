@@ -174,6 +174,12 @@ def as_input(
                 "pass a CuPy/CUDA array"
             )
         array = np.from_dlpack(obj) if _is_host_dlpack(obj) else np.asarray(obj)
+        if (
+            not array.dtype.isnative
+        ):  # the kernels read native byte order only: convert, as NumPy would
+            array = array.astype(array.dtype.newbyteorder("="))
+        if kind == "index" and array.size == 0 and not hasattr(obj, "dtype"):
+            array = array.astype(np.int64)  # [] is float64 to NumPy; as an index list it is empty
         stream = 0
     _check_dtype(name, np.dtype(array.dtype), kind)
     if array.ndim != ndim:
@@ -245,6 +251,9 @@ def raise_unfit(name: str, nonfinite: int, overflow: int, into: Any, scale: floa
 
 def check_index_range(inp: Input, name: str, upper: int) -> None:
     """Raise unless every index lies in ``[0, upper)``."""
+    # Typed like the indices: uint64 against int64 would compare in float64 and misjudge
+    # indices above 2**53.
+    upper = np.uint64(upper) if np.dtype(inp.array.dtype).kind == "u" else np.int64(upper)
     if inp.device == CPU:
         bad = reductions.cpu_count_out_of_range(inp.array, upper)
     else:

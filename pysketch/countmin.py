@@ -211,13 +211,14 @@ class CountMinSketch(TableSketch):
         """
         idx = _arrays.as_input(indices, "indices", device=self._device, kind="index")
         _arrays.check_index_range(idx, "indices", _INDEX_BOUND)
+        idx = _arrays.detached(idx, self._table)
         if _is_scalar(weights):
             values, vstep, added = self._scalar_weight(weights, idx.size)
         else:
             val = _arrays.as_input(weights, "weights", device=self._device)
             _arrays.check_same_length(idx, "indices", val, "weights")
             added = self._check_weights(val, "weights")
-            values, vstep = val.array, 1
+            values, vstep = _arrays.detached(val, self._table).array, 1
         self._check_total(added, "weights")
         self._apply(idx.array, False, values, vstep, idx.size, idx.stream, added)
         return self
@@ -250,7 +251,8 @@ class CountMinSketch(TableSketch):
             raise ValueError(f"x must have at most {_INDEX_BOUND} entries, got {inp.size}")
         added = self._check_weights(inp, "x")
         self._check_total(added, "x")
-        self._apply(self._no_indices(), True, inp.array, 1, inp.size, inp.stream, added)
+        values = _arrays.detached(inp, self._table).array
+        self._apply(self._no_indices(), True, values, 1, inp.size, inp.stream, added)
         return self
 
     def _scalar_weight(self, weight: Any, n: int) -> tuple[Any, int, float]:

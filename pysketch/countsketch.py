@@ -139,7 +139,7 @@ class CountSketch(TableSketch):
             raise ValueError(f"x must have length d={self.d}, got {inp.size}")
         if check_finite:
             _arrays.check_finite(inp, "x", into=self.dtype)
-        self._accumulate(_NO_INDICES, inp, dense=True)
+        self._accumulate(_NO_INDICES, _arrays.detached(inp, self._table), dense=True)
         return self
 
     def accumulate_sparse(
@@ -180,6 +180,7 @@ class CountSketch(TableSketch):
         _arrays.check_index_range(idx, "indices", self.d)
         if check_finite:
             _arrays.check_finite(val, "values", into=self.dtype)
+        idx, val = (_arrays.detached(arg, self._table) for arg in (idx, val))
         self._accumulate(idx.array, val, dense=False)
         return self
 

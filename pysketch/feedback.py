@@ -72,12 +72,12 @@ class _DenseState:
             raise ValueError(f"{name} must have shape ({self._d},), got {tuple(inp.array.shape)}")
         if check_finite:
             _arrays.check_finite(inp, name, into=self._dtype, scale=scale)
-        return inp
+        return _arrays.detached(inp, self._vec)
 
     def _indices(self, indices: Any) -> Input:
         ind = _arrays.as_input(indices, "indices", device=self._device, kind="index")
         _arrays.check_index_range(ind, "indices", self._d)
-        return ind
+        return _arrays.detached(ind, self._vec)
 
     # ------------------------------------------------------------ updates
     def _axpy(self, alpha: float, inp: Input) -> None:
@@ -217,7 +217,7 @@ class ErrorFeedback(_DenseState):
         _arrays.check_same_length(ind, "indices", val, "values")
         if check_finite:
             _arrays.check_finite(val, "values", into=self._dtype)
-        self._scatter_sub(ind, val)
+        self._scatter_sub(ind, _arrays.detached(val, self._vec))
 
     def compress(self, compressor: Callable[[Any], tuple[Any, Any]]) -> tuple[Any, Any]:
         """Run ``compressor(memory) -> (indices, values)``, subtract what it sends, return it.

@@ -60,8 +60,8 @@ def signatures() -> dict[str, list[tuple]]:
         sigs.setdefault("elementwise.cuda_axpby_out", []).append(
             (A(dtype), A(dtype), f64, A(dtype))
         )
-    for idx in (i32, i64, u64):
-        sigs.setdefault("reductions.cuda_count_out_of_range", []).append((A(idx), i64, A(i64)))
+    for idx, upper in ((i32, i64), (i64, i64), (u64, u64)):
+        sigs.setdefault("reductions.cuda_count_out_of_range", []).append((A(idx), upper, A(i64)))
     for val in (f32, f64, i64, u64, i32):
         sigs.setdefault("countmin.cuda_weight_stats", []).append((A(val), f64, b1, A(f64)))
         sigs.setdefault("reductions.cuda_count_unfit", []).append((A(val), f64, f64, A(i64)))
