@@ -193,21 +193,25 @@ class CountSketch(TableSketch):
                 self._table, self._family, self._keys, indices, values.array, dense
             )
             return
-        # Tasks are (row, chunk of the input) pairs, as many as a multiple of the
-        # thread count so that no thread idles (5 rows on 2 threads split 3:2
-        # otherwise); each chunk beyond the first needs a private table, since
-        # prange has no atomics, reduced at the end. That costs O(table), so
-        # only inputs at least as large as the table are split.
-        threads = numba.get_num_threads()
-        chunks = threads // math.gcd(self.rows, threads) if n >= self._table.size else 1
-        scratch = (
-            self._table[None]
-            if chunks == 1
-            else np.zeros((chunks, self.rows, self.cols), dtype=self.dtype)
+        # Two chunks of the input (the second into one private table) balance
+        # any number of rows on two threads; the chunking depends on the sizes
+        # alone, never on the thread count, so neither do the sums. The
+        # private table costs O(table), so only inputs at least as large as
+        # the table are split: scratch never exceeds one table.
+        chunks = 2 if n >= self._table.size else 1
+        partials = np.zeros((chunks - 1, self.rows, self.cols), dtype=self.dtype)
+        kernels.cpu_accumulate(
+            self._table,
+            partials,
+            self._family,
+            self._keys,
+            indices,
+            values.array,
+            dense,
+            numba.get_num_threads(),
         )
-        kernels.cpu_accumulate(scratch, self._family, self._keys, indices, values.array, dense)
         if chunks > 1:
-            self._table += scratch.sum(axis=0, dtype=self.dtype)
+            self._table += partials[0]
 
     # -------------------------------------------------------------- estimate
     def estimate(self, indices: Any = None) -> Any:

@@ -124,7 +124,7 @@ def test_linearity_on_cuda(a, seed):
 
 
 def test_more_threads_than_rows_uses_private_tables(rng):
-    """rows=1 forces the chunked kernel with per-thread scratch tables."""
+    """rows=1 with more inputs than cells: the second chunk goes through the private table."""
     x = integer_vector(rng, 5000)
     sketch = CountSketch(5000, 1, 64).accumulate(x)
     np.testing.assert_array_equal(sketch.table, reference_table(x, d=5000, rows=1, cols=64))

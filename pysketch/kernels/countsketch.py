@@ -3,9 +3,12 @@
 Both backends call the same scalar functions: :func:`pysketch.hashing.bucket_sign`
 for buckets and signs, and the compare-exchange ``ordered`` of the median's
 sorting network (per index on CUDA, across a chunk's columns on the CPU), so
-they agree bit for bit. The CPU accumulate splits work into (row, chunk of
-input) tasks, a private table per chunk since ``prange`` has no atomics; the
-CUDA kernels use atomics.
+buckets, signs and the combination of rows are the same on both. The CPU
+accumulate adds every input in a fixed order whatever the number of threads
+(threads own disjoint cells; see :func:`cpu_accumulate`), so its tables are
+reproducible bit for bit; the CUDA accumulate uses atomics, whose order of
+float additions varies, so its tables equal the CPU's exactly only when the
+sums are exact (integer values, say) and up to rounding otherwise.
 """
 
 from __future__ import annotations
@@ -49,28 +52,82 @@ def hash_block(family, keys, row, cols, indices, start, width, dense, buckets, s
             buckets[t], signs[t] = bucket_sign(family, keys, row, indices[start + t], cols)
 
 
+@njit(inline="never", cache=True)
+def scatter_owned(row, buckets, signs, values, start, width, first, last, kept):
+    """``row[b] += s * v`` for the entries of a hashed block whose bucket is in ``[first, last)``.
+
+    The owned entries are compacted without branches first (a bucket range
+    split between threads makes the branch unpredictable). Kept out of line:
+    inlined next to the whole-row loop, it made that loop 3x slower.
+    """
+    span = np.uint64(last - first)
+    m = 0
+    for t in range(width):
+        kept[m] = t
+        m += np.int64(np.uint64(buckets[t] - first) < span)
+    for u in range(m):
+        t = kept[u]
+        row[buckets[t]] += signs[t] * values[start + t]
+
+
+@njit(inline="always")
+def accumulate_row(row, family, keys, j, indices, values, dense, start, stop, first, last):
+    """Add inputs ``start .. stop`` into the cells ``[first, last)`` of sketch row ``j``.
+
+    Each block of indices is hashed first, then scattered, so that the hashing
+    vectorises apart from the scatter's memory dependence. The inputs are
+    added in index order.
+    """
+    cols = row.shape[0]
+    buckets = np.empty(_BLOCK, dtype=np.int64)
+    signs = np.empty(_BLOCK, dtype=np.float32)
+    kept = np.empty(_BLOCK, dtype=np.int64)
+    whole = first == 0 and last == cols
+    for block in range(start, stop, _BLOCK):
+        width = min(_BLOCK, stop - block)
+        hash_block(family, keys, j, cols, indices, block, width, dense, buckets, signs)
+        if whole:
+            for t in range(width):
+                row[buckets[t]] += signs[t] * values[block + t]
+        else:
+            scatter_owned(row, buckets, signs, values, block, width, first, last, kept)
+
+
 @njit(parallel=True, cache=True)
-def cpu_accumulate(scratch, family, keys, indices, values, dense):
+def cpu_accumulate(table, partials, family, keys, indices, values, dense, pieces):
     """Add ``values[i]`` at index ``i`` (dense) or ``indices[i]`` (sparse).
 
-    Task ``(c, j)`` adds chunk ``c`` of the input into row ``j`` of
-    ``scratch[c]``; with one chunk, ``scratch`` is ``table[None]``. Each block
-    of indices is hashed first, then scattered, so that the hashing vectorises
-    apart from the scatter's memory dependence.
+    The input is cut into ``1 + len(partials)`` chunks: chunk 0 is added into
+    ``table``, chunk ``c`` into ``partials[c - 1]`` (zeroed; the caller adds
+    them to the table in order). Every cell receives its chunk's inputs in
+    index order, whatever ``pieces`` is, so the result does not depend on the
+    number of threads.
+
+    The work is the ``(chunk, row, cell)`` space flattened, cut into
+    ``pieces`` equal ranges: piece ``p`` hashes its chunks' inputs for every
+    (chunk, row) its range touches and adds only those that land in its own
+    cells, so no two threads write the same cell. Hashing is repeated only
+    for a (chunk, row) split between two pieces, which happens unless
+    ``pieces`` divides ``chunks * rows`` (1 or 2 pieces with 2 chunks never
+    split one); the scatter always divides evenly.
     """
-    n_chunks, rows, cols = scratch.shape
+    rows, cols = table.shape
+    chunks = partials.shape[0] + 1
     n = values.shape[0]
-    for task in prange(n_chunks * rows):
-        c, j = task // rows, task % rows
-        row = scratch[c, j]
-        buckets = np.empty(_BLOCK, dtype=np.int64)
-        signs = np.empty(_BLOCK, dtype=np.float32)
-        stop_chunk = (c + 1) * n // n_chunks
-        for start in range(c * n // n_chunks, stop_chunk, _BLOCK):
-            width = min(_BLOCK, stop_chunk - start)
-            hash_block(family, keys, j, cols, indices, start, width, dense, buckets, signs)
-            for t in range(width):
-                row[buckets[t]] += signs[t] * values[start + t]
+    cells = chunks * rows * cols
+    for p in prange(pieces):
+        lo = p * cells // pieces
+        hi = (p + 1) * cells // pieces
+        for unit in range(lo // cols, (hi + cols - 1) // cols):
+            c, j = unit // rows, unit % rows
+            first = max(lo - unit * cols, 0)
+            last = min(hi - unit * cols, cols)
+            if first < last:
+                row = table[j] if c == 0 else partials[c - 1, j]
+                start, stop = c * n // chunks, (c + 1) * n // chunks
+                accumulate_row(
+                    row, family, keys, j, indices, values, dense, start, stop, first, last
+                )
 
 
 @njit(inline="always")
