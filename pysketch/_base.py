@@ -19,6 +19,7 @@ from pysketch._arrays import CPU
 from pysketch.kernels import elementwise, reductions
 
 FORMAT_VERSION = 1
+_NO_INDICES = np.empty(0, dtype=np.int64)
 
 
 class TableSketch:
@@ -50,6 +51,8 @@ class TableSketch:
         self.rows, self.cols, self.dtype, self.hash, self.seed = rows, cols, dtype, hash, int(seed)
         self._family = family
         self._keys = host_keys if device == CPU else _cuda.to_device(host_keys)
+        # The unused index argument of dense kernels, copied to the device once, not per call.
+        self._no_indices = _NO_INDICES if device == CPU else _cuda.to_device(_NO_INDICES)
         self._set_table(np.zeros((rows, cols), dtype=dtype), device)
 
     # ------------------------------------------------------------ properties

@@ -36,7 +36,6 @@ from pysketch.kernels.reductions import MAX_ROWS
 
 __all__ = ["CountMinSketch"]
 
-_NO_INDICES = np.empty(0, dtype=np.int64)  # the index argument of dense updates
 _INDEX_BOUND = hashing.MAX_INDEX + 1  # indices lie in [0, 2^61 - 1)
 # Rows may drift this far from the total weight by rounding before a file counts as inconsistent.
 _ROW_SUM_RTOL = 1e-3
@@ -252,7 +251,7 @@ class CountMinSketch(TableSketch):
         added = self._check_weights(inp, "x")
         self._check_total(added, "x")
         values = _arrays.detached(inp, self._table).array
-        self._apply(self._no_indices(), True, values, 1, inp.size, inp.stream, added)
+        self._apply(self._no_indices, True, values, 1, inp.size, inp.stream, added)
         return self
 
     def _scalar_weight(self, weight: Any, n: int) -> tuple[Any, int, float]:
@@ -302,9 +301,6 @@ class CountMinSketch(TableSketch):
                 f"counters hold safely ({limit:.7g}); pysketch refuses updates that could "
                 "overflow a counter (use dtype=numpy.float64)"
             )
-
-    def _no_indices(self) -> Any:
-        return _NO_INDICES if self._device == CPU else _cuda.to_device(_NO_INDICES)
 
     def _apply(
         self, indices: Any, dense: bool, values: Any, vstep: int, n: int, stream: Any, added: float

@@ -36,8 +36,6 @@ from pysketch.kernels import reductions
 
 __all__ = ["CountSketch"]
 
-_NO_INDICES = np.empty(0, dtype=np.int64)  # the index argument of dense estimates
-
 
 class CountSketch(TableSketch):
     """A Count Sketch of a vector of dimension ``d``.
@@ -139,7 +137,7 @@ class CountSketch(TableSketch):
             raise ValueError(f"x must have length d={self.d}, got {inp.size}")
         if check_finite:
             _arrays.check_finite(inp, "x", into=self.dtype)
-        self._accumulate(_NO_INDICES, _arrays.detached(inp, self._table), dense=True)
+        self._accumulate(self._no_indices, _arrays.detached(inp, self._table), dense=True)
         return self
 
     def accumulate_sparse(
@@ -187,8 +185,6 @@ class CountSketch(TableSketch):
     def _accumulate(self, indices: Any, values: _arrays.Input, *, dense: bool) -> None:
         n = values.size
         if self._device != CPU:
-            if dense:
-                indices = _cuda.to_device(_NO_INDICES)
             _cuda.launch(kernels.cuda_accumulate, n, values.stream)(
                 self._table, self._family, self._keys, indices, values.array, dense
             )
@@ -266,22 +262,26 @@ class CountSketch(TableSketch):
 
     def _unsketch(self, indices: Any, mode: int) -> Any:
         if indices is None:
-            idx, n, dense = _NO_INDICES, self.d, True
+            idx, n, dense, stream = self._no_indices, self.d, True, self._stream()
         else:
             inp = _arrays.as_input(indices, "indices", device=self._device, kind="index")
             _arrays.check_index_range(inp, "indices", self.d)
-            idx, n, dense = inp.array, inp.size, False
+            idx, n, dense, stream = inp.array, inp.size, False, inp.stream
         if self._device == CPU:
             out = np.empty(n, dtype=self.dtype)
             kernels.cpu_estimate(self._table, self._family, self._keys, idx, dense, mode, out)
         else:
-            out = _cuda.empty(n, self.dtype)
-            if dense:
-                idx = _cuda.to_device(_NO_INDICES)
-            _cuda.launch(kernels.cuda_estimate, n)(
-                self._table, self._family, self._keys, idx, dense, mode, out
-            )
+            out = _cuda.empty(n, self.dtype, stream=stream)
+            if n:
+                _cuda.launch(kernels.cuda_estimate, n, stream)(
+                    self._table, self._family, self._keys, idx, dense, mode, out
+                )
         return out
+
+    def _stream(self) -> Any:
+        """The caller's stream where no input names one: the current stream of the table's
+        producer (CuPy's current stream), as Count-Min's queries use their input's."""
+        return _cuda.stream_for(self._table)
 
     def l2_estimate(self) -> float:
         """Estimate ``||x||_2``: ``sqrt(median_j sum_b S[j, b]^2)``.
@@ -298,10 +298,15 @@ class CountSketch(TableSketch):
             sumsq = np.empty(self.rows)
             reductions.cpu_row_sumsq(self._table, sumsq)
         else:
-            out = _cuda.zeros(self.rows, np.float64)
-            _cuda.launch(reductions.cuda_row_sumsq, self._table.size)(self._table, out)
+            stream = self._stream()
+            out = _cuda.zeros(self.rows, np.float64, stream=stream)
+            _cuda.launch(reductions.cuda_row_sumsq, self._table.size, stream)(self._table, out)
             sumsq = _cuda.to_host(out)
-        return math.sqrt(reductions.median_inplace(sumsq, self.rows))
+        median = np.empty(1)
+        reductions.combine_columns(
+            sumsq.reshape(self.rows, 1), self.rows, reductions.MEDIAN, median
+        )
+        return math.sqrt(median[0])
 
     def heavy_hitters(
         self, k: int | None = None, *, threshold: float | None = None

@@ -18,19 +18,21 @@ from numba import njit, prange
 
 from pysketch._cuda import cuda, device_function
 from pysketch.hashing import bucket_sign
-from pysketch.kernels.reductions import MAX_ROWS, MEAN, combine_rows, ordered
+from pysketch.kernels.reductions import MAX_ROWS, combine_columns
 
 _CHUNK = 4096  # indices an estimate task handles with one scratch buffer
 _BLOCK = 1024  # indices an accumulate task hashes before scattering them
 
 
 @device_function
-def estimate_one(table, family, keys, index, buf, mode):
+def estimate_one(table, family, keys, index, buf, result, mode):
+    """The estimate of one index; ``buf`` is ``(>= rows, 1)`` scratch, ``result`` one element."""
     rows = table.shape[0]
     for j in range(rows):
         bucket, sign = bucket_sign(family, keys, j, index, table.shape[1])
-        buf[j] = sign * np.float64(table[j, bucket])
-    return combine_rows(buf, rows, mode)
+        buf[j, 0] = sign * np.float64(table[j, bucket])
+    combine_columns(buf, rows, mode, result)
+    return result[0]
 
 
 # --------------------------------------------------------------------- CPU
@@ -130,30 +132,6 @@ def cpu_accumulate(table, partials, family, keys, indices, values, dense, pieces
                 )
 
 
-@njit(inline="always")
-def combine_columns(per_row, mode, out):
-    """``out[i]`` = median (or mean) of column ``i`` of ``per_row``, as combine_rows would."""
-    rows, width = per_row.shape
-    if mode == MEAN:
-        total = np.zeros(width, dtype=np.float64)
-        for j in range(rows):
-            for i in range(width):
-                total[i] += per_row[j, i]
-        for i in range(width):
-            out[i] = total[i] / rows
-        return
-    for sweep in range(rows):
-        for j in range(sweep & 1, rows - 1, 2):
-            for i in range(width):
-                per_row[j, i], per_row[j + 1, i] = ordered(per_row[j, i], per_row[j + 1, i])
-    half = rows // 2
-    for i in range(width):
-        if rows % 2 == 1:
-            out[i] = per_row[half, i]
-        else:
-            out[i] = 0.5 * (per_row[half - 1, i] + per_row[half, i])
-
-
 @njit(parallel=True, cache=True)
 def cpu_estimate(table, family, keys, indices, dense, mode, out):
     """``out[i]`` = estimate of index ``i`` (dense) or ``indices[i]``.
@@ -161,8 +139,8 @@ def cpu_estimate(table, family, keys, indices, dense, mode, out):
     Per chunk of indices: one pass per row hashes the chunk, then gathers
     ``s_j(i) S[j, h_j(i)]`` from that row of the table (which stays in cache)
     into row ``j`` of a scratch array; then the rows are combined column-wise,
-    the median's sorting network (:func:`~pysketch.kernels.reductions.median_inplace`'s)
-    running across all columns at once. Each step measured 5-7x faster than
+    the median's sorting network running across all columns at once
+    (:func:`~pysketch.kernels.reductions.combine_columns`). Each step measured 5-7x faster than
     doing it per index (single thread, d = 4e6, r = 5, c = 5e5), with
     identical results.
     """
@@ -178,7 +156,7 @@ def cpu_estimate(table, family, keys, indices, dense, mode, out):
             hash_block(family, keys, j, cols, indices, start, width, dense, buckets, signs)
             for t in range(width):
                 per_row[j, t] = signs[t] * table[j, buckets[t]]
-        combine_columns(per_row, mode, out[start : start + width])
+        combine_columns(per_row, rows, mode, out[start : start + width])
 
 
 # --------------------------------------------------------------------- CUDA
@@ -200,7 +178,8 @@ def cuda_accumulate(table, family, keys, indices, values, dense):
 @cuda.jit
 def cuda_estimate(table, family, keys, indices, dense, mode, out):
     start, step = cuda.grid(1), cuda.gridsize(1)
-    buf = cuda.local.array(MAX_ROWS, np.float64)
+    buf = cuda.local.array((MAX_ROWS, 1), np.float64)
+    result = cuda.local.array(1, np.float64)
     for i in range(start, out.shape[0], step):
         index = i if dense else indices[i]
-        out[i] = estimate_one(table, family, keys, index, buf, mode)
+        out[i] = estimate_one(table, family, keys, index, buf, result, mode)

@@ -1,7 +1,8 @@
 """Small reductions that validation and the sketches share, on CPU and CUDA.
 
-Scalar logic (the median of a row's estimates) is written once as
-``@numba.njit`` functions that both the CPU and the CUDA kernels call.
+Scalar logic (the median of a row's estimates, the finiteness test) is
+written once as ``@numba.njit`` functions that both the CPU and the CUDA
+kernels call.
 """
 
 from __future__ import annotations
@@ -27,20 +28,34 @@ def ordered(a, b):
 
 
 @device_function
-def median_inplace(buf, n):
-    """Median of ``buf[:n]``, sorting it in place; mean of the two middle for even n.
+def combine_columns(per_row, n, mode, out):
+    """``out[i]`` = median (Count Sketch estimate) or mean (linear desketch) of ``per_row[:n, i]``.
 
-    Odd-even transposition sort: the same compare-exchange network as the CPU
-    estimate kernel runs across whole columns, so both backends pick the same
-    values; no data-dependent branches.
+    The one implementation for both backends: the CPU estimate passes a chunk
+    of columns, a CUDA thread a single column. The median is an odd-even
+    transposition sort of the rows, the same compare-exchange network run
+    across every column at once (no data-dependent branches, so it
+    vectorises); with an even ``n`` it is the mean of the two middle values.
+    The mean adds the rows in order into row 0. ``per_row`` is overwritten.
     """
+    width = per_row.shape[1]
+    if mode == MEAN:
+        for j in range(1, n):
+            for i in range(width):
+                per_row[0, i] += per_row[j, i]
+        for i in range(width):
+            out[i] = per_row[0, i] / n
+        return
     for sweep in range(n):
-        for i in range(sweep & 1, n - 1, 2):
-            buf[i], buf[i + 1] = ordered(buf[i], buf[i + 1])
+        for j in range(sweep & 1, n - 1, 2):
+            for i in range(width):
+                per_row[j, i], per_row[j + 1, i] = ordered(per_row[j, i], per_row[j + 1, i])
     half = n // 2
-    if n % 2 == 1:
-        return buf[half]
-    return 0.5 * (buf[half - 1] + buf[half])
+    for i in range(width):
+        if n % 2 == 1:
+            out[i] = per_row[half, i]
+        else:
+            out[i] = 0.5 * (per_row[half - 1, i] + per_row[half, i])
 
 
 @device_function
@@ -53,17 +68,6 @@ def unfit(v, scale, limit):
     if abs(f * scale) > limit:
         return 0, 1
     return 0, 0
-
-
-@device_function
-def combine_rows(buf, n, mode):
-    """Median (Count Sketch estimate) or mean (linear desketch) of ``buf[:n]``."""
-    if mode == MEAN:
-        total = 0.0
-        for j in range(n):
-            total += buf[j]
-        return total / n
-    return median_inplace(buf, n)
 
 
 # --------------------------------------------------------------------- CPU
