@@ -22,6 +22,7 @@ from numba import njit, prange
 
 from pysketch._cuda import cuda, device_function
 from pysketch.hashing import bucket_sign
+from pysketch.kernels.parallel import parallel_kernel
 from pysketch.kernels.reductions import MAX_ROWS, ordered, unfit
 
 _CHUNK = 4096  # queries per CPU estimate task, and weights per partial sum
@@ -85,7 +86,7 @@ def query_one(table, family, keys, index, shift, clamp):
 # --------------------------------------------------------------------- CPU
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_update(table, family, keys, indices, dense, values, vstep, n):
     """Plain update. Each row is one task: a row's cells are written by one thread only."""
     rows, cols = table.shape
@@ -113,7 +114,7 @@ def cpu_update_conservative(table, family, keys, indices, dense, values, vstep, 
                 table[j, buckets[j]] = target
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_query(table, family, keys, indices, shift, clamp, out):
     n = out.shape[0]
     for c in prange((n + _CHUNK - 1) // _CHUNK):
@@ -121,7 +122,7 @@ def cpu_query(table, family, keys, indices, shift, clamp, out):
             out[t] = query_one(table, family, keys, np.int64(indices[t]), shift, clamp)
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_weight_stats(w, limit, single):
     """(non-finite, overflowing and negative counts, float64 sum) of ``w`` in one pass.
 

@@ -18,6 +18,7 @@ from numba import njit, prange
 
 from pysketch._cuda import cuda, device_function
 from pysketch.hashing import bucket_sign
+from pysketch.kernels.parallel import parallel_kernel
 from pysketch.kernels.reductions import MAX_ROWS, combine_columns
 
 _CHUNK = 4096  # indices an estimate task handles with one scratch buffer
@@ -95,7 +96,7 @@ def accumulate_row(row, family, keys, j, indices, values, dense, start, stop, fi
             scatter_owned(row, buckets, signs, values, block, width, first, last, kept)
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_accumulate(table, partials, family, keys, indices, values, dense, pieces):
     """Add ``values[i]`` at index ``i`` (dense) or ``indices[i]`` (sparse).
 
@@ -132,7 +133,7 @@ def cpu_accumulate(table, partials, family, keys, indices, values, dense, pieces
                 )
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_estimate(table, family, keys, indices, dense, mode, out):
     """``out[i]`` = estimate of index ``i`` (dense) or ``indices[i]``.
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from pysketch._cuda import cuda, device_function
+from pysketch.kernels.parallel import parallel_kernel
 
 # Upper bound on sketch rows: the CUDA kernels keep one estimate per row in a
 # fixed-size per-thread array.
@@ -73,7 +74,7 @@ def unfit(v, scale, limit):
 # --------------------------------------------------------------------- CPU
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_count_unfit(x, scale, limit):
     """``(NaN/Inf count, overflow count)`` of ``x`` by :func:`unfit`."""
     nonfinite = 0
@@ -85,7 +86,7 @@ def cpu_count_unfit(x, scale, limit):
     return nonfinite, overflow
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_count_out_of_range(idx, upper):
     count = 0
     for i in prange(idx.shape[0]):
@@ -94,7 +95,7 @@ def cpu_count_out_of_range(idx, upper):
     return count
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_row_max_abs(table, out):
     for j in prange(table.shape[0]):
         peak = 0.0
@@ -103,7 +104,7 @@ def cpu_row_max_abs(table, out):
         out[j] = peak
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_row_sumsq(table, out):
     for j in prange(table.shape[0]):
         acc = 0.0

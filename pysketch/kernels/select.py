@@ -30,6 +30,7 @@ from numba import njit, prange
 
 from pysketch._cuda import THREADS_PER_BLOCK, cuda
 from pysketch.hashing import fmix64, splitmix64
+from pysketch.kernels.parallel import parallel_kernel
 
 DIGIT_BITS = 11
 BINS = 1 << DIGIT_BITS
@@ -62,7 +63,7 @@ def pick_bucket(hist, nbins, need):
 # --------------------------------------------------------------------- CPU: top-k
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_histogram(bits, mask, shift, n_chunks):
     """``hist[c, digit]``: counts of ``(bits & mask) >> shift`` in chunk ``c``."""
     n = bits.shape[0]
@@ -74,7 +75,7 @@ def cpu_histogram(bits, mask, shift, n_chunks):
     return hist
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_compact_ge(bits, mask, lo, offsets, out_idx, out_key):
     """Stable gather of every ``i`` with ``bits[i] & mask >= lo``.
 
@@ -166,7 +167,7 @@ def cpu_finish(cand_idx, cand_key, k, lo, shift, cap):
 # --------------------------------------------------------------------- CPU: others
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_threshold(x, tau, n_chunks):
     """Ascending indices ``i`` with ``|x[i]| >= tau`` (count, then parallel stable write)."""
     n = x.shape[0]
