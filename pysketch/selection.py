@@ -29,6 +29,9 @@ __all__ = ["topk", "randomk", "threshold", "gather", "scatter"]
 
 # Below this many entries the CPU top-k resolves every digit serially.
 _SERIAL_MAX = 1 << 15
+# From this k on, the CPU top-k radix-sorts all its candidates (parallel) rather than
+# narrowing them serially and merge-sorting the survivors.
+_SORT_CANDIDATES_MIN = 1 << 16
 _MASK32 = np.uint32(0x7FFFFFFF)
 _MASK64 = np.uint64(0x7FFFFFFFFFFFFFFF)
 _MASK_ALL = (1 << 64) - 1
@@ -143,7 +146,8 @@ def _topk_cpu(arr: np.ndarray, k: int) -> np.ndarray:
         idx, _ = sel.cpu_finish(np.arange(d, dtype=np.int64), keys, k, np.uint64(0), width, cap)
         return idx
     shift = width - sel.DIGIT_BITS
-    hist = sel.cpu_histogram(bits, mask, np.uint64(shift), numba.get_num_threads())
+    threads = numba.get_num_threads()
+    hist = sel.cpu_histogram(bits, mask, np.uint64(shift), threads)
     from_top = np.cumsum(hist.sum(axis=0)[::-1])
     b = sel.BINS - 1 - int(np.searchsorted(from_top, k))
     lo = np.uint64(b << shift)
@@ -151,11 +155,45 @@ def _topk_cpu(arr: np.ndarray, k: int) -> np.ndarray:
     offsets = np.zeros(per_chunk.shape[0], dtype=np.int64)
     np.cumsum(per_chunk[:-1], out=offsets[1:])
     n = int(per_chunk.sum())
-    cand_idx = np.empty(n, dtype=np.int64)
-    cand_key = np.empty(n, dtype=np.uint64)
+    if k < _SORT_CANDIDATES_MIN:
+        cand_idx = np.empty(n, dtype=np.int64)
+        cand_key = np.empty(n, dtype=np.uint64)
+        sel.cpu_compact_ge(bits, mask, lo, offsets, cand_idx, cand_key)
+        idx, _ = sel.cpu_finish(cand_idx, cand_key, k, lo, shift, cap)
+        return idx
+    # Many winners: sort every candidate (they are about k) with a parallel radix sort
+    # instead of narrowing them serially and merge-sorting the survivors. Keys keep
+    # their width (uint32 for float32) and indices fit 32 bits below 2**32 entries.
+    index_dtype = np.uint32 if d <= 2**32 else np.int64
+    cand_idx = np.empty(n, dtype=index_dtype)
+    cand_key = np.empty(n, dtype=bits.dtype)
     sel.cpu_compact_ge(bits, mask, lo, offsets, cand_idx, cand_key)
-    idx, _ = sel.cpu_finish(cand_idx, cand_key, k, lo, shift, cap)
-    return idx
+    # The largest key lies in the highest non-empty bucket: no pass needed to find it.
+    top = int(np.flatnonzero(hist.sum(axis=0))[-1])
+    cand_key, cand_idx = _radix_sort_desc(cand_key, cand_idx, lo, ((top + 1) << shift) - 1, threads)
+    return cand_idx[:k].astype(np.int64)
+
+
+def _radix_sort_desc(keys, idx, lo, high, threads):
+    """``(keys, idx)`` sorted by descending key, stably; keys lie in ``[lo, high]``.
+
+    A least-significant-digit radix sort of ``key - lo`` in as few passes as
+    its width needs, with digits of equal width (at most ``DIGIT_BITS``). The
+    result is in the given arrays or in as many again of scratch (returned).
+    """
+    width = (high - int(lo)).bit_length()
+    passes = -(-width // sel.DIGIT_BITS)
+    if passes == 0:  # a single key: index order is the answer
+        return keys, idx
+    digit = -(-width // passes)
+    offsets = np.empty((4 * threads, 1 << digit), dtype=np.int64)
+    src, dst = (keys, idx), (np.empty_like(keys), np.empty_like(idx))
+    for p in range(passes):
+        sel.cpu_radix_pass(
+            *src, *dst, lo, np.uint64(p * digit), np.uint64((1 << digit) - 1), offsets
+        )
+        src, dst = dst, src
+    return src
 
 
 def _radix_levels(run_histogram, width: int, need: int) -> tuple[int, int, int, bool]:
