@@ -31,7 +31,7 @@ __all__ = ["topk", "randomk", "threshold", "gather", "scatter"]
 _SERIAL_MAX = 1 << 15
 # From this k on, the CPU top-k radix-sorts all its candidates (parallel) rather than
 # narrowing them serially and merge-sorting the survivors.
-_SORT_CANDIDATES_MIN = 1 << 16
+_SORT_CANDIDATES_MIN = 1 << 17
 _MASK32 = np.uint32(0x7FFFFFFF)
 _MASK64 = np.uint64(0x7FFFFFFFFFFFFFFF)
 _MASK_ALL = (1 << 64) - 1
