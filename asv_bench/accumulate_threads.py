@@ -20,7 +20,6 @@ two versions of pysketch on ``PYTHONPATH`` to compare them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -32,28 +31,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-_PEAK = r"""
-import json, sys
-import numba, numpy as np
-from pysketch import CountSketch
-
-def status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-
-numba.set_num_threads({threads})
-CountSketch(4096, {rows}, 64).accumulate(np.ones(4096, np.float32))   # JIT / cache load
-with open("/proc/self/clear_refs", "w") as f:   # Linux >= 4.0: VmHWM := VmRSS
-    f.write("5")
-base = status("VmRSS")
-x = np.random.default_rng(0).standard_normal({d}, dtype=np.float32)
-sketch = CountSketch({d}, {rows}, {cols}, seed=1).accumulate(x)
-import pysketch
-print(json.dumps(dict(used=status("VmHWM") - base, input=x.nbytes, table=sketch.table.nbytes,
-                      threads=numba.get_num_threads(), package=pysketch.__file__)))
-"""
+from peakrss import peak_rss  # noqa: E402
 
 
 def cpu_description() -> str:
@@ -71,20 +49,22 @@ def cpu_description() -> str:
 
 
 def peak_memory(threads: int, d: int, rows: int, cols: int) -> dict:
-    env = dict(os.environ, NUMBA_NUM_THREADS="16")
-    code = _PEAK.format(threads=threads, d=d, rows=rows, cols=cols)
-    # cwd: ``python -c`` puts it first on sys.path, ahead of PYTHONPATH's pysketch.
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=HERE,
-        capture_output=True,
-        text=True,
-        timeout=1800,
+    setup = f"""
+        import numba, numpy as np
+        import pysketch
+        from pysketch import CountSketch
+        numba.set_num_threads({threads})
+        CountSketch(4096, {rows}, 64).accumulate(np.ones(4096, np.float32))  # JIT / cache load
+    """
+    measured = f"""
+        x = np.random.default_rng(0).standard_normal({d}, dtype=np.float32)
+        sketch = CountSketch({d}, {rows}, {cols}, seed=1).accumulate(x)
+    """
+    report = (
+        "dict(input=x.nbytes, table=sketch.table.nbytes, threads=numba.get_num_threads(), "
+        "package=pysketch.__file__)"
     )
-    if out.returncode != 0:
-        sys.exit(f"peak memory run failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return peak_rss(setup, measured, report, env=dict(os.environ, NUMBA_NUM_THREADS="16"))
 
 
 def paired_times(fn, baseline, repeats: int) -> tuple[float, float, float]:

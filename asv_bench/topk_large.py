@@ -16,10 +16,8 @@ kernels are loaded) minus the RSS before the call, in bytes per input value.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -29,26 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from accumulate_threads import cpu_description  # noqa: E402
-
-_PEAK = r"""
-import json
-import numpy as np
-from pysketch import topk
-
-def status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-
-x = np.random.default_rng(0).standard_normal({n}, dtype=np.float32)
-topk(x[:100_000], 50_000)   # every kernel loaded
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-base = status("VmRSS")
-idx, val = topk(x, {k})
-print(json.dumps(dict(used=status("VmHWM") - base)))
-"""
+from peakrss import peak_rss  # noqa: E402
 
 
 def paired(fns: dict, repeats: int) -> dict:
@@ -65,16 +44,13 @@ def paired(fns: dict, repeats: int) -> dict:
 
 
 def peak_bytes(n: int, k: int) -> int:
-    out = subprocess.run(
-        [sys.executable, "-c", _PEAK.format(n=n, k=k)],
-        cwd=HERE,  # not the repository root, which ``python -c`` would put first on sys.path
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    if out.returncode != 0:
-        sys.exit(f"peak memory run failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["used"]
+    setup = f"""
+        import numpy as np
+        from pysketch import topk
+        x = np.random.default_rng(0).standard_normal({n}, dtype=np.float32)
+        topk(x[:300_000], 300_000)  # every kernel loaded
+    """
+    return peak_rss(setup, f"idx, val = topk(x, {k})")["used"]
 
 
 def main(argv=None) -> None:

@@ -54,27 +54,25 @@ def test_scatter_into_its_own_values(spec, seed):
     np.testing.assert_array_equal(scatter(idx, values, D, out=out, accumulate=True), expected)
 
 
-@given(spec=views(5 * 8), seed=st.integers(0, 99))
-def test_count_sketch_accumulates_a_view_of_its_table(spec, seed):
-    sketch = CountSketch(D, 5, 8, dtype=np.float64).accumulate(np.arange(1.0, D + 1))
+def count_sketch():
+    return CountSketch(D, 5, 8, dtype=np.float64).accumulate(np.arange(1.0, D + 1))
+
+
+def count_min():
+    return CountMinSketch(3, 8).update(np.arange(D), np.arange(1.0, D + 1))
+
+
+@given(make=st.sampled_from([count_sketch, count_min]), spec=views(3 * 8), seed=st.integers(0, 99))
+def test_sketches_take_a_view_of_their_own_table(make, spec, seed):
+    sketch = make()
     ref = sketch.copy()
     values = view_of(sketch.table.reshape(-1), spec)
     idx = indices_for(values.size, seed)
-    ref.accumulate_sparse(idx, values.copy())
-    sketch.accumulate_sparse(idx, values)
+    update = "accumulate_sparse" if isinstance(sketch, CountSketch) else "update"
+    getattr(ref, update)(idx, values.copy())
+    getattr(sketch, update)(idx, values)
     np.testing.assert_array_equal(sketch.table, ref.table)
-
-
-@given(spec=views(3 * 8), seed=st.integers(0, 99))
-def test_count_min_updates_with_a_view_of_its_table(spec, seed):
-    cms = CountMinSketch(3, 8).update(np.arange(D), np.arange(1.0, D + 1))
-    ref = cms.copy()
-    weights = view_of(cms.table.reshape(-1), spec)
-    idx = indices_for(weights.size, seed)
-    ref.update(idx, weights.copy())
-    cms.update(idx, weights)
-    np.testing.assert_array_equal(cms.table, ref.table)
-    assert cms.total_weight == ref.total_weight
+    assert getattr(sketch, "total_weight", None) == getattr(ref, "total_weight", None)
 
 
 def test_examples_from_the_issue(device):

@@ -23,7 +23,7 @@ from numba import njit, prange
 from pysketch._cuda import cuda, device_function
 from pysketch.hashing import bucket_sign
 from pysketch.kernels.parallel import parallel_kernel
-from pysketch.kernels.reductions import MAX_ROWS, ordered, unfit
+from pysketch.kernels.reductions import MAX_ROWS, add_if_nonzero, ordered, unfit
 
 _CHUNK = 4096  # queries per CPU estimate task, and weights per partial sum
 
@@ -220,11 +220,7 @@ def cuda_weight_stats(w, limit, single, stats):
         overflow += over
         negative += neg
         total += value
-    if nonfinite:
-        cuda.atomic.add(stats, 0, nonfinite)
-    if overflow:
-        cuda.atomic.add(stats, 1, overflow)
-    if negative:
-        cuda.atomic.add(stats, 2, negative)
-    if total:
-        cuda.atomic.add(stats, 3, total)
+    add_if_nonzero(stats, 0, nonfinite)
+    add_if_nonzero(stats, 1, overflow)
+    add_if_nonzero(stats, 2, negative)
+    add_if_nonzero(stats, 3, total)

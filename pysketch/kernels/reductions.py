@@ -116,6 +116,13 @@ def cpu_row_sumsq(table, out):
 # --------------------------------------------------------------------- CUDA
 
 
+@cuda.jit(device=True)
+def add_if_nonzero(counts, slot, value):
+    """``counts[slot] += value`` atomically; skipped for 0, which most threads hold."""
+    if value:
+        cuda.atomic.add(counts, slot, value)
+
+
 @cuda.jit
 def cuda_count_unfit(x, scale, limit, counts):
     """``counts`` (int64[2], zeroed) += (NaN/Inf count, overflow count) by :func:`unfit`."""
@@ -126,10 +133,8 @@ def cuda_count_unfit(x, scale, limit, counts):
         bad, over = unfit(x[i], scale, limit)
         nonfinite += bad
         overflow += over
-    if nonfinite:
-        cuda.atomic.add(counts, 0, nonfinite)
-    if overflow:
-        cuda.atomic.add(counts, 1, overflow)
+    add_if_nonzero(counts, 0, nonfinite)
+    add_if_nonzero(counts, 1, overflow)
 
 
 @cuda.jit
