@@ -9,13 +9,15 @@ Validation runs before any state changes, so bad input leaves objects intact.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pysketch import _cuda
-from pysketch.kernels import reductions
+from pysketch.kernels import elementwise, reductions
 
 CPU, CUDA = "cpu", "cuda"
 DEVICES = (CPU, CUDA)
@@ -46,17 +48,91 @@ def check_device(device: str) -> str:
     return device
 
 
+def _is_integer(value: Any) -> bool:
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer))
+
+
+def check_int(
+    name: str,
+    value: Any,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    expected: str | None = None,
+) -> int:
+    """``value`` as a Python ``int`` in ``[minimum, maximum]``, or raise naming ``name``.
+
+    Python and NumPy integers are accepted; bools, floats and anything else
+    raise ``TypeError``, values out of range ``ValueError``. ``expected``
+    phrases the requirement in both messages (``"an integer in [0, 10]"`` by
+    default).
+    """
+    if expected is None:
+        expected = "an integer" + _bounds_text(minimum, maximum)
+    if not _is_integer(value):
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {expected}, got {value}")
+    return value
+
+
+def _bounds_text(minimum: int | None, maximum: int | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in [{minimum}, {maximum}]"
+    if minimum is not None:
+        return f" >= {minimum}"
+    return "" if maximum is None else f" <= {maximum}"
+
+
 def check_positive_int(name: str, value: Any, *, maximum: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be at most {maximum}, got {value}")
-    return int(value)
+    expected = "a positive integer" + ("" if maximum is None else f" (at most {maximum})")
+    return check_int(name, value, minimum=1, maximum=maximum, expected=expected)
+
+
+SEED_BOUND = 2**64
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """A hash or random-k seed: an integer in ``[0, 2**64)``."""
+    return check_int(
+        name, value, minimum=0, maximum=SEED_BOUND - 1, expected="an integer in [0, 2**64)"
+    )
+
+
+def check_real(name: str, value: Any, *, finite: bool = True) -> float:
+    """``value`` as a Python ``float``, or raise naming ``name``.
+
+    Accepts Python and NumPy reals (integers included); refuses bools, complex
+    numbers (whose imaginary part would be dropped) and strings with
+    ``TypeError``. An integer too large for a float, and with ``finite`` a NaN
+    or an infinity, raise ``ValueError``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    try:
+        result = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be finite, got an integer too large for a float") from None
+    if finite and not math.isfinite(result):
+        raise ValueError(f"{name} must be finite, got {result}")
+    return result
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` as a Python ``bool``; anything but a bool raises ``TypeError``.
+
+    A string such as ``"no"`` is truthy, so it is refused rather than guessed at.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
 
 
 def check_float_dtype(name: str, dtype: Any) -> np.dtype:
+    # np.dtype(None) is float64: an explicit None is refused rather than guessed at.
+    if dtype is None:
+        raise TypeError(f"{name} must be float32 or float64, got None")
     try:
         dt = np.dtype(dtype)
     except TypeError as exc:
@@ -98,6 +174,12 @@ def as_input(
                 "pass a CuPy/CUDA array"
             )
         array = np.from_dlpack(obj) if _is_host_dlpack(obj) else np.asarray(obj)
+        if (
+            not array.dtype.isnative
+        ):  # the kernels read native byte order only: convert, as NumPy would
+            array = array.astype(array.dtype.newbyteorder("="))
+        if kind == "index" and array.size == 0 and not hasattr(obj, "dtype"):
+            array = array.astype(np.int64)  # [] is float64 to NumPy; as an index list it is empty
         stream = 0
     _check_dtype(name, np.dtype(array.dtype), kind)
     if array.ndim != ndim:
@@ -119,24 +201,61 @@ def _check_dtype(name: str, dt: np.dtype, kind: str) -> None:
         raise TypeError(f"{name} must hold real numbers (float32, float64 or integers), got {dt}")
 
 
-def check_finite(inp: Input, name: str) -> None:
-    """Raise when a float input holds NaN or Inf (one pass, no allocation on the host)."""
-    if np.dtype(inp.array.dtype).kind != "f":
-        return
+# The largest float64 magnitude that converts to a finite value of each float dtype:
+# above it, float32 rounds to inf (half an ulp beyond its largest value ties to even, up).
+_FIT_LIMITS = {
+    np.dtype(np.float32): float(np.nextafter(2.0**128 - 2.0**103, 0.0)),
+    np.dtype(np.float64): float(np.finfo(np.float64).max),
+}
+
+
+def fit_limit(dtype: Any) -> float:
+    """The largest magnitude (a float64) that ``dtype`` (float32 or float64) stores finitely."""
+    return _FIT_LIMITS[np.dtype(dtype)]
+
+
+def check_finite(inp: Input, name: str, *, into: Any = None, scale: float = 1.0) -> None:
+    """Raise unless every ``scale * x`` is finite in dtype ``into`` (float64 by default).
+
+    That refuses NaN and Inf, and finite values that would be stored as inf
+    once converted (``1e39`` into a float32 table): the rule for every value
+    that enters a sketch or a buffer. One pass, no allocation on the host.
+    """
+    into = np.dtype(np.float64 if into is None else into)
+    limit = fit_limit(into)
+    if np.dtype(inp.array.dtype).kind != "f" and abs(scale) * 2.0**64 <= limit:
+        return  # integers are finite, and in range unless scaled by a huge factor
     if inp.device == CPU:
-        bad = reductions.cpu_count_nonfinite(inp.array)
+        nonfinite, overflow = reductions.cpu_count_unfit(inp.array, scale, limit)
     else:
-        count = _cuda.zeros(1, np.int64, stream=inp.stream)
-        _cuda.launch(reductions.cuda_count_nonfinite, inp.size, inp.stream)(inp.array, count)
-        bad = int(_cuda.to_host(count)[0])
-    if bad:
+        counts = _cuda.zeros(2, np.int64, stream=inp.stream)
+        _cuda.launch(reductions.cuda_count_unfit, inp.size, inp.stream)(
+            inp.array, scale, limit, counts
+        )
+        nonfinite, overflow = _cuda.to_host(counts)
+    raise_unfit(name, int(nonfinite), int(overflow), into, scale)
+
+
+def raise_unfit(name: str, nonfinite: int, overflow: int, into: Any, scale: float = 1.0) -> None:
+    """The error for values that are not finite, or overflow ``into``; nothing when both are 0."""
+    if nonfinite:
         raise ValueError(
-            f"{name} holds {bad} NaN or Inf value(s); pysketch refuses non-finite input"
+            f"{name} holds {nonfinite} NaN or Inf value(s); pysketch refuses non-finite input"
+        )
+    if overflow:
+        scaled = "" if scale == 1.0 else f" once multiplied by {scale:g}"
+        raise ValueError(
+            f"{name} holds {overflow} value(s) that overflow {np.dtype(into)}{scaled} "
+            f"(largest finite value {np.finfo(into).max:.7g}); pysketch refuses values "
+            "that would be stored as inf"
         )
 
 
 def check_index_range(inp: Input, name: str, upper: int) -> None:
     """Raise unless every index lies in ``[0, upper)``."""
+    # Typed like the indices: uint64 against int64 would compare in float64 and misjudge
+    # indices above 2**53.
+    upper = np.uint64(upper) if np.dtype(inp.array.dtype).kind == "u" else np.int64(upper)
     if inp.device == CPU:
         bad = reductions.cpu_count_out_of_range(inp.array, upper)
     else:
@@ -166,3 +285,30 @@ def kernel_values(inp: Input) -> Input:
     if inp.device != CPU or np.dtype(inp.array.dtype).kind == "f":
         return inp
     return Input(np.asarray(inp.array, dtype=np.float64), inp.device, inp.stream)
+
+
+def may_overlap(a: Any, b: Any) -> bool:
+    """Whether two arrays on the same device may share memory (bounds only, so conservative)."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return bool(np.may_share_memory(a, b))
+    if _cuda.is_cuda_array(a) and _cuda.is_cuda_array(b):
+        a_low, a_high = _cuda.byte_extent(a)
+        b_low, b_high = _cuda.byte_extent(b)
+        return a_low < b_high and b_low < a_high
+    return False
+
+
+def detached(inp: Input, *targets: Any) -> Input:
+    """``inp``, or a copy of it when it may overlap one of ``targets``.
+
+    ``targets`` are arrays the caller is about to write; reading an input while
+    it is being overwritten (``scatter(i, v, out=v)``, a view of a sketch's
+    own table) would give wrong results, so such an input is copied first.
+    """
+    if not any(may_overlap(inp.array, target) for target in targets):
+        return inp
+    if inp.device == CPU:
+        return Input(np.array(inp.array, copy=True), CPU)
+    copy = _cuda.empty(inp.size, inp.array.dtype, stream=inp.stream)
+    _cuda.launch(elementwise.cuda_copy, inp.size, inp.stream)(copy, inp.array)
+    return Input(copy, inp.device, inp.stream)

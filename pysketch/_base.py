@@ -6,10 +6,11 @@ copies, and the ``.npz`` file layout (no pickle) live here once.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
-import zipfile
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,6 +20,7 @@ from pysketch._arrays import CPU
 from pysketch.kernels import elementwise, reductions
 
 FORMAT_VERSION = 1
+_NO_INDICES = np.empty(0, dtype=np.int64)
 
 
 class TableSketch:
@@ -54,6 +56,8 @@ class TableSketch:
         self.rows, self.cols, self.dtype, self.hash, self.seed = rows, cols, dtype, hash, int(seed)
         self._family = family
         self._keys = host_keys if device == CPU else _cuda.to_device(host_keys)
+        # The unused index argument of dense kernels, copied to the device once, not per call.
+        self._no_indices = _NO_INDICES if device == CPU else _cuda.to_device(_NO_INDICES)
         self._set_table(np.zeros((rows, cols), dtype=dtype), device)
 
     # ------------------------------------------------------------ properties
@@ -205,55 +209,126 @@ class TableSketch:
         return sketch
 
     # --------------------------------------------------------- serialisation
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the sketch to ``path`` as an ``.npz`` archive (no pickle).
+    def _check_state(self, source: str) -> None:
+        """Raise ``ValueError`` naming the field unless :meth:`load` would accept this state.
+
+        The table must be finite; subclasses add their own rules. :meth:`save`
+        runs it too, so every file it writes loads again.
+        """
+        host = self._table if self._device == CPU else self.table_to_host()
+        bad, _ = reductions.cpu_count_unfit(host.reshape(host.size), 1.0, np.inf)
+        if bad:
+            raise ValueError(f"{source}: table holds {bad} NaN or Inf value(s)")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the sketch to an ``.npz`` archive (no pickle), atomically.
 
         The archive holds ``format`` (the class name), ``version``, one 0-d
         array per parameter and ``table``; :meth:`load` validates all of them.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where to write. As with :func:`numpy.savez`, ``.npz`` is appended
+            unless the name ends with it; :meth:`load` applies the same rule,
+            so ``load(p)`` reads what ``save(p)`` wrote.
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+
+        Raises
+        ------
+        ValueError
+            The state is one :meth:`load` would refuse (NaN or Inf in the
+            table, say); nothing is written.
+
+        Notes
+        -----
+        The archive is written to a temporary file in the same directory,
+        flushed and ``fsync``-ed, then renamed over ``path`` (``os.replace``),
+        and the directory is ``fsync``-ed: a crash at any point leaves either
+        the previous file or the new one, never a truncated mix. A crash can
+        leave the temporary file (``.<name>.<pid>.<random>.tmp``) behind.
         """
+        target = _archive_path(path)
+        _write_atomically(target, **self._archive_fields())
+        return target
+
+    def _archive_fields(self) -> dict[str, np.ndarray]:
+        """What :meth:`save` and :meth:`serialize` write, after checking the state."""
+        self._check_state(f"cannot save this {type(self).__name__}")
         fields = {name: np.asarray(value) for name, value in self.params.items()}
         if "dtype" in fields:
             fields["dtype"] = np.asarray(str(self.params["dtype"]))
-        np.savez(
-            path,
-            format=np.asarray(f"pysketch.{type(self).__name__}"),
-            version=np.asarray(FORMAT_VERSION),
-            table=self.table_to_host(),
+        return {
+            "format": np.asarray(f"pysketch.{type(self).__name__}"),
+            "version": np.asarray(FORMAT_VERSION),
+            "table": self.table_to_host(),
             **fields,
             **self._extra_state(),
-        )
+        }
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = CPU):
         """Read a sketch written by :meth:`save`, onto ``device``.
 
-        Raises ``ValueError`` naming the field when the file is not a pysketch
-        archive of this class, has another version, or its table does not match
-        its parameters.
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file, with ``.npz`` appended unless the name ends with it
+            (as :meth:`save` does).
+        device : {"cpu", "cuda"}, default "cpu"
+
+        Raises
+        ------
+        FileNotFoundError
+            No such file.
+        ValueError
+            One, naming the field, for anything else wrong with the file: not
+            a readable ``.npz`` archive (truncated, say), another class or
+            format version, a field of the wrong type or shape, parameters the
+            constructor refuses, a table that does not match them or holds
+            NaN or Inf, or state inconsistent with the table.
         """
+        source = _archive_path(path)
+        _arrays.check_device(device)
+        # Our own handle: np.load leaks its file when the zip directory is damaged.
+        with open(source, "rb") as handle:
+            fields = _read_fields(handle, cls._archive_names(), source)
+        return cls._from_fields(fields, source, device)
+
+    @classmethod
+    def _archive_names(cls) -> tuple[str, ...]:
+        return ("format", "version", "table", *cls._PARAMS, *cls._EXTRA_STATE)
+
+    @classmethod
+    def _from_fields(cls, fields: dict[str, np.ndarray], source: Any, device: str):
+        """The sketch that :meth:`_archive_fields` described; one ValueError naming a bad field."""
         expected_format = f"pysketch.{cls.__name__}"
-        with np.load(path, allow_pickle=False) as archive:
-            expected = {"format", "version", "table", *cls._PARAMS, *cls._EXTRA_STATE}
-            missing = expected - set(archive.files)
-            if missing:
-                raise ValueError(
-                    f"{path} is not a {expected_format} archive: missing {sorted(missing)}"
-                )
-            if str(archive["format"]) != expected_format:
-                raise ValueError(
-                    f"{path} has format {str(archive['format'])!r}, expected {expected_format!r}"
-                )
-            if int(archive["version"]) != FORMAT_VERSION:
-                raise ValueError(
-                    f"{path} has format version {int(archive['version'])}, "
-                    f"this pysketch reads version {FORMAT_VERSION}"
-                )
-            params = {name: archive[name].item() for name in cls._PARAMS}
-            table = archive["table"]
-            extra = {name: archive[name] for name in cls._EXTRA_STATE}
-        sketch = cls._from_table(params, table, device)
-        sketch._restore_extra_state(extra, source=str(path))
-        return sketch
+        found = _scalar(fields, "format", "U", source)
+        if found != expected_format:
+            raise ValueError(f"{source}: field 'format' is {found!r}, expected {expected_format!r}")
+        version = _scalar(fields, "version", "iu", source)
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"{source}: field 'version' is {version}, this pysketch reads version "
+                f"{FORMAT_VERSION}"
+            )
+        params = {name: _scalar(fields, name, "biuU", source) for name in cls._PARAMS}
+        table = fields["table"]
+        if not table.dtype.isnative:  # written on a machine of the other byte order
+            table = table.astype(table.dtype.newbyteorder("="))
+        try:
+            sketch = cls._from_table(params, table, CPU)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: {exc}") from exc
+        sketch._restore_extra_state(
+            {name: fields[name] for name in cls._EXTRA_STATE}, source=str(source)
+        )
+        sketch._check_state(str(source))
+        return sketch if device == CPU else sketch.to(device)
 
     # ------------------------------------------------ bytes, equality, sum()
     def serialize(self) -> bytes:
@@ -267,7 +342,7 @@ class TableSketch:
         True
         """
         buffer = io.BytesIO()
-        self.save(buffer)
+        np.savez(buffer, **self._archive_fields())
         return buffer.getvalue()
 
     @classmethod
@@ -279,10 +354,10 @@ class TableSketch:
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
-        try:
-            return cls.load(io.BytesIO(bytes(data)), device=device)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ValueError(f"data is not a serialized pysketch.{cls.__name__}: {exc}") from exc
+        _arrays.check_device(device)
+        source = f"data (serialized pysketch.{cls.__name__})"
+        fields = _read_fields(io.BytesIO(bytes(data)), cls._archive_names(), source)
+        return cls._from_fields(fields, source, device)
 
     def __eq__(self, other: object) -> bool:
         """Same type, parameters, device, table and state beside the table."""
@@ -303,3 +378,76 @@ class TableSketch:
         if isinstance(other, (int, np.integer)) and not isinstance(other, bool) and other == 0:
             return self.copy()
         return NotImplemented
+
+
+def _archive_path(path: Any) -> Path:
+    """The file that ``save(path)`` writes: ``.npz`` appended unless there, as by ``np.savez``."""
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    target = Path(path)
+    return target if target.name.endswith(".npz") else target.with_name(target.name + ".npz")
+
+
+def _write_atomically(target: Path, **arrays: np.ndarray) -> None:
+    """``np.savez(target, **arrays)`` through a temporary file renamed over ``target``."""
+    directory = target.parent
+    temporary = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    # os.open with mode 0o666 applies the umask, as creating the file directly would.
+    handle = os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
+    try:
+        with handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable; a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read_fields(handle: Any, names: tuple[str, ...], source: Path) -> dict[str, np.ndarray]:
+    """Every field in ``names`` from an open ``.npz`` file; one ValueError naming what is wrong."""
+    try:
+        archive = np.load(handle, allow_pickle=False)
+    except Exception as exc:  # BadZipFile, EOFError, ValueError, OSError: all a damaged file
+        raise ValueError(f"{source} is not a readable .npz archive ({exc})") from exc
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{source} is not an .npz archive (it holds a single array)")
+    with archive:
+        missing = sorted(set(names) - set(archive.files))
+        if missing:
+            raise ValueError(f"{source} is not a pysketch archive: missing {missing}")
+        fields = {}
+        for name in names:
+            try:
+                fields[name] = archive[name]
+            except Exception as exc:  # a truncated or corrupt member: zlib, zipfile, EOF
+                raise ValueError(f"{source}: field {name!r} cannot be read ({exc})") from exc
+    return fields
+
+
+def _scalar(fields: dict[str, np.ndarray], name: str, kinds: str, source: Path) -> Any:
+    """The Python value of 0-d field ``name`` whose dtype kind is one of ``kinds``."""
+    value = fields[name]
+    if value.shape != () or value.dtype.kind not in kinds:
+        raise ValueError(
+            f"{source}: field {name!r} must be a scalar of kind {kinds!r}, "
+            f"got {value.dtype} of shape {value.shape}"
+        )
+    return value.item()

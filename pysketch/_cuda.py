@@ -50,6 +50,7 @@ __all__ = [
     "copy_to_host_into",
     "copy_to_device_from",
     "synchronize_for",
+    "byte_extent",
 ]
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
@@ -280,6 +281,25 @@ def to_host(arr) -> np.ndarray:
     if cupy is not None and isinstance(arr, cupy.ndarray):
         return cupy.asnumpy(arr)
     return as_cuda_array(arr).copy_to_host()
+
+
+def byte_extent(arr: Any) -> tuple[int, int]:
+    """The ``[first, past-the-end)`` byte addresses that a device array's elements span."""
+    if SIMULATOR and hasattr(arr, "_ary"):  # simulated device memory is a host array
+        iface = arr._ary.__array_interface__
+    else:
+        iface = arr.__cuda_array_interface__
+    start = iface["data"][0]
+    shape = tuple(iface["shape"])
+    itemsize = np.dtype(iface["typestr"]).itemsize
+    if 0 in shape:
+        return start, start
+    strides = iface.get("strides") or tuple(
+        itemsize * int(np.prod(shape[i + 1 :], dtype=np.int64)) for i in range(len(shape))
+    )
+    low = sum(min(0, (n - 1) * s) for n, s in zip(shape, strides, strict=True))
+    high = sum(max(0, (n - 1) * s) for n, s in zip(shape, strides, strict=True))
+    return start + low, start + high + itemsize
 
 
 def synchronize(stream=0) -> None:

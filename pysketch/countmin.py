@@ -37,8 +37,9 @@ from pysketch.kernels.reductions import MAX_ROWS
 
 __all__ = ["CountMinSketch"]
 
-_NO_INDICES = np.empty(0, dtype=np.int64)  # the index argument of dense updates
 _INDEX_BOUND = hashing.MAX_INDEX + 1  # indices lie in [0, 2^61 - 1)
+# Rows may drift this far from the total weight by rounding before a file counts as inconsistent.
+_ROW_SUM_RTOL = 1e-3
 
 
 class CountMinSketch(TableSketch):
@@ -113,16 +114,18 @@ class CountMinSketch(TableSketch):
         conservative: bool = False,
         device: str = CPU,
     ) -> None:
-        if not isinstance(conservative, (bool, np.bool_)):
-            raise TypeError(f"conservative must be a bool, got {type(conservative).__name__}")
+        conservative = _arrays.check_bool("conservative", conservative)
         self._init_hashed_table(rows, cols, seed, hash, dtype, device)
-        self.conservative = bool(conservative)
+        self.conservative = conservative
         self._total_weight = 0.0
 
     # ------------------------------------------------------------ properties
     @property
     def total_weight(self) -> float:
-        """Sum of every weight added (``||w||_1``), merges included."""
+        """Sum of every weight added (``||w||_1``), merges included.
+
+        A float64 sum of the weights as the table stores them (converted to its dtype).
+        """
         return self._total_weight
 
     @property
@@ -146,7 +149,7 @@ class CountMinSketch(TableSketch):
         >>> CountMinSketch.suggest_cols(0.01)
         272
         """
-        eps = _check_real("eps", eps)
+        eps = _arrays.check_real("eps", eps, finite=False)
         if not 0.0 < eps < math.inf:
             raise ValueError(f"eps must be positive and finite, got {eps}")
         cols = math.ceil(math.e / eps)
@@ -169,7 +172,7 @@ class CountMinSketch(TableSketch):
         >>> CountMinSketch.suggest_rows(0.01)
         5
         """
-        delta = _check_real("delta", delta)
+        delta = _arrays.check_real("delta", delta, finite=False)
         if not 0.0 < delta < 1.0:
             raise ValueError(f"delta must lie in (0, 1), got {delta}")
         rows = max(1, math.ceil(-math.log(delta)))
@@ -191,6 +194,9 @@ class CountMinSketch(TableSketch):
         weights : float or array_like, shape (n,), default 1.0
             Non-negative finite weights: one scalar for all keys (a host
             number on either device), or one per key on the sketch's device.
+            Each must fit the table's dtype, and the update is refused when
+            it would take :attr:`total_weight` beyond half the dtype's
+            largest value (so that no counter can overflow).
 
         Returns
         -------
@@ -209,13 +215,15 @@ class CountMinSketch(TableSketch):
         indices, _ = self._item_keys(indices)
         idx = _arrays.as_input(indices, "indices", device=self._device, kind="index")
         _arrays.check_index_range(idx, "indices", _INDEX_BOUND)
+        idx = _arrays.detached(idx, self._table)
         if _is_scalar(weights):
             values, vstep, added = self._scalar_weight(weights, idx.size)
         else:
             val = _arrays.kernel_values(_arrays.as_input(weights, "weights", device=self._device))
             _arrays.check_same_length(idx, "indices", val, "weights")
             added = self._check_weights(val, "weights")
-            values, vstep = val.array, 1
+            values, vstep = _arrays.detached(val, self._table).array, 1
+        self._check_total(added, "weights")
         self._apply(idx.array, False, values, vstep, idx.size, idx.stream, added)
         return self
 
@@ -247,7 +255,9 @@ class CountMinSketch(TableSketch):
         if inp.size > _INDEX_BOUND:
             raise ValueError(f"x must have at most {_INDEX_BOUND} entries, got {inp.size}")
         added = self._check_weights(inp, "x")
-        self._apply(self._no_indices(), True, inp.array, 1, inp.size, inp.stream, added)
+        self._check_total(added, "x")
+        values = _arrays.detached(inp, self._table).array
+        self._apply(self._no_indices, True, values, 1, inp.size, inp.stream, added)
         return self
 
     def _scalar_weight(self, weight: Any, n: int) -> tuple[Any, int, float]:
@@ -256,25 +266,26 @@ class CountMinSketch(TableSketch):
         w = float(val.array)
         if not math.isfinite(w):
             raise ValueError(f"weights must be finite, got {w}")
+        _arrays.raise_unfit("weights", 0, int(abs(w) > _arrays.fit_limit(self.dtype)), self.dtype)
         if w < 0:
             raise ValueError(f"weights must be non-negative, got {w}")
         host = np.asarray(val.array).reshape(1)
         values = host if self._device == CPU else _cuda.to_device(host)
-        return values, 0, w * n
+        return values, 0, float(self.dtype.type(w)) * n
 
     def _check_weights(self, inp: Input, name: str) -> float:
-        """Refuse non-finite or negative weights; their float64 sum otherwise."""
+        """Refuse non-finite, overflowing or negative weights; their float64 sum otherwise.
+
+        The sum is of the weights as the table stores them (converted to its dtype).
+        """
+        args = (inp.array, _arrays.fit_limit(self.dtype), self.dtype == np.float32)
         if inp.device == CPU:
-            nonfinite, negative, total = kernels.cpu_weight_stats(inp.array)
+            nonfinite, overflow, negative, total = kernels.cpu_weight_stats(*args)
         else:
-            stats = _cuda.zeros(3, np.float64, stream=inp.stream)
-            _cuda.launch(kernels.cuda_weight_stats, inp.size, inp.stream)(inp.array, stats)
-            nonfinite, negative, total = _cuda.to_host(stats)
-        if nonfinite:
-            raise ValueError(
-                f"{name} holds {int(nonfinite)} NaN or Inf value(s); pysketch refuses "
-                "non-finite input"
-            )
+            stats = _cuda.zeros(4, np.float64, stream=inp.stream)
+            _cuda.launch(kernels.cuda_weight_stats, inp.size, inp.stream)(*args, stats)
+            nonfinite, overflow, negative, total = _cuda.to_host(stats)
+        _arrays.raise_unfit(name, int(nonfinite), int(overflow), self.dtype)
         if negative:
             raise ValueError(
                 f"{name} must be non-negative (Count-Min counts weights), "
@@ -282,8 +293,20 @@ class CountMinSketch(TableSketch):
             )
         return float(total)
 
-    def _no_indices(self) -> Any:
-        return _NO_INDICES if self._device == CPU else _cuda.to_device(_NO_INDICES)
+    def _check_total(self, added: float, name: str) -> None:
+        """Refuse what would take ``total_weight`` past half the dtype's largest value.
+
+        No counter exceeds the total weight (every update adds at most its
+        weight to a cell), so with this bound no counter can overflow to inf.
+        """
+        limit = float(np.finfo(self.dtype).max) / 2
+        total = self._total_weight + added
+        if total > limit:
+            raise ValueError(
+                f"{name} would take total_weight to {total:.7g}, beyond what {self.dtype} "
+                f"counters hold safely ({limit:.7g}); pysketch refuses updates that could "
+                "overflow a counter (use dtype=numpy.float64)"
+            )
 
     def _apply(
         self, indices: Any, dense: bool, values: Any, vstep: int, n: int, stream: Any, added: float
@@ -438,6 +461,7 @@ class CountMinSketch(TableSketch):
         """
         self.check_compatible(other)
         added = other._total_weight  # read first: other may be self
+        self._check_total(added, "other")
         self._axpy(1.0, other)
         self._total_weight += added
         return self
@@ -479,10 +503,31 @@ class CountMinSketch(TableSketch):
         total = float(raw)
         if not 0.0 <= total < math.inf:
             raise ValueError(f"{source}: total_weight must be finite and non-negative, got {total}")
-        table = self.table_to_host()
-        if not np.isfinite(table).all() or (table < 0).any():
-            raise ValueError(f"{source}: table holds negative or non-finite counters")
         self._total_weight = total
+
+    def _check_state(self, source: str) -> None:
+        """Finite, non-negative counters whose rows add up to ``total_weight``.
+
+        Every update adds its weight to one cell per row (the conservative
+        update at most that), so each row sums to the total weight (at most
+        the total weight), up to a relative ``_ROW_SUM_RTOL`` for rounding.
+        """
+        super()._check_state(source)
+        host = self._table if self._device == CPU else self.table_to_host()
+        negative = int(np.count_nonzero(host < 0))
+        if negative:
+            raise ValueError(f"{source}: table holds {negative} negative counter(s)")
+        sums = host.sum(axis=1, dtype=np.float64)
+        total = self._total_weight
+        slack = _ROW_SUM_RTOL * total
+        low = -math.inf if self.conservative else total - slack
+        bad = (sums > total + slack) | (sums < low)
+        if bad.any():
+            rule = "at most" if self.conservative else "equal to"
+            raise ValueError(
+                f"{source}: total_weight {total} is inconsistent with the table: every row "
+                f"must sum to {rule} it (row {int(np.argmax(bad))} sums to {sums[bad][0]})"
+            )
 
 
 def _item(value: Any) -> Any:
@@ -492,11 +537,3 @@ def _item(value: Any) -> Any:
 
 def _is_scalar(obj: Any) -> bool:
     return not _cuda.is_cuda_array(obj) and np.ndim(obj) == 0
-
-
-def _check_real(name: str, value: Any) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if isinstance(value, np.complexfloating):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)

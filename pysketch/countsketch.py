@@ -32,13 +32,10 @@ from pysketch import _arrays, _cuda, hashing, selection
 from pysketch._arrays import CPU
 from pysketch._base import TableSketch
 from pysketch._frameworks import follows
-from pysketch.countmin import _check_real
 from pysketch.kernels import countsketch as kernels
 from pysketch.kernels import reductions
 
 __all__ = ["CountSketch"]
-
-_NO_INDICES = np.empty(0, dtype=np.int64)  # the index argument of dense estimates
 
 
 class CountSketch(TableSketch):
@@ -135,7 +132,7 @@ class CountSketch(TableSketch):
         >>> CountSketch.suggest_cols(0.01)
         80000
         """
-        eps = _check_real("eps", eps)
+        eps = _arrays.check_real("eps", eps, finite=False)
         if not 0.0 < eps <= 1.0:
             raise ValueError(f"eps must lie in (0, 1], got {eps}")
         cols = math.ceil(8.0 / eps**2)
@@ -162,7 +159,7 @@ class CountSketch(TableSketch):
         >>> CountSketch.suggest_rows(0.01)
         17
         """
-        delta = _check_real("delta", delta)
+        delta = _arrays.check_real("delta", delta, finite=False)
         if not 0.0 < delta < 1.0:
             raise ValueError(f"delta must lie in (0, 1), got {delta}")
         rows = max(1, math.ceil(32.0 / 9.0 * math.log(1.0 / delta)))
@@ -180,7 +177,9 @@ class CountSketch(TableSketch):
         x : array_like of shape (d,)
             Real values on the sketch's device (integers are converted in the kernel).
         check_finite : bool, default True
-            Refuse NaN and Inf (one extra read of ``x``); the sketch is unchanged then.
+            Refuse NaN and Inf, and values that would overflow the table's
+            dtype (``1e39`` into float32), with one extra read of ``x``; the
+            sketch is unchanged then. With ``False`` the caller vouches for both.
 
         Returns
         -------
@@ -199,8 +198,8 @@ class CountSketch(TableSketch):
         if inp.size != self.d:
             raise ValueError(f"x must have length d={self.d}, got {inp.size}")
         if check_finite:
-            _arrays.check_finite(inp, "x")
-        self._accumulate(_NO_INDICES, inp, dense=True)
+            _arrays.check_finite(inp, "x", into=self.dtype)
+        self._accumulate(self._no_indices, _arrays.detached(inp, self._table), dense=True)
         return self
 
     @follows("values", "indices", record=True)
@@ -218,7 +217,8 @@ class CountSketch(TableSketch):
         values : array_like, shape (n,)
             Their values.
         check_finite : bool, default True
-            Refuse NaN and Inf in ``values``.
+            Refuse NaN and Inf in ``values``, and values that would overflow
+            the table's dtype.
 
         Returns
         -------
@@ -240,34 +240,37 @@ class CountSketch(TableSketch):
         _arrays.check_same_length(idx, "indices", val, "values")
         _arrays.check_index_range(idx, "indices", self.d)
         if check_finite:
-            _arrays.check_finite(val, "values")
+            _arrays.check_finite(val, "values", into=self.dtype)
+        idx, val = (_arrays.detached(arg, self._table) for arg in (idx, val))
         self._accumulate(idx.array, val, dense=False)
         return self
 
     def _accumulate(self, indices: Any, values: _arrays.Input, *, dense: bool) -> None:
         n = values.size
         if self._device != CPU:
-            if dense:
-                indices = _cuda.to_device(_NO_INDICES)
             _cuda.launch(kernels.cuda_accumulate, n, values.stream)(
                 self._table, self._family, self._keys, indices, values.array, dense
             )
             return
-        # Tasks are (row, chunk of the input) pairs, as many as a multiple of the
-        # thread count so that no thread idles (5 rows on 2 threads split 3:2
-        # otherwise); each chunk beyond the first needs a private table, since
-        # prange has no atomics, reduced at the end. That costs O(table), so
-        # only inputs at least as large as the table are split.
-        threads = numba.get_num_threads()
-        chunks = threads // math.gcd(self.rows, threads) if n >= self._table.size else 1
-        scratch = (
-            self._table[None]
-            if chunks == 1
-            else np.zeros((chunks, self.rows, self.cols), dtype=self.dtype)
+        # Two chunks of the input (the second into one private table) balance
+        # any number of rows on two threads; the chunking depends on the sizes
+        # alone, never on the thread count, so neither do the sums. The
+        # private table costs O(table), so only inputs at least as large as
+        # the table are split: scratch never exceeds one table.
+        chunks = 2 if n >= self._table.size else 1
+        partials = np.zeros((chunks - 1, self.rows, self.cols), dtype=self.dtype)
+        kernels.cpu_accumulate(
+            self._table,
+            partials,
+            self._family,
+            self._keys,
+            indices,
+            values.array,
+            dense,
+            numba.get_num_threads(),
         )
-        kernels.cpu_accumulate(scratch, self._family, self._keys, indices, values.array, dense)
         if chunks > 1:
-            self._table += scratch.sum(axis=0, dtype=self.dtype)
+            self._table += partials[0]
 
     # -------------------------------------------------------------- estimate
     @follows("indices")
@@ -330,22 +333,26 @@ class CountSketch(TableSketch):
             out = self._unsketch(one if self._device == CPU else _cuda.to_device(one), mode)
             return float(out[0] if self._device == CPU else _cuda.to_host(out)[0])
         if indices is None:
-            idx, n, dense = _NO_INDICES, self.d, True
+            idx, n, dense, stream = self._no_indices, self.d, True, self._stream()
         else:
             inp = _arrays.as_input(indices, "indices", device=self._device, kind="index")
             _arrays.check_index_range(inp, "indices", self.d)
-            idx, n, dense = inp.array, inp.size, False
+            idx, n, dense, stream = inp.array, inp.size, False, inp.stream
         if self._device == CPU:
             out = np.empty(n, dtype=self.dtype)
             kernels.cpu_estimate(self._table, self._family, self._keys, idx, dense, mode, out)
         else:
-            out = _cuda.empty(n, self.dtype)
-            if dense:
-                idx = _cuda.to_device(_NO_INDICES)
-            _cuda.launch(kernels.cuda_estimate, n)(
-                self._table, self._family, self._keys, idx, dense, mode, out
-            )
+            out = _cuda.empty(n, self.dtype, stream=stream)
+            if n:
+                _cuda.launch(kernels.cuda_estimate, n, stream)(
+                    self._table, self._family, self._keys, idx, dense, mode, out
+                )
         return out
+
+    def _stream(self) -> Any:
+        """The caller's stream where no input names one: the current stream of the table's
+        producer (CuPy's current stream), as Count-Min's queries use their input's."""
+        return _cuda.stream_for(self._table)
 
     def l2_estimate(self) -> float:
         """Estimate ``||x||_2``: ``sqrt(median_j sum_b S[j, b]^2)``.
@@ -362,10 +369,15 @@ class CountSketch(TableSketch):
             sumsq = np.empty(self.rows)
             reductions.cpu_row_sumsq(self._table, sumsq)
         else:
-            out = _cuda.zeros(self.rows, np.float64)
-            _cuda.launch(reductions.cuda_row_sumsq, self._table.size)(self._table, out)
+            stream = self._stream()
+            out = _cuda.zeros(self.rows, np.float64, stream=stream)
+            _cuda.launch(reductions.cuda_row_sumsq, self._table.size, stream)(self._table, out)
             sumsq = _cuda.to_host(out)
-        return math.sqrt(reductions.median_inplace(sumsq, self.rows))
+        median = np.empty(1)
+        reductions.combine_columns(
+            sumsq.reshape(self.rows, 1), self.rows, reductions.MEDIAN, median
+        )
+        return math.sqrt(median[0])
 
     @follows()
     def heavy_hitters(
@@ -398,8 +410,7 @@ class CountSketch(TableSketch):
         if k is not None:
             _arrays.check_positive_int("k", k, maximum=self.d)
             return selection.topk(self.estimate(), k, check_finite=False)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
-            raise TypeError(f"threshold must be a real number, got {type(threshold).__name__}")
+        threshold = _arrays.check_real("threshold", threshold, finite=False)
         if not 0 <= threshold < math.inf:
             raise ValueError(f"threshold must be finite and non-negative, got {threshold}")
         tau = threshold * self.l2_estimate()
@@ -462,13 +473,41 @@ class CountSketch(TableSketch):
         return self
 
     def scale(self, factor: float) -> CountSketch:
-        """Multiply the table by ``factor``, in place."""
-        if isinstance(factor, bool) or not isinstance(factor, (int, float, np.number)):
-            raise TypeError(f"factor must be a real number, got {type(factor).__name__}")
-        if not math.isfinite(factor):
-            raise ValueError(f"factor must be finite, got {factor}")
-        self._scale(float(factor))
+        """Multiply the table by ``factor``, in place.
+
+        Raises
+        ------
+        TypeError
+            ``factor`` is not a real number (complex included).
+        ValueError
+            ``factor`` is not finite, or the product would overflow the
+            table's dtype (checked against the largest cell first, so the
+            table is unchanged).
+        """
+        factor = _arrays.check_real("factor", factor)
+        limit = _arrays.fit_limit(self.dtype)
+        peak = self._max_abs()
+        with np.errstate(over="ignore"):  # the factor as the table's dtype holds it may round up
+            magnitude = max(abs(factor), abs(float(self.dtype.type(factor))))
+        # The factor must fit as well: zero cells times an infinite factor are NaN.
+        if max(peak, 1.0) * magnitude > limit:
+            raise ValueError(
+                f"factor {factor:g} would overflow the {self.dtype} table (largest cell "
+                f"{peak:g}, largest finite value {np.finfo(self.dtype).max:.7g})"
+            )
+        self._scale(factor)
         return self
+
+    def _max_abs(self) -> float:
+        """The largest ``|cell|`` of the table."""
+        if self._device == CPU:
+            peaks = np.empty(self.rows)
+            reductions.cpu_row_max_abs(self._table, peaks)
+            return float(peaks.max())
+        out = _cuda.zeros(1, np.float64)
+        flat = self._table.reshape(self._table.size)
+        _cuda.launch(reductions.cuda_max_abs, flat.size)(flat, out)
+        return float(_cuda.to_host(out)[0])
 
     def __add__(self, other: CountSketch) -> CountSketch:
         self.check_compatible(other)

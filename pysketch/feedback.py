@@ -22,7 +22,6 @@ Sketched-SGD momentum stopping (Ivkin et al. 2019)::
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -34,15 +33,6 @@ from pysketch.kernels import elementwise
 from pysketch.kernels import select as sel
 
 __all__ = ["ErrorFeedback", "Momentum"]
-
-
-def _check_real(name: str, value: Any) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
 
 
 class _DenseState:
@@ -76,18 +66,18 @@ class _DenseState:
         return self._device
 
     # ------------------------------------------------------------ validation
-    def _dense(self, x: Any, name: str, check_finite: bool) -> Input:
+    def _dense(self, x: Any, name: str, check_finite: bool, scale: float = 1.0) -> Input:
         inp = _arrays.as_input(x, name, device=self._device)
         if inp.size != self._d:
             raise ValueError(f"{name} must have shape ({self._d},), got {tuple(inp.array.shape)}")
         if check_finite:
-            _arrays.check_finite(inp, name)
-        return inp
+            _arrays.check_finite(inp, name, into=self._dtype, scale=scale)
+        return _arrays.detached(inp, self._vec)
 
     def _indices(self, indices: Any) -> Input:
         ind = _arrays.as_input(indices, "indices", device=self._device, kind="index")
         _arrays.check_index_range(ind, "indices", self._d)
-        return ind
+        return _arrays.detached(ind, self._vec)
 
     # ------------------------------------------------------------ updates
     def _axpy(self, alpha: float, inp: Input) -> None:
@@ -139,7 +129,7 @@ class _DenseState:
         """Restore from :meth:`state_dict` output (a host array of shape ``(d,)``).
 
         Raises, leaving the state unchanged, on a missing key, a wrong shape, a
-        non-real dtype or NaN/Inf.
+        non-real dtype, NaN/Inf, or values that overflow the buffer's dtype.
         """
         if not isinstance(state, dict) or self._STATE_KEY not in state:
             raise KeyError(f"state must be a dict with key {self._STATE_KEY!r}")
@@ -150,7 +140,7 @@ class _DenseState:
         inp = _arrays.as_input(value, name, device=CPU)
         if inp.size != self._d:
             raise ValueError(f"{name} must have shape ({self._d},), got {tuple(inp.array.shape)}")
-        _arrays.check_finite(inp, name)
+        _arrays.check_finite(inp, name, into=self._dtype)
         host = np.ascontiguousarray(inp.array, dtype=self._dtype)
         if self._device == CPU:
             self._vec[...] = host
@@ -203,10 +193,11 @@ class ErrorFeedback(_DenseState):
         scale : float, default 1.0
             E.g. the learning rate.
         check_finite : bool, default True
-            Raise on NaN or Inf in ``x``.
+            Raise on NaN or Inf in ``x``, and where ``scale * x`` would overflow
+            the buffer's dtype.
         """
-        scale = _check_real("scale", scale)
-        inp = self._dense(x, "x", check_finite)
+        scale = _arrays.check_real("scale", scale)
+        inp = self._dense(x, "x", check_finite, scale)
         self._axpy(scale, inp)
 
     def subtract_sparse(self, indices: Any, values: Any, *, check_finite: bool = True) -> None:
@@ -218,14 +209,15 @@ class ErrorFeedback(_DenseState):
         values : real array, shape (n,)
             Both on this object's device.
         check_finite : bool, default True
-            Raise on NaN or Inf in ``values``.
+            Raise on NaN or Inf in ``values``, and on values that would
+            overflow the buffer's dtype.
         """
         ind = self._indices(indices)
         val = _arrays.as_input(values, "values", device=self._device)
         _arrays.check_same_length(ind, "indices", val, "values")
         if check_finite:
-            _arrays.check_finite(val, "values")
-        self._scatter_sub(ind, val)
+            _arrays.check_finite(val, "values", into=self._dtype)
+        self._scatter_sub(ind, _arrays.detached(val, self._vec))
 
     def compress(self, compressor: Callable[[Any], tuple[Any, Any]]) -> tuple[Any, Any]:
         """Run ``compressor(memory) -> (indices, values)``, subtract what it sends, return it.
@@ -287,12 +279,13 @@ class Momentum(_DenseState):
         device: str = "cpu",
         nesterov: bool = False,
     ) -> None:
-        rho = _check_real("rho", rho)
+        rho = _arrays.check_real("rho", rho)
         if not 0.0 <= rho < 1.0:
             raise ValueError(f"rho must lie in [0, 1), got {rho}")
+        nesterov = _arrays.check_bool("nesterov", nesterov)
         super().__init__(d, dtype=dtype, device=device)
         self._rho = rho
-        self._nesterov = bool(nesterov)
+        self._nesterov = nesterov
 
     @property
     def rho(self) -> float:
@@ -314,7 +307,8 @@ class Momentum(_DenseState):
         ----------
         g : real array, shape (d,), on this object's device
         check_finite : bool, default True
-            Raise on NaN or Inf in ``g``.
+            Raise on NaN or Inf in ``g``, and on values that would overflow
+            the buffer's dtype.
 
         Returns
         -------

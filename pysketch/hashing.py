@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from pysketch._arrays import check_seed
 from pysketch._cuda import device_function
 
 __all__ = [
@@ -217,11 +218,8 @@ def hash_keys(seed: int, rows: int, family: str = DEFAULT_FAMILY) -> np.ndarray:
     True
     """
     code = family_code(family)
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
-    if not 0 <= int(seed) < 2**64:
-        raise ValueError(f"seed must lie in [0, 2**64), got {seed}")
-    state = np.uint64((int(seed) ^ (0x5EED << 48) ^ (code << 40)) & ((1 << 64) - 1))
+    seed = check_seed(seed)
+    state = np.uint64((seed ^ (0x5EED << 48) ^ (code << 40)) & ((1 << 64) - 1))
     keys = np.empty((rows, N_KEYS), dtype=np.uint64)
     for j in range(rows):
         for t in range(N_KEYS):

@@ -14,7 +14,6 @@ NaN or Inf in the input is an error (``check_finite=True``, the default).
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numba
@@ -31,9 +30,13 @@ __all__ = ["topk", "randomk", "threshold", "gather", "scatter"]
 
 # Below this many entries the CPU top-k resolves every digit serially.
 _SERIAL_MAX = 1 << 15
+# From this k on, the CPU top-k radix-sorts all its candidates (parallel) rather than
+# narrowing them serially and merge-sorting the survivors.
+_SORT_CANDIDATES_MIN = 1 << 17
 _MASK32 = np.uint32(0x7FFFFFFF)
 _MASK64 = np.uint64(0x7FFFFFFFFFFFFFFF)
 _MASK_ALL = (1 << 64) - 1
+_INDEX_MAX = int(np.iinfo(np.int64).max)  # indices are int64: a length beyond cannot be indexed
 
 
 # ----------------------------------------------------------------- helpers
@@ -44,19 +47,35 @@ def _vector(x: Any, name: str, *, kind: str = "float") -> Input:
 
 
 def _check_k(k: Any, d: int) -> int:
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an integer, got {type(k).__name__}")
-    if k < 0 or k > d:
-        raise ValueError(f"k must lie in [0, d] = [0, {d}] for an input of length {d}, got {k}")
-    return int(k)
+    return _arrays.check_int(
+        "k", k, minimum=0, maximum=d, expected=f"an integer in [0, d] = [0, {d}]"
+    )
 
 
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
-    if not 0 <= int(seed) < 2**64:
-        raise ValueError(f"seed must lie in [0, 2**64), got {seed}")
-    return int(seed)
+def _float_result(dtype) -> np.dtype:
+    """The dtype of a new dense result: float32 and float64 stay, integers become float64."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype in _arrays.FLOAT_DTYPES else np.dtype(np.float64)
+
+
+def _out_vector(out: Any, d: int, device: str):
+    """``out`` validated as a writable float vector of length ``d`` on ``device``."""
+    if device == CPU:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+        if not out.flags.writeable:
+            raise ValueError("out must be writable")
+        if not out.dtype.isnative:  # a converted copy would receive the result instead
+            raise ValueError(f"out must be in native byte order, got dtype {out.dtype.str}")
+    dense = _arrays.as_input(out, "out", device=device)
+    if np.dtype(dense.array.dtype) not in _arrays.FLOAT_DTYPES:
+        raise TypeError(
+            f"out must be float32 or float64, got {np.dtype(dense.array.dtype)}: an integer "
+            "out would truncate the values and wrap their sums"
+        )
+    if dense.size != d:
+        raise ValueError(f"out must have shape ({d},), got {tuple(dense.array.shape)}")
+    return dense.array
 
 
 def _empty(n: int, dtype, device: str, stream=0):
@@ -128,7 +147,8 @@ def _topk_cpu(arr: np.ndarray, k: int) -> np.ndarray:
         idx, _ = sel.cpu_finish(np.arange(d, dtype=np.int64), keys, k, np.uint64(0), width, cap)
         return idx
     shift = width - sel.DIGIT_BITS
-    hist = sel.cpu_histogram(bits, mask, np.uint64(shift), numba.get_num_threads())
+    threads = numba.get_num_threads()
+    hist = sel.cpu_histogram(bits, mask, np.uint64(shift), threads)
     from_top = np.cumsum(hist.sum(axis=0)[::-1])
     b = sel.BINS - 1 - int(np.searchsorted(from_top, k))
     lo = np.uint64(b << shift)
@@ -136,11 +156,45 @@ def _topk_cpu(arr: np.ndarray, k: int) -> np.ndarray:
     offsets = np.zeros(per_chunk.shape[0], dtype=np.int64)
     np.cumsum(per_chunk[:-1], out=offsets[1:])
     n = int(per_chunk.sum())
-    cand_idx = np.empty(n, dtype=np.int64)
-    cand_key = np.empty(n, dtype=np.uint64)
+    if k < _SORT_CANDIDATES_MIN:
+        cand_idx = np.empty(n, dtype=np.int64)
+        cand_key = np.empty(n, dtype=np.uint64)
+        sel.cpu_compact_ge(bits, mask, lo, offsets, cand_idx, cand_key)
+        idx, _ = sel.cpu_finish(cand_idx, cand_key, k, lo, shift, cap)
+        return idx
+    # Many winners: sort every candidate (they are about k) with a parallel radix sort
+    # instead of narrowing them serially and merge-sorting the survivors. Keys keep
+    # their width (uint32 for float32) and indices fit 32 bits below 2**32 entries.
+    index_dtype = np.uint32 if d <= 2**32 else np.int64
+    cand_idx = np.empty(n, dtype=index_dtype)
+    cand_key = np.empty(n, dtype=bits.dtype)
     sel.cpu_compact_ge(bits, mask, lo, offsets, cand_idx, cand_key)
-    idx, _ = sel.cpu_finish(cand_idx, cand_key, k, lo, shift, cap)
-    return idx
+    # The largest key lies in the highest non-empty bucket: no pass needed to find it.
+    top = int(np.flatnonzero(hist.sum(axis=0))[-1])
+    cand_key, cand_idx = _radix_sort_desc(cand_key, cand_idx, lo, ((top + 1) << shift) - 1, threads)
+    return cand_idx[:k].astype(np.int64)
+
+
+def _radix_sort_desc(keys, idx, lo, high, threads):
+    """``(keys, idx)`` sorted by descending key, stably; keys lie in ``[lo, high]``.
+
+    A least-significant-digit radix sort of ``key - lo`` in as few passes as
+    its width needs, with digits of equal width (at most ``DIGIT_BITS``). The
+    result is in the given arrays or in as many again of scratch (returned).
+    """
+    width = (high - int(lo)).bit_length()
+    passes = -(-width // sel.DIGIT_BITS)
+    if passes == 0:  # a single key: index order is the answer
+        return keys, idx
+    digit = -(-width // passes)
+    offsets = np.empty((4 * threads, 1 << digit), dtype=np.int64)
+    src, dst = (keys, idx), (np.empty_like(keys), np.empty_like(idx))
+    for p in range(passes):
+        sel.cpu_radix_pass(
+            *src, *dst, lo, np.uint64(p * digit), np.uint64((1 << digit) - 1), offsets
+        )
+        src, dst = dst, src
+    return src
 
 
 def _radix_levels(run_histogram, width: int, need: int) -> tuple[int, int, int, bool]:
@@ -303,9 +357,9 @@ def randomk(d: int, k: int, *, seed: int, device: str = "cpu") -> Any:
     >>> bool((idx[1:] > idx[:-1]).all())
     True
     """
-    d = _arrays.check_positive_int("d", d)
+    d = _arrays.check_positive_int("d", d, maximum=_INDEX_MAX)
     k = _check_k(k, d)
-    seed = _check_seed(seed)
+    seed = _arrays.check_seed(seed)
     _arrays.check_device(device)
     state = np.uint64(seed ^ 0x52414E444F4D4B00)  # "RANDOMK\0"
     for word in (d, k):
@@ -347,9 +401,7 @@ def threshold(x: Any, tau: float, *, check_finite: bool = True) -> tuple[Any, An
     (array([1, 2]), array([-3.,  2.]))
     """
     inp = _vector(x, "x")
-    if isinstance(tau, (bool, np.bool_)) or not isinstance(tau, numbers.Real):
-        raise TypeError(f"tau must be a real number, got {type(tau).__name__}")
-    tau = float(tau)
+    tau = _arrays.check_real("tau", tau, finite=False)
     if not np.isfinite(tau) or tau < 0:
         raise ValueError(f"tau must be finite and >= 0, got {tau}")
     if check_finite:
@@ -431,18 +483,22 @@ def scatter(
     values : real array, shape (n,), on the same device as ``indices``
     d : int
         Length of the result, positive.
-    out : array, shape (d,), optional
-        Written in place and returned (a writable NumPy array on the CPU).
-        Zeroed first unless ``accumulate``.
+    out : float32 or float64 array, shape (d,), optional
+        Written in place and returned (a writable NumPy array in native byte
+        order on the CPU). Zeroed first unless ``accumulate``. Integer arrays
+        are refused: floats would be truncated and sums could wrap around.
+        ``values`` or ``indices`` that share memory with it are copied first.
     accumulate : bool, default False
         Add into ``out`` instead of overwriting it (needs ``out``).
     check_finite : bool, default True
-        Raise on NaN or Inf in ``values``.
+        Raise on NaN or Inf in ``values``, and on values that would overflow
+        the result's dtype (float64 values of ``1e39`` into a float32 ``out``).
 
     Returns
     -------
     dense : array, shape (d,)
-        ``out``, or a new array of ``values``' dtype, on the inputs' device.
+        ``out``, or a new array of ``values``' dtype (float64 for integer
+        ``values``), on the inputs' device.
 
     Examples
     --------
@@ -454,26 +510,21 @@ def scatter(
     val = _vector(values, "values")
     ind = _arrays.as_input(indices, "indices", device=val.device, kind="index")
     _arrays.check_same_length(ind, "indices", val, "values")
-    d = _arrays.check_positive_int("d", d)
+    d = _arrays.check_positive_int("d", d, maximum=_INDEX_MAX)
     _arrays.check_index_range(ind, "indices", d)
-    if check_finite:
-        _arrays.check_finite(val, "values")
+    accumulate = _arrays.check_bool("accumulate", accumulate)
     if accumulate and out is None:
         raise ValueError("accumulate=True needs out")
-    if out is not None:
-        if val.device == CPU and not isinstance(out, np.ndarray):
-            raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
-        dense = _arrays.as_input(out, "out", device=val.device)
-        if dense.size != d:
-            raise ValueError(f"out must have shape ({d},), got {tuple(dense.array.shape)}")
-        if val.device == CPU and not out.flags.writeable:
-            raise ValueError("out must be writable")
-        target = dense.array
-    else:
-        target = None
+    target = None if out is None else _out_vector(out, d, val.device)
+    dtype = _float_result(val.array.dtype) if target is None else np.dtype(target.dtype)
+    if check_finite:
+        _arrays.check_finite(val, "values", into=dtype)
+    if target is not None:
+        val = _arrays.detached(val, target)
+        ind = _arrays.detached(ind, target)
     if val.device == CPU:
         if target is None:
-            target = np.zeros(d, dtype=np.asarray(val.array).dtype)
+            target = np.zeros(d, dtype=dtype)
         elif not accumulate:
             target[...] = 0
         if ind.size:
@@ -481,7 +532,7 @@ def scatter(
         return target if out is None else out
     stream = val.stream
     if target is None:
-        target = _cuda.zeros(d, val.array.dtype, stream=stream)
+        target = _cuda.zeros(d, dtype, stream=stream)
     elif not accumulate:
         _cuda.launch(elementwise.cuda_fill, d, stream)(target, 0)
     if ind.size:

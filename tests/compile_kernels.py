@@ -47,7 +47,7 @@ def signatures() -> dict[str, list[tuple]]:
             )
         sigs.setdefault("reductions.cuda_row_sumsq", []).append((tab, A(f64)))
     for dtype in (f32, f64):
-        sigs.setdefault("reductions.cuda_count_nonfinite", []).append((A(dtype), A(i64)))
+        sigs.setdefault("reductions.cuda_max_abs", []).append((A(dtype), A(f64)))
         sigs.setdefault("select.cuda_count_threshold", []).append((A(dtype), f64, A(i64)))
         sigs.setdefault("select.cuda_compact_threshold", []).append((A(dtype), f64, A(i64), A(i64)))
         sigs.setdefault("select.cuda_gather", []).append((A(dtype), A(i64), A(dtype)))
@@ -61,10 +61,11 @@ def signatures() -> dict[str, list[tuple]]:
         sigs.setdefault("elementwise.cuda_axpby_out", []).append(
             (A(dtype), A(dtype), f64, A(dtype))
         )
-    for idx in (i32, i64, u64):
-        sigs.setdefault("reductions.cuda_count_out_of_range", []).append((A(idx), i64, A(i64)))
+    for idx, upper in ((i32, i64), (i64, i64), (u64, u64)):
+        sigs.setdefault("reductions.cuda_count_out_of_range", []).append((A(idx), upper, A(i64)))
     for val in (f32, f64, i64, u64, i32):
-        sigs.setdefault("countmin.cuda_weight_stats", []).append((A(val), A(f64)))
+        sigs.setdefault("countmin.cuda_weight_stats", []).append((A(val), f64, b1, A(f64)))
+        sigs.setdefault("reductions.cuda_count_unfit", []).append((A(val), f64, f64, A(i64)))
     for bits in (u32, u64):
         sigs.setdefault("select.cuda_histogram", []).append((A(bits), bits, u64, u64, u64, A(i64)))
         sigs.setdefault("select.cuda_histogram_ties", []).append(

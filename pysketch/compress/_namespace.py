@@ -27,15 +27,6 @@ def device_of(x: Any) -> str:
     return "cpu" if namespace(x) is np else "cuda"
 
 
-def check_seed(seed: Any) -> int:
-    """``seed`` as an int in ``[0, 2**64)``, or a TypeError/ValueError naming it."""
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
-    if not 0 <= int(seed) < 2**64:
-        raise ValueError(f"seed must lie in [0, 2**64), got {seed}")
-    return int(seed)
-
-
 def step_seed(seed: int, step: int) -> int:
     """A seed for training step ``step`` of a run seeded ``seed``, the same on every worker."""
     return int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0])

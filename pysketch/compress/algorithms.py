@@ -34,14 +34,13 @@ leaves the algorithm as it was. :meth:`Algorithm.state_dict` and
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from pysketch import _arrays, selection
-from pysketch.compress._namespace import check_seed, device_of, namespace
+from pysketch.compress._namespace import device_of, namespace
 from pysketch.compress.communicators import Communicator
 from pysketch.compress.compressors import (
     Compressor,
@@ -49,7 +48,7 @@ from pysketch.compress.compressors import (
     Identity,
     RandomK,
     TopK,
-    _check_count,
+    check_count,
 )
 from pysketch.compress.messages import Dense, Sketch
 from pysketch.countsketch import CountSketch
@@ -68,21 +67,12 @@ __all__ = [
 ]
 
 
-def _check_real(name: str, value: Any, low: float, high: float = math.inf, *, closed: bool = True):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    inside = low <= value < high if closed else low < value < high
-    if not inside or not math.isfinite(value):
-        bracket = "[" if closed else "("
-        raise ValueError(f"{name} must lie in {bracket}{low}, {high}), got {value}")
+def _check_real(name: str, value: Any, low: float, high: float = math.inf) -> float:
+    """A real number in ``[low, high)``, or a TypeError/ValueError naming ``name``."""
+    value = _arrays.check_real(name, value)
+    if not low <= value < high:
+        raise ValueError(f"{name} must lie in [{low}, {high}), got {value}")
     return value
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -125,7 +115,7 @@ class Algorithm:
     ) -> None:
         self.d = _arrays.check_positive_int("d", d)
         self.lr = _check_real("lr", lr, 0.0)
-        self.seed = check_seed(seed)
+        self.seed = _arrays.check_seed(seed)
         self.dtype = _arrays.check_float_dtype("dtype", dtype)
         self.device = _arrays.check_device(device)
         self.steps = 0
@@ -410,7 +400,7 @@ class SGD(Algorithm):
     ) -> None:
         super().__init__(d, lr=lr, **kw)
         self.rho = _check_real("rho", rho, 0.0, 1.0)
-        self.nesterov = _check_bool("nesterov", nesterov)
+        self.nesterov = _arrays.check_bool("nesterov", nesterov)
         self._compressor = Identity(self.d)
         self._momentum = Momentum(
             self.d, rho=self.rho, nesterov=self.nesterov, dtype=self.dtype, device=self.device
@@ -465,9 +455,9 @@ class MemSGD(Algorithm):
         self, d: int, *, lr: float, k: int, compressor: str = "topk", memory: bool = True, **kw
     ) -> None:
         super().__init__(d, lr=lr, **kw)
-        self.k = _check_count("k", k, self.d)
+        self.k = check_count("k", k, self.d)
         self.compressor = _check_choice("compressor", compressor, ("topk", "randomk"))
-        self.memory = _check_bool("memory", memory)
+        self.memory = _arrays.check_bool("memory", memory)
         self._comp = (
             TopK(self.d, self.k)
             if compressor == "topk"
@@ -572,12 +562,12 @@ class SketchedSGD(_SketchAlgorithm):
         **kw,
     ) -> None:
         super().__init__(d, lr=lr, **kw)
-        self.k = _check_count("k", k, self.d)
+        self.k = check_count("k", k, self.d)
         self.rho = _check_real("rho", rho, 0.0, 1.0)
         self.p1, self.p2 = p1, p2
         self._n1 = _multiple("p1", p1, self.k, self.d)
         self._n2 = _multiple("p2", p2, self.k, self.d)
-        self.momentum_stopping = _check_bool("momentum_stopping", momentum_stopping)
+        self.momentum_stopping = _arrays.check_bool("momentum_stopping", momentum_stopping)
         self._make_compressor(rows, cols, hash, k=self._n2 or self.k)
 
     def _new_worker(self, init: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
@@ -675,7 +665,7 @@ class FetchSGD(_SketchAlgorithm):
         **kw,
     ) -> None:
         super().__init__(d, lr=lr, **kw)
-        self.k = _check_count("k", k, self.d)
+        self.k = check_count("k", k, self.d)
         self.rho = _check_real("rho", rho, 0.0, 1.0)
         self.error = _check_choice("error", error, ("subtract", "zero"))
         self._make_compressor(rows, cols, hash, k=self.k)
@@ -748,7 +738,7 @@ class SketchDL(_SketchAlgorithm):
         **kw,
     ) -> None:
         super().__init__(d, lr=lr, **kw)
-        self.error_feedback = _check_bool("error_feedback", error_feedback)
+        self.error_feedback = _arrays.check_bool("error_feedback", error_feedback)
         self.stateful_workers = self.error_feedback
         self._make_compressor(rows, cols, hash, decode="desketch")
 

@@ -13,14 +13,12 @@ Every compressor works on the CPU (NumPy) and on the GPU (CuPy) alike.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from pysketch import selection
-from pysketch._arrays import check_positive_int
-from pysketch.compress._namespace import check_seed, device_of, step_seed
+from pysketch import _arrays, selection
+from pysketch.compress._namespace import device_of, step_seed
 from pysketch.compress.messages import Dense, Message, SharedIndex, Sketch, Sparse, index_dtype
 from pysketch.countsketch import CountSketch
 
@@ -34,20 +32,18 @@ __all__ = [
 ]
 
 
-def _check_count(name: str, value: Any, d: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if not 1 <= value <= d:
-        raise ValueError(f"{name} must lie in [1, d={d}], got {value}")
-    return int(value)
+def check_count(name: str, value: Any, d: int) -> int:
+    """A number of coordinates in ``[1, d]``, or a TypeError/ValueError naming ``name``."""
+    return _arrays.check_int(
+        name, value, minimum=1, maximum=d, expected=f"an integer in [1, d={d}]"
+    )
 
 
 def _check_nonnegative(name: str, value: Any) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not 0 <= value < math.inf:
-        raise ValueError(f"{name} must be finite and non-negative, got {value}")
-    return float(value)
+    value = _arrays.check_real(name, value)
+    if value < 0:
+        raise ValueError(f"{name} must be non-negative, got {value}")
+    return value
 
 
 def _sparse(indices: Any, values: Any, d: int) -> Sparse:
@@ -68,7 +64,7 @@ class Compressor:
     message_type: type[Message] = Dense
 
     def __init__(self, d: int) -> None:
-        self.d = check_positive_int("d", d)
+        self.d = _arrays.check_positive_int("d", d)
 
     @property
     def summable(self) -> bool:
@@ -141,7 +137,7 @@ class TopK(Compressor):
 
     def __init__(self, d: int, k: int) -> None:
         super().__init__(d)
-        self.k = _check_count("k", k, self.d)
+        self.k = check_count("k", k, self.d)
 
     def compress(self, x: Any, *, step: int = 0) -> Sparse:
         return _sparse(*selection.topk(x, self.k), self.d)
@@ -181,8 +177,8 @@ class RandomK(Compressor):
 
     def __init__(self, d: int, k: int, *, seed: int = 0) -> None:
         super().__init__(d)
-        self.k = _check_count("k", k, self.d)
-        self.seed = check_seed(seed)
+        self.k = check_count("k", k, self.d)
+        self.seed = _arrays.check_seed(seed)
 
     def indices(self, step: int, device: str = "cpu") -> Any:
         """The indices every worker uses at ``step``."""
@@ -285,7 +281,7 @@ class CountSketchCompressor(Compressor):
         if decode == "topk":
             if k is None:
                 raise ValueError("decode='topk' needs k")
-            k = _check_count("k", k, self.d)
+            k = check_count("k", k, self.d)
         if decode == "threshold":
             if phi is None:
                 raise ValueError("decode='threshold' needs phi")

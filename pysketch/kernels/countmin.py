@@ -17,16 +17,15 @@ Conventions shared by the update kernels:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
 from pysketch._cuda import cuda, device_function
 from pysketch.hashing import bucket_sign
-from pysketch.kernels.reductions import MAX_ROWS, ordered
+from pysketch.kernels.parallel import parallel_kernel
+from pysketch.kernels.reductions import MAX_ROWS, add_if_nonzero, ordered, unfit
 
-_CHUNK = 4096  # queries per CPU estimate task
+_CHUNK = 4096  # queries per CPU estimate task, and weights per partial sum
 
 
 @device_function
@@ -47,13 +46,22 @@ def smaller(a, b):
 
 
 @device_function
-def weight_class(v):
-    """``(non-finite, negative, contribution to the sum)`` of one weight."""
-    if not math.isfinite(v):
-        return 1, 0, 0.0
-    if v < 0:
-        return 0, 1, 0.0
-    return 0, 0, np.float64(v)
+def weight_class(v, limit, single):
+    """``(non-finite, overflowing, negative, value as stored)`` of one weight.
+
+    A weight overflows when its magnitude exceeds ``limit`` (what the table's
+    dtype holds finitely); ``single`` says the table is float32, so the value
+    the table stores, and the total weight adds up, is the float32 one.
+    """
+    bad, over = unfit(v, 1.0, limit)
+    if bad or over:
+        return bad, over, 0, 0.0
+    f = np.float64(v)
+    if f < 0:
+        return 0, 0, 1, 0.0
+    if single:
+        return 0, 0, 0, np.float64(np.float32(f))
+    return 0, 0, 0, f
 
 
 @device_function
@@ -78,7 +86,7 @@ def query_one(table, family, keys, index, shift, clamp):
 # --------------------------------------------------------------------- CPU
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_update(table, family, keys, indices, dense, values, vstep, n):
     """Plain update. Each row is one task: a row's cells are written by one thread only."""
     rows, cols = table.shape
@@ -106,7 +114,7 @@ def cpu_update_conservative(table, family, keys, indices, dense, values, vstep, 
                 table[j, buckets[j]] = target
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_query(table, family, keys, indices, shift, clamp, out):
     n = out.shape[0]
     for c in prange((n + _CHUNK - 1) // _CHUNK):
@@ -114,18 +122,35 @@ def cpu_query(table, family, keys, indices, shift, clamp, out):
             out[t] = query_one(table, family, keys, np.int64(indices[t]), shift, clamp)
 
 
-@njit(parallel=True, cache=True)
-def cpu_weight_stats(w):
-    """(non-finite count, negative count, float64 sum) of ``w`` in one pass."""
+@parallel_kernel
+def cpu_weight_stats(w, limit, single):
+    """(non-finite, overflowing and negative counts, float64 sum) of ``w`` in one pass.
+
+    The sum adds fixed chunks' partial sums in chunk order, so it does not
+    depend on the number of threads.
+    """
+    n = w.shape[0]
+    chunks = (n + _CHUNK - 1) // _CHUNK
+    partial = np.zeros(chunks, dtype=np.float64)
     nonfinite = 0
+    overflow = 0
     negative = 0
+    for c in prange(chunks):
+        bad_c, over_c, neg_c, total_c = 0, 0, 0, 0.0
+        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+            bad, over, neg, value = weight_class(w[i], limit, single)
+            bad_c += bad
+            over_c += over
+            neg_c += neg
+            total_c += value
+        partial[c] = total_c
+        nonfinite += bad_c
+        overflow += over_c
+        negative += neg_c
     total = 0.0
-    for i in prange(w.shape[0]):
-        bad, neg, value = weight_class(w[i])
-        nonfinite += bad
-        negative += neg
-        total += value
-    return nonfinite, negative, total
+    for c in range(chunks):
+        total += partial[c]
+    return nonfinite, overflow, negative, total
 
 
 # --------------------------------------------------------------------- CUDA
@@ -182,20 +207,20 @@ def cuda_query(table, family, keys, indices, shift, clamp, out):
 
 
 @cuda.jit
-def cuda_weight_stats(w, stats):
-    """``stats`` (float64[3], zeroed) += (non-finite count, negative count, sum)."""
+def cuda_weight_stats(w, limit, single, stats):
+    """``stats`` (float64[4], zeroed) += (non-finite, overflowing, negative counts, sum)."""
     start, step = cuda.grid(1), cuda.gridsize(1)
     nonfinite = 0.0
+    overflow = 0.0
     negative = 0.0
     total = 0.0
     for i in range(start, w.shape[0], step):
-        bad, neg, value = weight_class(w[i])
+        bad, over, neg, value = weight_class(w[i], limit, single)
         nonfinite += bad
+        overflow += over
         negative += neg
         total += value
-    if nonfinite:
-        cuda.atomic.add(stats, 0, nonfinite)
-    if negative:
-        cuda.atomic.add(stats, 1, negative)
-    if total:
-        cuda.atomic.add(stats, 2, total)
+    add_if_nonzero(stats, 0, nonfinite)
+    add_if_nonzero(stats, 1, overflow)
+    add_if_nonzero(stats, 2, negative)
+    add_if_nonzero(stats, 3, total)

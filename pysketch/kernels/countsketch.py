@@ -3,9 +3,12 @@
 Both backends call the same scalar functions: :func:`pysketch.hashing.bucket_sign`
 for buckets and signs, and the compare-exchange ``ordered`` of the median's
 sorting network (per index on CUDA, across a chunk's columns on the CPU), so
-they agree bit for bit. The CPU accumulate splits work into (row, chunk of
-input) tasks, a private table per chunk since ``prange`` has no atomics; the
-CUDA kernels use atomics.
+buckets, signs and the combination of rows are the same on both. The CPU
+accumulate adds every input in a fixed order whatever the number of threads
+(threads own disjoint cells; see :func:`cpu_accumulate`), so its tables are
+reproducible bit for bit; the CUDA accumulate uses atomics, whose order of
+float additions varies, so its tables equal the CPU's exactly only when the
+sums are exact (integer values, say) and up to rounding otherwise.
 """
 
 from __future__ import annotations
@@ -15,29 +18,31 @@ from numba import njit, prange
 
 from pysketch._cuda import cuda, device_function
 from pysketch.hashing import bucket_sign
-from pysketch.kernels.reductions import MAX_ROWS, MEAN, combine_rows, ordered
+from pysketch.kernels.parallel import parallel_kernel
+from pysketch.kernels.reductions import MAX_ROWS, combine_columns
 
 _CHUNK = 4096  # indices an estimate task handles with one scratch buffer
 _BLOCK = 1024  # indices an accumulate task hashes before scattering them
 
 
 @device_function
-def estimate_one(table, family, keys, index, buf, mode):
+def estimate_one(table, family, keys, index, buf, result, mode):
+    """The estimate of one index; ``buf`` is ``(>= rows, 1)`` scratch, ``result`` one element."""
     rows = table.shape[0]
     for j in range(rows):
         bucket, sign = bucket_sign(family, keys, j, index, table.shape[1])
-        buf[j] = sign * np.float64(table[j, bucket])
-    return combine_rows(buf, rows, mode)
+        buf[j, 0] = sign * np.float64(table[j, bucket])
+    combine_columns(buf, rows, mode, result)
+    return result[0]
 
 
 # --------------------------------------------------------------------- CPU
 
 
-# hash_block and combine_columns are called, not inlined (no ``inline="always"``):
-# Numba-level inlining into the parallel kernels tripled their compile time
-# (estimate 8.9 s -> 4.0 s cold, accumulate 6.8 s -> 1.4 s once hash_block is
-# compiled) and the calls, once per block, cost nothing measurable: their own
-# loops still vectorise.
+# hash_block is called, not inlined (no ``inline="always"``): Numba-level inlining
+# into the parallel kernels multiplied their compile time (accumulate 6.8 s ->
+# 1.4 s once hash_block is compiled) and the call, once per block, costs nothing
+# measurable: its own loops still vectorise.
 @njit
 def hash_block(family, keys, row, cols, indices, start, width, dense, buckets, signs):
     """Buckets and signs in ``row`` of indices ``start .. start + width``: the
@@ -54,63 +59,93 @@ def hash_block(family, keys, row, cols, indices, start, width, dense, buckets, s
             buckets[t], signs[t] = bucket_sign(family, keys, row, indices[start + t], cols)
 
 
-@njit(parallel=True, cache=True)
-def cpu_accumulate(scratch, family, keys, indices, values, dense):
+@njit(inline="never", cache=True)
+def scatter_owned(row, buckets, signs, values, start, width, first, last, kept):
+    """``row[b] += s * v`` for the entries of a hashed block whose bucket is in ``[first, last)``.
+
+    The owned entries are compacted without branches first (a bucket range
+    split between threads makes the branch unpredictable). Kept out of line:
+    inlined next to the whole-row loop, it made that loop 3x slower.
+    """
+    span = np.uint64(last - first)
+    m = 0
+    for t in range(width):
+        kept[m] = t
+        m += np.int64(np.uint64(buckets[t] - first) < span)
+    for u in range(m):
+        t = kept[u]
+        row[buckets[t]] += signs[t] * values[start + t]
+
+
+@njit(inline="always")
+def accumulate_row(row, family, keys, j, indices, values, dense, start, stop, first, last):
+    """Add inputs ``start .. stop`` into the cells ``[first, last)`` of sketch row ``j``.
+
+    Each block of indices is hashed first, then scattered, so that the hashing
+    vectorises apart from the scatter's memory dependence. The inputs are
+    added in index order.
+    """
+    cols = row.shape[0]
+    buckets = np.empty(_BLOCK, dtype=np.int64)
+    signs = np.empty(_BLOCK, dtype=np.float32)
+    kept = np.empty(_BLOCK, dtype=np.int64)
+    whole = first == 0 and last == cols
+    for block in range(start, stop, _BLOCK):
+        width = min(_BLOCK, stop - block)
+        hash_block(family, keys, j, cols, indices, block, width, dense, buckets, signs)
+        if whole:
+            for t in range(width):
+                row[buckets[t]] += signs[t] * values[block + t]
+        else:
+            scatter_owned(row, buckets, signs, values, block, width, first, last, kept)
+
+
+@parallel_kernel
+def cpu_accumulate(table, partials, family, keys, indices, values, dense, pieces):
     """Add ``values[i]`` at index ``i`` (dense) or ``indices[i]`` (sparse).
 
-    Task ``(c, j)`` adds chunk ``c`` of the input into row ``j`` of
-    ``scratch[c]``; with one chunk, ``scratch`` is ``table[None]``. Each block
-    of indices is hashed first, then scattered, so that the hashing vectorises
-    apart from the scatter's memory dependence.
+    The input is cut into ``1 + len(partials)`` chunks: chunk 0 is added into
+    ``table``, chunk ``c`` into ``partials[c - 1]`` (zeroed; the caller adds
+    them to the table in order). Every cell receives its chunk's inputs in
+    index order, whatever ``pieces`` is, so the result does not depend on the
+    number of threads.
+
+    The work is the ``(chunk, row, cell)`` space flattened, cut into
+    ``pieces`` equal ranges: piece ``p`` hashes its chunks' inputs for every
+    (chunk, row) its range touches and adds only those that land in its own
+    cells, so no two threads write the same cell. Hashing is repeated only
+    for a (chunk, row) split between two pieces, which happens unless
+    ``pieces`` divides ``chunks * rows`` (1 or 2 pieces with 2 chunks never
+    split one); the scatter always divides evenly.
     """
-    n_chunks, rows, cols = scratch.shape
+    rows, cols = table.shape
+    chunks = partials.shape[0] + 1
     n = values.shape[0]
-    for task in prange(n_chunks * rows):
-        c, j = task // rows, task % rows
-        row = scratch[c, j]
-        buckets = np.empty(_BLOCK, dtype=np.int64)
-        signs = np.empty(_BLOCK, dtype=np.float32)
-        stop_chunk = (c + 1) * n // n_chunks
-        for start in range(c * n // n_chunks, stop_chunk, _BLOCK):
-            width = min(_BLOCK, stop_chunk - start)
-            hash_block(family, keys, j, cols, indices, start, width, dense, buckets, signs)
-            for t in range(width):
-                row[buckets[t]] += signs[t] * values[start + t]
+    cells = chunks * rows * cols
+    for p in prange(pieces):
+        lo = p * cells // pieces
+        hi = (p + 1) * cells // pieces
+        for unit in range(lo // cols, (hi + cols - 1) // cols):
+            c, j = unit // rows, unit % rows
+            first = max(lo - unit * cols, 0)
+            last = min(hi - unit * cols, cols)
+            if first < last:
+                row = table[j] if c == 0 else partials[c - 1, j]
+                start, stop = c * n // chunks, (c + 1) * n // chunks
+                accumulate_row(
+                    row, family, keys, j, indices, values, dense, start, stop, first, last
+                )
 
 
-@njit
-def combine_columns(per_row, mode, out):
-    """``out[i]`` = median (or mean) of column ``i`` of ``per_row``, as combine_rows would."""
-    rows, width = per_row.shape
-    if mode == MEAN:
-        total = np.zeros(width, dtype=np.float64)
-        for j in range(rows):
-            for i in range(width):
-                total[i] += per_row[j, i]
-        for i in range(width):
-            out[i] = total[i] / rows
-        return
-    for sweep in range(rows):
-        for j in range(sweep & 1, rows - 1, 2):
-            for i in range(width):
-                per_row[j, i], per_row[j + 1, i] = ordered(per_row[j, i], per_row[j + 1, i])
-    half = rows // 2
-    for i in range(width):
-        if rows % 2 == 1:
-            out[i] = per_row[half, i]
-        else:
-            out[i] = 0.5 * (per_row[half - 1, i] + per_row[half, i])
-
-
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_estimate(table, family, keys, indices, dense, mode, out):
     """``out[i]`` = estimate of index ``i`` (dense) or ``indices[i]``.
 
     Per chunk of indices: one pass per row hashes the chunk, then gathers
     ``s_j(i) S[j, h_j(i)]`` from that row of the table (which stays in cache)
     into row ``j`` of a scratch array; then the rows are combined column-wise,
-    the median's sorting network (:func:`~pysketch.kernels.reductions.median_inplace`'s)
-    running across all columns at once. Each step measured 5-7x faster than
+    the median's sorting network running across all columns at once
+    (:func:`~pysketch.kernels.reductions.combine_columns`). Each step measured 5-7x faster than
     doing it per index (single thread, d = 4e6, r = 5, c = 5e5), with
     identical results.
     """
@@ -126,7 +161,7 @@ def cpu_estimate(table, family, keys, indices, dense, mode, out):
             hash_block(family, keys, j, cols, indices, start, width, dense, buckets, signs)
             for t in range(width):
                 per_row[j, t] = signs[t] * table[j, buckets[t]]
-        combine_columns(per_row, mode, out[start : start + width])
+        combine_columns(per_row, rows, mode, out[start : start + width])
 
 
 # --------------------------------------------------------------------- CUDA
@@ -148,16 +183,17 @@ def cuda_accumulate(table, family, keys, indices, values, dense):
 @cuda.jit
 def cuda_estimate(table, family, keys, indices, dense, mode, out):
     start, step = cuda.grid(1), cuda.gridsize(1)
-    buf = cuda.local.array(MAX_ROWS, np.float64)
+    buf = cuda.local.array((MAX_ROWS, 1), np.float64)
+    result = cuda.local.array(1, np.float64)
     for i in range(start, out.shape[0], step):
         index = i if dense else indices[i]
-        out[i] = estimate_one(table, family, keys, index, buf, mode)
+        out[i] = estimate_one(table, family, keys, index, buf, result, mode)
 
 
 # ------------------------------------------------ zeroing touched buckets
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_zero_buckets(table, family, keys, indices):
     """``S[j, h_j(i)] = 0`` for every row ``j`` and every ``i`` in ``indices``."""
     rows, cols = table.shape

@@ -1,7 +1,8 @@
 """Small reductions that validation and the sketches share, on CPU and CUDA.
 
-Scalar logic (the median of a row's estimates) is written once as
-``@numba.njit`` functions that both the CPU and the CUDA kernels call.
+Scalar logic (the median of a row's estimates, the finiteness test) is
+written once as ``@numba.njit`` functions that both the CPU and the CUDA
+kernels call.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from pysketch._cuda import cuda, device_function
+from pysketch.kernels.parallel import parallel_kernel
 
 # Upper bound on sketch rows: the CUDA kernels keep one estimate per row in a
 # fixed-size per-thread array.
@@ -27,46 +29,64 @@ def ordered(a, b):
 
 
 @device_function
-def median_inplace(buf, n):
-    """Median of ``buf[:n]``, sorting it in place; mean of the two middle for even n.
+def combine_columns(per_row, n, mode, out):
+    """``out[i]`` = median (Count Sketch estimate) or mean (linear desketch) of ``per_row[:n, i]``.
 
-    Odd-even transposition sort: the same compare-exchange network as the CPU
-    estimate kernel runs across whole columns, so both backends pick the same
-    values; no data-dependent branches.
+    The one implementation for both backends: the CPU estimate passes a chunk
+    of columns, a CUDA thread a single column. The median is an odd-even
+    transposition sort of the rows, the same compare-exchange network run
+    across every column at once (no data-dependent branches, so it
+    vectorises); with an even ``n`` it is the mean of the two middle values.
+    The mean adds the rows in order into row 0. ``per_row`` is overwritten.
     """
+    width = per_row.shape[1]
+    if mode == MEAN:
+        for j in range(1, n):
+            for i in range(width):
+                per_row[0, i] += per_row[j, i]
+        for i in range(width):
+            out[i] = per_row[0, i] / n
+        return
     for sweep in range(n):
-        for i in range(sweep & 1, n - 1, 2):
-            buf[i], buf[i + 1] = ordered(buf[i], buf[i + 1])
+        for j in range(sweep & 1, n - 1, 2):
+            for i in range(width):
+                per_row[j, i], per_row[j + 1, i] = ordered(per_row[j, i], per_row[j + 1, i])
     half = n // 2
-    if n % 2 == 1:
-        return buf[half]
-    return 0.5 * (buf[half - 1] + buf[half])
+    for i in range(width):
+        if n % 2 == 1:
+            out[i] = per_row[half, i]
+        else:
+            out[i] = 0.5 * (per_row[half - 1, i] + per_row[half, i])
 
 
 @device_function
-def combine_rows(buf, n, mode):
-    """Median (Count Sketch estimate) or mean (linear desketch) of ``buf[:n]``."""
-    if mode == MEAN:
-        total = 0.0
-        for j in range(n):
-            total += buf[j]
-        return total / n
-    return median_inplace(buf, n)
+def unfit(v, scale, limit):
+    """``(1, 0)`` for NaN or Inf, ``(0, 1)`` for a finite ``v`` with ``|scale * v| > limit``,
+    ``(0, 0)`` otherwise: whether ``scale * v`` would store a non-finite value."""
+    f = np.float64(v)
+    if not math.isfinite(f):
+        return 1, 0
+    if abs(f * scale) > limit:
+        return 0, 1
+    return 0, 0
 
 
 # --------------------------------------------------------------------- CPU
 
 
-@njit(parallel=True, cache=True)
-def cpu_count_nonfinite(x):
-    count = 0
+@parallel_kernel
+def cpu_count_unfit(x, scale, limit):
+    """``(NaN/Inf count, overflow count)`` of ``x`` by :func:`unfit`."""
+    nonfinite = 0
+    overflow = 0
     for i in prange(x.shape[0]):
-        if not math.isfinite(x[i]):
-            count += 1
-    return count
+        bad, over = unfit(x[i], scale, limit)
+        nonfinite += bad
+        overflow += over
+    return nonfinite, overflow
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_count_out_of_range(idx, upper):
     count = 0
     for i in prange(idx.shape[0]):
@@ -75,7 +95,16 @@ def cpu_count_out_of_range(idx, upper):
     return count
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
+def cpu_row_max_abs(table, out):
+    for j in prange(table.shape[0]):
+        peak = 0.0
+        for b in range(table.shape[1]):
+            peak = max(peak, abs(np.float64(table[j, b])))
+        out[j] = peak
+
+
+@parallel_kernel
 def cpu_row_sumsq(table, out):
     for j in prange(table.shape[0]):
         acc = 0.0
@@ -87,15 +116,25 @@ def cpu_row_sumsq(table, out):
 # --------------------------------------------------------------------- CUDA
 
 
+@cuda.jit(device=True)
+def add_if_nonzero(counts, slot, value):
+    """``counts[slot] += value`` atomically; skipped for 0, which most threads hold."""
+    if value:
+        cuda.atomic.add(counts, slot, value)
+
+
 @cuda.jit
-def cuda_count_nonfinite(x, count):
+def cuda_count_unfit(x, scale, limit, counts):
+    """``counts`` (int64[2], zeroed) += (NaN/Inf count, overflow count) by :func:`unfit`."""
     start, step = cuda.grid(1), cuda.gridsize(1)
-    local = 0
+    nonfinite = 0
+    overflow = 0
     for i in range(start, x.shape[0], step):
-        if not math.isfinite(x[i]):
-            local += 1
-    if local:
-        cuda.atomic.add(count, 0, local)
+        bad, over = unfit(x[i], scale, limit)
+        nonfinite += bad
+        overflow += over
+    add_if_nonzero(counts, 0, nonfinite)
+    add_if_nonzero(counts, 1, overflow)
 
 
 @cuda.jit
@@ -107,6 +146,19 @@ def cuda_count_out_of_range(idx, upper, count):
             local += 1
     if local:
         cuda.atomic.add(count, 0, local)
+
+
+@cuda.jit
+def cuda_max_abs(x, out):
+    """``out[0]`` (float64, zeroed) = max of ``out[0]`` and ``|x|`` (1-D)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    peak = 0.0
+    for i in range(start, x.shape[0], step):
+        v = abs(np.float64(x[i]))
+        if v > peak:
+            peak = v
+    if peak > 0.0:
+        cuda.atomic.max(out, 0, peak)
 
 
 @cuda.jit

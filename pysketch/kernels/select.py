@@ -30,6 +30,7 @@ from numba import njit, prange
 
 from pysketch._cuda import THREADS_PER_BLOCK, cuda
 from pysketch.hashing import fmix64, splitmix64
+from pysketch.kernels.parallel import parallel_kernel
 
 DIGIT_BITS = 11
 BINS = 1 << DIGIT_BITS
@@ -62,7 +63,7 @@ def pick_bucket(hist, nbins, need):
 # --------------------------------------------------------------------- CPU: top-k
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_histogram(bits, mask, shift, n_chunks):
     """``hist[c, digit]``: counts of ``(bits & mask) >> shift`` in chunk ``c``."""
     n = bits.shape[0]
@@ -74,7 +75,7 @@ def cpu_histogram(bits, mask, shift, n_chunks):
     return hist
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_compact_ge(bits, mask, lo, offsets, out_idx, out_key):
     """Stable gather of every ``i`` with ``bits[i] & mask >= lo``.
 
@@ -163,10 +164,42 @@ def cpu_finish(cand_idx, cand_key, k, lo, shift, cap):
     return out_idx, out_key
 
 
+@parallel_kernel
+def cpu_radix_pass(src_key, src_idx, dst_key, dst_idx, lo, shift, top_bin, offsets):
+    """One stable pass of a least-significant-digit radix sort by descending key.
+
+    The digit of a key is ``((key - lo) >> shift) & top_bin``; entries go to
+    ``dst`` by descending digit, in their order within a digit. Each of the
+    ``len(offsets)`` chunks of ``src`` counts its digits in parallel, then
+    scatters from its own offsets in parallel, so the result does not depend on
+    the number of chunks. ``offsets`` is ``(chunks, top_bin + 1)`` scratch.
+    """
+    n_chunks, bins = offsets.shape
+    n = src_key.shape[0]
+    for c in prange(n_chunks):
+        count = offsets[c]
+        count[:] = 0
+        for t in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            count[np.intp(top_bin - (((np.uint64(src_key[t]) - lo) >> shift) & top_bin))] += 1
+    start = 0
+    for b in range(bins):  # descending digit first, then chunk order: stable
+        for c in range(n_chunks):
+            count = offsets[c, b]
+            offsets[c, b] = start
+            start += count
+    for c in prange(n_chunks):
+        position = offsets[c]
+        for t in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            b = np.intp(top_bin - (((np.uint64(src_key[t]) - lo) >> shift) & top_bin))
+            dst_key[position[b]] = src_key[t]
+            dst_idx[position[b]] = src_idx[t]
+            position[b] += 1
+
+
 # --------------------------------------------------------------------- CPU: others
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel
 def cpu_threshold(x, tau, n_chunks):
     """Ascending indices ``i`` with ``|x[i]| >= tau`` (count, then parallel stable write)."""
     n = x.shape[0]
