@@ -352,7 +352,7 @@ class CountSketch(TableSketch):
     def _stream(self) -> Any:
         """The caller's stream where no input names one: the current stream of the table's
         producer (CuPy's current stream), as Count-Min's queries use their input's."""
-        return _cuda.stream_for(self._table)
+        return 0 if self._device == CPU else _cuda.stream_for(self._table)
 
     def l2_estimate(self) -> float:
         """Estimate ``||x||_2``: ``sqrt(median_j sum_b S[j, b]^2)``.
