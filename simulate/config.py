@@ -184,6 +184,7 @@ ALGORITHMS = {
         "rows": _num(1, kind="int", default=5),
         "cols": Field("size", REQUIRED),
         "error_feedback": Field("bool", False),
+        "reseed": Field("bool", False),
         "hash": _HASH,
     },
 }

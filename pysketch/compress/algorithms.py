@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pysketch import _arrays, selection
-from pysketch.compress._namespace import device_of, namespace
+from pysketch.compress._namespace import device_of, namespace, step_seed
 from pysketch.compress.communicators import Communicator
 from pysketch.compress.compressors import (
     Compressor,
@@ -704,6 +704,11 @@ class SketchDL(_SketchAlgorithm):
     ``e_i = p_i - R^T R p_i``. Local steps are the caller's: pass the deltas
     ``w - w_i`` (with one local step, just the gradients).
 
+    With the same hashes every round, every update lies in the ``b``-dimensional
+    row space of ``R^T R``; ``reseed=True`` draws fresh hashes each round (from
+    ``seed`` and the step, the same on every worker), an independent sketch per
+    round as in analyses that assume one.
+
     Parameters
     ----------
     d, lr, seed, dtype, device
@@ -711,6 +716,8 @@ class SketchDL(_SketchAlgorithm):
     rows, cols : int
         Count Sketch size, ``b = rows * cols``.
     error_feedback : bool, default False
+    reseed : bool, default False
+        New hashes every round.
     hash : {"mix", "polynomial"}, default "mix"
 
     Examples
@@ -724,7 +731,7 @@ class SketchDL(_SketchAlgorithm):
     """
 
     name = "sketchdl"
-    _PARAMS = ("rows", "cols", "error_feedback", "hash")
+    _PARAMS = ("rows", "cols", "error_feedback", "reseed", "hash")
 
     def __init__(
         self,
@@ -734,11 +741,13 @@ class SketchDL(_SketchAlgorithm):
         rows: int,
         cols: int,
         error_feedback: bool = False,
+        reseed: bool = False,
         hash: str = "mix",
         **kw,
     ) -> None:
         super().__init__(d, lr=lr, **kw)
         self.error_feedback = _arrays.check_bool("error_feedback", error_feedback)
+        self.reseed = _arrays.check_bool("reseed", reseed)
         self.stateful_workers = self.error_feedback
         self._make_compressor(rows, cols, hash, decode="desketch")
 
@@ -748,18 +757,30 @@ class SketchDL(_SketchAlgorithm):
         return {"error": _dense_state(ErrorFeedback, self, init and init["error"])}
 
     def _step(self, vectors, comm, lr):
+        sketcher = self._sketcher
+        if self.reseed:
+            sketcher = CountSketchCompressor(
+                self.d,
+                self.rows,
+                self.cols,
+                seed=step_seed(self.seed, self.steps),
+                decode="desketch",
+                dtype=self.dtype,
+                hash=self.hash,
+                device=self.device,
+            )
         if not self.error_feedback:
-            total = self._combine_linear(self._sketcher, vectors, comm)
+            total = self._combine_linear(sketcher, vectors, comm)
         else:
             messages = []
             for worker, delta in zip(self._workers, vectors, strict=True):
                 ef = worker["error"]
                 ef.add(delta, check_finite=False)
-                msg = self._sketcher.compress(ef.memory)
+                msg = sketcher.compress(ef.memory)
                 ef.add(msg.sketch.desketch(), scale=-1.0, check_finite=False)
                 messages.append(msg)
             total = comm.combine(messages)
-        return self._sketcher.decompress(total) * self.dtype.type(lr / comm.world_size)
+        return sketcher.decompress(total) * self.dtype.type(lr / comm.world_size)
 
 
 ALGORITHMS: dict[str, type[Algorithm]] = {

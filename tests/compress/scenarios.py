@@ -25,6 +25,7 @@ CONFIGS = {
     "fetchsgd-subtract": ("fetchsgd", dict(lr=0.1, k=10, rows=5, cols=64, error="subtract")),
     "sketchdl": ("sketchdl", dict(lr=0.5, rows=3, cols=128, seed=6)),
     "sketchdl-ef": ("sketchdl", dict(lr=0.5, rows=3, cols=128, error_feedback=True)),
+    "sketchdl-reseed": ("sketchdl", dict(lr=0.5, rows=3, cols=128, reseed=True, seed=2)),
 }
 
 

@@ -273,3 +273,20 @@ def test_non_finite_vectors_raise_non_finite_error():
     with pytest.raises(NonFiniteError, match="local_sum holds NaN or Inf"):
         algo.step_summed(bad, LocalCommunicator(W))
     assert issubclass(NonFiniteError, ValueError) and algo.steps == 0
+
+
+def test_sketchdl_reseed_draws_new_hashes_each_round_on_every_worker(rng):
+    d, rows, cols = 64, 2, 8
+    fixed = SketchDL(d, lr=1.0, rows=rows, cols=cols, seed=1, dtype=np.float64)
+    fresh = SketchDL(d, lr=1.0, rows=rows, cols=cols, seed=1, reseed=True, dtype=np.float64)
+    x = rng.standard_normal(d)
+    comm_a, comm_b = LocalCommunicator(2), LocalCommunicator(2)
+    a = [fixed.step([x, x], comm_a) for _ in range(2)]
+    b = [fresh.step([x, x], comm_b) for _ in range(2)]
+    np.testing.assert_array_equal(a[0], a[1])  # same hashes: same update
+    assert not np.allclose(b[0], b[1])  # fresh hashes each round
+    # Averaged over rounds, the fresh sketches approach x (unbiased, independent rounds).
+    many = SketchDL(d, lr=1.0, rows=rows, cols=cols, seed=3, reseed=True, dtype=np.float64)
+    mean = np.mean([many.step([x], LocalCommunicator(1)) for _ in range(400)], axis=0)
+    assert np.linalg.norm(mean - x) < 0.2 * np.linalg.norm(x)
+    assert np.linalg.norm(a[0] - x) > 0.5 * np.linalg.norm(x)
