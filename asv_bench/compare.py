@@ -33,6 +33,9 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+# The repository root, so that a source checkout runs without installing pysketch
+# (an installed pysketch still wins: the root goes last).
+sys.path.append(os.path.dirname(HERE))
 
 sys.path.insert(0, os.path.join(HERE, "benchmarks"))
 import baselines as B  # noqa: E402
@@ -66,6 +69,31 @@ class Timer:
             self.sync()
             times.append(time.perf_counter() - t0)
         return statistics.median(times)
+
+
+def cpu_description() -> str:
+    """CPU model, the widest SIMD level it has, and what Numba's LLVM compiles for."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    isa = next(
+        (name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"),
+                                 ("sse4_2", "SSE4.2")) if flag in flags),
+        "unknown",
+    )  # fmt: skip
+    import llvmlite.binding as llvm
+
+    target = os.environ.get("NUMBA_CPU_NAME") or llvm.get_host_cpu_name()
+    return f"{model} ({isa}; LLVM target {target})"
 
 
 def fmt_time(t):
@@ -203,7 +231,7 @@ def main(argv=None):
 
     print(f"# pysketch vs baselines: d={d:.0e} rows={rows} cols={cols} k={k} device={dev}")
     print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, numba threads "
+        f"# {cpu_description()}, {os.cpu_count()} cores, numba threads "
         f"{numba.get_num_threads()}, numpy {np.__version__}, numba {numba.__version__}, "
         f"torch {getattr(torch, '__version__', 'absent')} threads "
         f"{torch.get_num_threads() if torch else '-'}; median of {args.repeats} after 1 warm-up"

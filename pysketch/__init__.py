@@ -6,6 +6,8 @@ on NumPy arrays (CPU) and on CUDA arrays (CuPy, PyTorch, JAX, anything with
 seed on both, plus mpi4py collectives (:mod:`pysketch.distributed`).
 """
 
+from pysketch._frameworks import flatten, unflatten
+from pysketch._warmup import warm_up
 from pysketch.countmin import CountMinSketch
 from pysketch.countsketch import CountSketch
 from pysketch.feedback import ErrorFeedback, Momentum
@@ -16,10 +18,13 @@ __all__ = [
     "CountSketch",
     "ErrorFeedback",
     "Momentum",
+    "flatten",
     "gather",
     "randomk",
     "scatter",
     "threshold",
     "topk",
+    "unflatten",
+    "warm_up",
 ]
 __version__ = "0.1.0"

@@ -184,6 +184,8 @@ def as_input(
     _check_dtype(name, np.dtype(array.dtype), kind)
     if array.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-dimensional, got shape {tuple(array.shape)}")
+    if device == CPU and kind == "index" and array.dtype != np.int64:
+        array = array.astype(np.int64)  # one kernel signature per index argument
     return Input(array, device, stream)
 
 
@@ -271,6 +273,18 @@ def check_same_length(a: Input, a_name: str, b: Input, b_name: str) -> None:
         raise ValueError(
             f"{a_name} and {b_name} must have the same length, got {a.size} and {b.size}"
         )
+
+
+def kernel_values(inp: Input) -> Input:
+    """``inp`` with integer values converted to float64 on the host.
+
+    The CPU kernels are compiled for float32 and float64 values only, so an
+    integer input costs one conversion instead of a compilation of its own
+    (several seconds on first use). Device inputs pass through unchanged.
+    """
+    if inp.device != CPU or np.dtype(inp.array.dtype).kind == "f":
+        return inp
+    return Input(np.asarray(inp.array, dtype=np.float64), inp.device, inp.stream)
 
 
 def may_overlap(a: Any, b: Any) -> bool:

@@ -7,6 +7,7 @@ copies, and the ``.npz`` file layout (no pickle) live here once.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pysketch import _arrays, _cuda, hashing
+from pysketch import _arrays, _cuda, _frameworks, hashing
 from pysketch._arrays import CPU
 from pysketch.kernels import elementwise, reductions
 
@@ -27,6 +28,8 @@ class TableSketch:
 
     Subclasses name their parameters in ``_PARAMS`` (all of them must match for
     two sketches to be combined) and set ``self._table`` and ``self._device``.
+    Additive host-side state beside the table, which collectives sum with it,
+    goes through :meth:`_summed_state` and :meth:`_set_summed_state`.
     """
 
     _PARAMS: ClassVar[tuple[str, ...]] = ()
@@ -42,6 +45,8 @@ class TableSketch:
 
         Everything is checked before any attribute is set.
         """
+        if seed is None:  # a fresh seed, recorded in .seed (share it with the other workers)
+            seed = secrets.randbits(64)
         rows = _arrays.check_positive_int("rows", rows, maximum=reductions.MAX_ROWS)
         cols = _arrays.check_positive_int("cols", cols, maximum=hashing.MAX_COLS)
         dtype = _arrays.check_float_dtype("dtype", dtype)
@@ -107,6 +112,7 @@ class TableSketch:
         return self._device != CPU and hasattr(self._table, "copy_to_host")
 
     def _axpy(self, alpha: float, other: TableSketch) -> None:
+        _frameworks.adopt(self, other)
         if not self._uses_kernels():
             self._table += self._table.dtype.type(alpha) * other._table
         else:
@@ -140,6 +146,7 @@ class TableSketch:
         _arrays.check_device(device)
         sketch = self._from_table(self.params, self.table_to_host(), device)
         sketch._restore_extra_state(self._extra_state(), source="the copy")
+        _frameworks.adopt(sketch, self)
         return sketch
 
     def _extra_state(self) -> dict[str, np.ndarray]:
@@ -148,6 +155,33 @@ class TableSketch:
 
     def _restore_extra_state(self, fields: dict[str, np.ndarray], source: str) -> None:
         """Validate and adopt what :meth:`_extra_state` produced; raise naming the field."""
+
+    # ------------------------------------------- state summed with the table
+    def _summed_state(self) -> float | None:
+        """Host-side scalar state that is summed over ranks along with the table.
+
+        Sketches are linear, so summing the tables of the ranks' sketches gives
+        the sketch of the summed inputs; state kept beside the table that is
+        also additive (Count-Min's total weight) must be summed with it.
+        :func:`pysketch.distributed.allreduce_sketch` reduces the table, then
+        sums this value over the ranks and hands the sum to
+        :meth:`_set_summed_state` of the sketch that receives the result.
+
+        Returns a Python float already on the host, read without touching the
+        table (which may live on the device), or ``None`` when there is no
+        such state (the default, e.g. Count Sketch): then nothing beyond the
+        table is reduced and :meth:`_set_summed_state` is not called.
+        """
+        return None
+
+    def _set_summed_state(self, value: float) -> None:
+        """Adopt ``value``, the sum over ranks of :meth:`_summed_state`.
+
+        Called after the table was reduced, only when :meth:`_summed_state`
+        returned a number; must not read or copy the table. Subclasses that
+        override :meth:`_summed_state` override this too.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no state summed beside its table")
 
     def table_to_host(self) -> np.ndarray:
         """A host (NumPy) copy of the table."""
@@ -219,19 +253,22 @@ class TableSketch:
         leave the temporary file (``.<name>.<pid>.<random>.tmp``) behind.
         """
         target = _archive_path(path)
+        _write_atomically(target, **self._archive_fields())
+        return target
+
+    def _archive_fields(self) -> dict[str, np.ndarray]:
+        """What :meth:`save` and :meth:`serialize` write, after checking the state."""
         self._check_state(f"cannot save this {type(self).__name__}")
         fields = {name: np.asarray(value) for name, value in self.params.items()}
         if "dtype" in fields:
             fields["dtype"] = np.asarray(str(self.params["dtype"]))
-        _write_atomically(
-            target,
-            format=np.asarray(f"pysketch.{type(self).__name__}"),
-            version=np.asarray(FORMAT_VERSION),
-            table=self.table_to_host(),
+        return {
+            "format": np.asarray(f"pysketch.{type(self).__name__}"),
+            "version": np.asarray(FORMAT_VERSION),
+            "table": self.table_to_host(),
             **fields,
             **self._extra_state(),
-        )
-        return target
+        }
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = CPU):
@@ -257,11 +294,19 @@ class TableSketch:
         """
         source = _archive_path(path)
         _arrays.check_device(device)
-        expected_format = f"pysketch.{cls.__name__}"
-        names = ("format", "version", "table", *cls._PARAMS, *cls._EXTRA_STATE)
         # Our own handle: np.load leaks its file when the zip directory is damaged.
         with open(source, "rb") as handle:
-            fields = _read_fields(handle, names, source)
+            fields = _read_fields(handle, cls._archive_names(), source)
+        return cls._from_fields(fields, source, device)
+
+    @classmethod
+    def _archive_names(cls) -> tuple[str, ...]:
+        return ("format", "version", "table", *cls._PARAMS, *cls._EXTRA_STATE)
+
+    @classmethod
+    def _from_fields(cls, fields: dict[str, np.ndarray], source: Any, device: str):
+        """The sketch that :meth:`_archive_fields` described; one ValueError naming a bad field."""
+        expected_format = f"pysketch.{cls.__name__}"
         found = _scalar(fields, "format", "U", source)
         if found != expected_format:
             raise ValueError(f"{source}: field 'format' is {found!r}, expected {expected_format!r}")
@@ -284,6 +329,55 @@ class TableSketch:
         )
         sketch._check_state(str(source))
         return sketch if device == CPU else sketch.to(device)
+
+    # ------------------------------------------------ bytes, equality, sum()
+    def serialize(self) -> bytes:
+        """The sketch as bytes: the :meth:`save` archive, in memory.
+
+        Examples
+        --------
+        >>> from pysketch import CountMinSketch
+        >>> cms = CountMinSketch(rows=2, cols=8).update([1, 2])
+        >>> CountMinSketch.deserialize(cms.serialize()) == cms
+        True
+        """
+        buffer = io.BytesIO()
+        np.savez(buffer, **self._archive_fields())
+        return buffer.getvalue()
+
+    @classmethod
+    def deserialize(cls, data: bytes, *, device: str = CPU):
+        """A sketch from the bytes of :meth:`serialize`, onto ``device``.
+
+        Raises ``TypeError`` unless ``data`` is bytes-like, ``ValueError`` when
+        it is not a serialized sketch of this class.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        _arrays.check_device(device)
+        source = f"data (serialized pysketch.{cls.__name__})"
+        fields = _read_fields(io.BytesIO(bytes(data)), cls._archive_names(), source)
+        return cls._from_fields(fields, source, device)
+
+    def __eq__(self, other: object) -> bool:
+        """Same type, parameters, device, table and state beside the table."""
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, TableSketch)
+        if self.params != other.params or self.device != other.device:
+            return False
+        mine, theirs = self._extra_state(), other._extra_state()
+        if any(not np.array_equal(mine[key], theirs[key]) for key in mine):
+            return False
+        return bool(np.array_equal(self.table_to_host(), other.table_to_host()))
+
+    __hash__ = None  # mutable
+
+    def __radd__(self, other: Any):
+        """``0 + sketch`` is a copy of the sketch, so ``sum(sketches)`` works."""
+        if isinstance(other, (int, np.integer)) and not isinstance(other, bool) and other == 0:
+            return self.copy()
+        return NotImplemented
 
 
 def _archive_path(path: Any) -> Path:

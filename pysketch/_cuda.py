@@ -8,18 +8,31 @@ lets it be swapped without touching the kernels' callers.
 
 Set ``NUMBA_ENABLE_CUDASIM=1`` before numba is imported to run the CUDA kernels
 in Numba's simulator on the CPU (that is how CI tests them).
+
+``numba.cuda`` itself is imported lazily, on the first use of anything CUDA
+(launching or inspecting a kernel, a device array, :func:`available`): ``cuda``
+here is a stand-in whose ``jit`` decorator records the kernel without
+importing the target, so ``import pysketch`` costs nothing for CUDA on
+machines without a GPU. When one kernel of a module is first used, every
+kernel of that module is bound to ``numba.cuda`` and the module's ``cuda``
+global is replaced by the real module, so kernel bodies (``cuda.grid``,
+``cuda.atomic.add``), the simulator's module swap and ``compile_ptx`` of a
+kernel's ``py_func`` see exactly what eager ``@numba.cuda.jit`` would give.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
 import numpy as np
-from numba import cuda, njit
+from numba import njit
 
 __all__ = [
     "cuda",
+    "LazyKernel",
+    "cuda_imported",
     "SIMULATOR",
     "THREADS_PER_BLOCK",
     "is_cuda_array",
@@ -46,6 +59,96 @@ THREADS_PER_BLOCK = 32 if SIMULATOR else 256
 _MAX_BLOCKS = 8 if SIMULATOR else 65535
 _DLPACK_CUDA = 2
 _DLPACK_CUDA_MANAGED = 13
+
+
+def _numba_cuda():
+    """The real ``numba.cuda`` module, imported on first need."""
+    # numba-cuda (0.30, in maintenance mode upstream: NVIDIA/numba-cuda#907 won't be
+    # fixed) registers an overload of ``np.row_stack`` when it first compiles a
+    # kernel; NumPy 2.5 removed that alias of ``np.vstack``, so without it every
+    # kernel launch on a real GPU raises AttributeError. Restore the alias first.
+    if not hasattr(np, "row_stack"):
+        setattr(np, "row_stack", np.vstack)  # noqa: B010 (ruff NPY201 flags the attribute)
+    from numba import cuda as real
+
+    return real
+
+
+def cuda_imported() -> bool:
+    """Whether ``numba.cuda`` has been imported in this process (by pysketch or anyone)."""
+    import sys
+
+    return "numba.cuda" in sys.modules
+
+
+class _LazyCudaModule:
+    """Stands for ``numba.cuda`` until something needs it.
+
+    ``cuda.jit`` (with or without options) returns a :class:`LazyKernel`;
+    any other attribute imports ``numba.cuda`` and is read from it.
+    """
+
+    def jit(self, fn=None, **options):
+        if fn is None:
+            return lambda f: LazyKernel(f, options)
+        return LazyKernel(fn, options)
+
+    def __getattr__(self, name: str):
+        return getattr(_numba_cuda(), name)
+
+    def __repr__(self) -> str:
+        return "<lazy numba.cuda (pysketch._cuda)>"
+
+
+cuda = _LazyCudaModule()
+
+
+class LazyKernel:
+    """A ``@cuda.jit`` function whose ``numba.cuda`` dispatcher is made on first use.
+
+    Launching (``kernel[blocks, threads, stream](...)``), calling, or reading
+    any attribute (``py_func``, ``compile``, ...) binds it: see the module notes.
+    """
+
+    def __init__(self, fn, options: dict) -> None:
+        functools.update_wrapper(self, fn)
+        self._fn, self._options, self._dispatcher = fn, options, None
+
+    def dispatcher(self):
+        """The real ``numba.cuda`` dispatcher (made, and the module bound, on first call)."""
+        if self._dispatcher is None:
+            self._dispatcher = _numba_cuda().jit(**self._options)(self._fn)
+            _bind_module(self._fn.__globals__)
+        return self._dispatcher
+
+    @property
+    def py_func(self):
+        self.dispatcher()
+        return self._fn
+
+    def __getitem__(self, config):
+        return self.dispatcher()[config]
+
+    def __call__(self, *args, **kwargs):
+        return self.dispatcher()(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        if name in ("_fn", "_options", "_dispatcher"):  # before __init__ (copy, pickle)
+            raise AttributeError(name)
+        return getattr(self.dispatcher(), name)
+
+    def __repr__(self) -> str:
+        return f"<LazyKernel {self._fn.__module__}.{self._fn.__qualname__}>"
+
+
+def _bind_module(globs: dict) -> None:
+    """Point a kernel module's ``cuda`` at ``numba.cuda`` and its lazy kernels at dispatchers."""
+    real = _numba_cuda()
+    for key, value in list(globs.items()):
+        if value is cuda:
+            globs[key] = real
+        elif isinstance(value, LazyKernel):
+            globs[key] = value.dispatcher()
 
 
 def device_function(fn):

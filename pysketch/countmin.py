@@ -31,6 +31,7 @@ import numpy as np
 from pysketch import _arrays, _cuda, hashing
 from pysketch._arrays import CPU, Input
 from pysketch._base import TableSketch
+from pysketch._frameworks import follows
 from pysketch.kernels import countmin as kernels
 from pysketch.kernels.reductions import MAX_ROWS
 
@@ -42,7 +43,7 @@ _ROW_SUM_RTOL = 1e-3
 
 
 class CountMinSketch(TableSketch):
-    """A Count-Min sketch of non-negative weights on integer keys.
+    """A Count-Min sketch of non-negative weights on integer keys or str/bytes items.
 
     Parameters
     ----------
@@ -53,9 +54,9 @@ class CountMinSketch(TableSketch):
     cols : int
         Buckets per row ``c`` (below ``2**32``): ``eps = e / c``. See
         :meth:`suggest_cols`.
-    seed : int, default 0
+    seed : int or None, default 0
         Seed of the hash functions, in ``[0, 2**64)``. Sketches merge only
-        when they share it.
+        when they share it. ``None`` draws a random one, recorded in ``.seed``.
     hash : {"mix", "polynomial"}, default "mix"
         Hash family (see :mod:`pysketch.hashing`). Only the bucket hash is used.
     dtype : {numpy.float64, numpy.float32}, default numpy.float64
@@ -180,13 +181,16 @@ class CountMinSketch(TableSketch):
         return rows
 
     # ------------------------------------------------------------ updates
+    @follows("indices", "weights", record=True)
     def update(self, indices: Any, weights: Any = 1.0) -> CountMinSketch:
         """Add ``weights[t]`` to key ``indices[t]`` for every ``t``, in order.
 
         Parameters
         ----------
         indices : array_like of int, shape (n,)
-            Keys in ``[0, 2**61 - 1)``, on the sketch's device. Repeats add up.
+            Keys in ``[0, 2**61 - 1)``, on the sketch's device; or one key, or a
+        list of str/bytes items (hashed by :func:`pysketch.hashing.item_key`,
+        the same in every process). Repeats add up.
         weights : float or array_like, shape (n,), default 1.0
             Non-negative finite weights: one scalar for all keys (a host
             number on either device), or one per key on the sketch's device.
@@ -208,13 +212,14 @@ class CountMinSketch(TableSketch):
         >>> cms.estimate([1, 2]).tolist(), cms.total_weight
         ([2.0, 1.0], 3.0)
         """
+        indices, _ = self._item_keys(indices)
         idx = _arrays.as_input(indices, "indices", device=self._device, kind="index")
         _arrays.check_index_range(idx, "indices", _INDEX_BOUND)
         idx = _arrays.detached(idx, self._table)
         if _is_scalar(weights):
             values, vstep, added = self._scalar_weight(weights, idx.size)
         else:
-            val = _arrays.as_input(weights, "weights", device=self._device)
+            val = _arrays.kernel_values(_arrays.as_input(weights, "weights", device=self._device))
             _arrays.check_same_length(idx, "indices", val, "weights")
             added = self._check_weights(val, "weights")
             values, vstep = _arrays.detached(val, self._table).array, 1
@@ -222,6 +227,7 @@ class CountMinSketch(TableSketch):
         self._apply(idx.array, False, values, vstep, idx.size, idx.stream, added)
         return self
 
+    @follows("x", record=True)
     def update_dense(self, x: Any) -> CountMinSketch:
         """Add ``x[i]`` to key ``i`` for every position ``i`` of a dense vector.
 
@@ -245,7 +251,7 @@ class CountMinSketch(TableSketch):
         >>> cms.estimate([0, 1, 3]).tolist()
         [0.5, 3.0, 1.0]
         """
-        inp = _arrays.as_input(x, "x", device=self._device)
+        inp = _arrays.kernel_values(_arrays.as_input(x, "x", device=self._device))
         if inp.size > _INDEX_BOUND:
             raise ValueError(f"x must have at most {_INDEX_BOUND} entries, got {inp.size}")
         added = self._check_weights(inp, "x")
@@ -256,7 +262,7 @@ class CountMinSketch(TableSketch):
 
     def _scalar_weight(self, weight: Any, n: int) -> tuple[Any, int, float]:
         # A scalar is a one-element array read with stride 0 by the kernels.
-        val = _arrays.as_input(weight, "weights", device=CPU, ndim=0)
+        val = _arrays.kernel_values(_arrays.as_input(weight, "weights", device=CPU, ndim=0))
         w = float(val.array)
         if not math.isfinite(w):
             raise ValueError(f"weights must be finite, got {w}")
@@ -320,6 +326,7 @@ class CountMinSketch(TableSketch):
         self._total_weight += added
 
     # ------------------------------------------------------------ queries
+    @follows("indices")
     def estimate(self, indices: Any) -> Any:
         """Estimated total weight of each key: ``min_j S[j, h_j(i)]``.
 
@@ -334,15 +341,23 @@ class CountMinSketch(TableSketch):
         Returns
         -------
         array of the sketch's dtype, shape (n,), on the sketch's device
+            Or a float, for one key or item.
 
         Examples
         --------
         >>> from pysketch.countmin import CountMinSketch
         >>> CountMinSketch(rows=2, cols=16).update([5], 4.0).estimate([5]).tolist()
         [4.0]
+
+        Items may be strings or bytes, and a single one gives a number:
+
+        >>> words = CountMinSketch(rows=4, cols=64).update(["to", "be", "or", "not", "to", "be"])
+        >>> words.estimate("to"), words.estimate(["be", "or"]).tolist()
+        (2.0, [2.0, 1.0])
         """
         return self._query(indices, 0.0, False)
 
+    @follows("indices")
     def upper_bound(self, indices: Any) -> Any:
         """``estimate + relative_error * total_weight``, as DataSketches' ``get_upper_bound``.
 
@@ -367,6 +382,7 @@ class CountMinSketch(TableSketch):
         """
         return self._query(indices, self.relative_error * self._total_weight, False)
 
+    @follows("indices")
     def lower_bound(self, indices: Any) -> Any:
         """``max(estimate - relative_error * total_weight, 0)``: a probabilistic lower bound.
 
@@ -393,7 +409,20 @@ class CountMinSketch(TableSketch):
         """
         return self._query(indices, -self.relative_error * self._total_weight, True)
 
+    def _item_keys(self, indices: Any) -> tuple[Any, bool]:
+        """Items (str, bytes, integers; one or a sequence) as keys; whether it was one item."""
+        if isinstance(indices, (str, bytes, bytearray)) or _is_scalar(indices):
+            keys = hashing.item_keys([_item(indices)])
+            return (keys if self._device == CPU else _cuda.to_device(keys)), True
+        if isinstance(indices, (list, tuple)) and any(
+            isinstance(item, (str, bytes, bytearray)) for item in indices
+        ):
+            keys = hashing.item_keys(indices)
+            return (keys if self._device == CPU else _cuda.to_device(keys)), False
+        return indices, False
+
     def _query(self, indices: Any, shift: float, clamp: bool) -> Any:
+        indices, scalar = self._item_keys(indices)
         inp = _arrays.as_input(indices, "indices", device=self._device, kind="index")
         _arrays.check_index_range(inp, "indices", _INDEX_BOUND)
         args = (self._table, self._family, self._keys, inp.array, float(shift), clamp)
@@ -404,6 +433,8 @@ class CountMinSketch(TableSketch):
             out = _cuda.empty(inp.size, self.dtype, stream=inp.stream)
             if inp.size:
                 _cuda.launch(kernels.cuda_query, inp.size, inp.stream)(*args, out)
+        if scalar:
+            return float(out[0] if self._device == CPU else _cuda.to_host(out)[0])
         return out
 
     # ------------------------------------------------------------ combining
@@ -435,11 +466,28 @@ class CountMinSketch(TableSketch):
         self._total_weight += added
         return self
 
+    def __add__(self, other: CountMinSketch) -> CountMinSketch:
+        """A new sketch: the merge of both (``sum(sketches)`` works too)."""
+        self.check_compatible(other)
+        return self.copy().merge(other)
+
+    def __iadd__(self, other: CountMinSketch) -> CountMinSketch:
+        return self.merge(other)
+
     def zero(self) -> CountMinSketch:
         """Reset every counter and the total weight to 0, in place. Returns ``self``."""
         super().zero()
         self._total_weight = 0.0
         return self
+
+    # ---------------------------------------------------- summed over ranks
+    def _summed_state(self) -> float:
+        """The total weight: additive, so collectives sum it with the table."""
+        return self._total_weight
+
+    def _set_summed_state(self, value: float) -> None:
+        """Adopt the total weight summed over ranks (the table is not read)."""
+        self._total_weight = float(value)
 
     # --------------------------------------------------------- serialisation
     def _extra_state(self) -> dict[str, np.ndarray]:
@@ -480,6 +528,11 @@ class CountMinSketch(TableSketch):
                 f"{source}: total_weight {total} is inconsistent with the table: every row "
                 f"must sum to {rule} it (row {int(np.argmax(bad))} sums to {sums[bad][0]})"
             )
+
+
+def _item(value: Any) -> Any:
+    """A 0-d array or NumPy scalar as the Python item it holds."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def _is_scalar(obj: Any) -> bool:

@@ -31,6 +31,7 @@ import numpy as np
 from pysketch import _arrays, _cuda, hashing, selection
 from pysketch._arrays import CPU
 from pysketch._base import TableSketch
+from pysketch._frameworks import follows
 from pysketch.kernels import countsketch as kernels
 from pysketch.kernels import reductions
 
@@ -51,9 +52,11 @@ class CountSketch(TableSketch):
         Buckets per row ``c`` (below ``2**32``). Estimation error scales as
         ``||x_tail||_2 / sqrt(c)``; every ``i`` with ``x_i^2 >= phi ||x||^2``
         is recovered for ``c = O(1/phi)``.
-    seed : int, default 0
+    seed : int or None, default 0
         Seed of the hash functions, in ``[0, 2**64)``. Sketches combine only
-        when they share it: every worker must use the same seed.
+        when they share it: every worker must use the same seed. ``None``
+        draws a random one, recorded in ``.seed`` (broadcast it to the other
+        workers, e.g. with :func:`pysketch.distributed.broadcast_seed`).
     dtype : {numpy.float32, numpy.float64}, default numpy.float32
         Dtype of the table.
     hash : {"mix", "polynomial"}, default "mix"
@@ -106,7 +109,66 @@ class CountSketch(TableSketch):
         self._init_hashed_table(rows, cols, seed, hash, dtype, device)
         self.d = d
 
+    # ------------------------------------------------------------ sizing
+    @classmethod
+    def suggest_cols(cls, eps: float) -> int:
+        """Columns for error ``eps * ||x||_2`` per row, w.p. ``>= 7/8``: ``ceil(8 / eps**2)``.
+
+        One row's estimate ``s_j(i) S[j, h_j(i)]`` is unbiased with variance at
+        most ``||x||_2**2 / cols``, so by Chebyshev it errs by more than
+        ``eps * ||x||_2`` with probability at most ``1 / (cols * eps**2) = 1/8``
+        [CCF02]_. (Only the tail beyond the heavy coordinates counts, so the
+        bound is loose for skewed vectors.) :meth:`suggest_rows` turns the 1/8
+        per row into ``delta`` for the median.
+
+        Parameters
+        ----------
+        eps : float
+            Error as a fraction of ``||x||_2``, in ``(0, 1]``.
+
+        Examples
+        --------
+        >>> from pysketch import CountSketch
+        >>> CountSketch.suggest_cols(0.01)
+        80000
+        """
+        eps = _arrays.check_real("eps", eps, finite=False)
+        if not 0.0 < eps <= 1.0:
+            raise ValueError(f"eps must lie in (0, 1], got {eps}")
+        cols = math.ceil(8.0 / eps**2)
+        if cols > hashing.MAX_COLS:
+            raise ValueError(f"eps={eps} needs {cols} columns, more than {hashing.MAX_COLS}")
+        return cols
+
+    @classmethod
+    def suggest_rows(cls, delta: float) -> int:
+        """Rows for failure probability ``delta``: ``ceil(32/9 ln(1/delta))``.
+
+        The median fails only if half the rows do; each fails with probability
+        at most 1/8, so by Hoeffding the median fails with probability at most
+        ``exp(-2 rows (1/2 - 1/8)**2) = exp(-9 rows / 32)``.
+
+        Parameters
+        ----------
+        delta : float
+            Failure probability of one estimate, in ``(0, 1)``.
+
+        Examples
+        --------
+        >>> from pysketch import CountSketch
+        >>> CountSketch.suggest_rows(0.01)
+        17
+        """
+        delta = _arrays.check_real("delta", delta, finite=False)
+        if not 0.0 < delta < 1.0:
+            raise ValueError(f"delta must lie in (0, 1), got {delta}")
+        rows = max(1, math.ceil(32.0 / 9.0 * math.log(1.0 / delta)))
+        if rows > reductions.MAX_ROWS:
+            raise ValueError(f"delta={delta} needs {rows} rows, more than {reductions.MAX_ROWS}")
+        return rows
+
     # ------------------------------------------------------------ accumulate
+    @follows("x", record=True)
     def accumulate(self, x: Any, *, check_finite: bool = True) -> CountSketch:
         """Add the sketch of a dense vector: ``S[j, h_j(i)] += s_j(i) * x[i]``.
 
@@ -132,7 +194,7 @@ class CountSketch(TableSketch):
         >>> float(np.abs(s.table).sum())
         3.0
         """
-        inp = _arrays.as_input(x, "x", device=self._device)
+        inp = _arrays.kernel_values(_arrays.as_input(x, "x", device=self._device))
         if inp.size != self.d:
             raise ValueError(f"x must have length d={self.d}, got {inp.size}")
         if check_finite:
@@ -140,6 +202,7 @@ class CountSketch(TableSketch):
         self._accumulate(self._no_indices, _arrays.detached(inp, self._table), dense=True)
         return self
 
+    @follows("values", "indices", record=True)
     def accumulate_sparse(
         self, indices: Any, values: Any, *, check_finite: bool = True
     ) -> CountSketch:
@@ -173,7 +236,7 @@ class CountSketch(TableSketch):
         True
         """
         idx = _arrays.as_input(indices, "indices", device=self._device, kind="index")
-        val = _arrays.as_input(values, "values", device=self._device)
+        val = _arrays.kernel_values(_arrays.as_input(values, "values", device=self._device))
         _arrays.check_same_length(idx, "indices", val, "values")
         _arrays.check_index_range(idx, "indices", self.d)
         if check_finite:
@@ -210,6 +273,7 @@ class CountSketch(TableSketch):
             self._table += partials[0]
 
     # -------------------------------------------------------------- estimate
+    @follows("indices")
     def estimate(self, indices: Any = None) -> Any:
         """Estimate ``x[i]``: the median over rows of ``s_j(i) * S[j, h_j(i)]``.
 
@@ -217,13 +281,15 @@ class CountSketch(TableSketch):
 
         Parameters
         ----------
-        indices : array_like of int, optional
+        indices : int or array_like of int, optional
             Coordinates to estimate; all ``d`` of them when omitted (no index
             array is materialised then).
 
         Returns
         -------
         array of the sketch's dtype, on the sketch's device
+            In the framework of ``indices`` (or of what was accumulated, when
+            omitted): PyTorch tensors give tensors. One index gives a float.
 
         Examples
         --------
@@ -235,6 +301,7 @@ class CountSketch(TableSketch):
         """
         return self._unsketch(indices, reductions.MEDIAN)
 
+    @follows("indices")
     def desketch(self, indices: Any = None) -> Any:
         """The mean desketch ``(1/r) sum_j s_j(i) S[j, h_j(i)]``: the transpose ``R^T S``.
 
@@ -261,6 +328,10 @@ class CountSketch(TableSketch):
         return self._unsketch(indices, reductions.MEAN)
 
     def _unsketch(self, indices: Any, mode: int) -> Any:
+        if indices is not None and not _cuda.is_cuda_array(indices) and np.ndim(indices) == 0:
+            one = np.asarray(indices).reshape(1)  # a single index gives a number
+            out = self._unsketch(one if self._device == CPU else _cuda.to_device(one), mode)
+            return float(out[0] if self._device == CPU else _cuda.to_host(out)[0])
         if indices is None:
             idx, n, dense, stream = self._no_indices, self.d, True, self._stream()
         else:
@@ -281,7 +352,7 @@ class CountSketch(TableSketch):
     def _stream(self) -> Any:
         """The caller's stream where no input names one: the current stream of the table's
         producer (CuPy's current stream), as Count-Min's queries use their input's."""
-        return _cuda.stream_for(self._table)
+        return 0 if self._device == CPU else _cuda.stream_for(self._table)
 
     def l2_estimate(self) -> float:
         """Estimate ``||x||_2``: ``sqrt(median_j sum_b S[j, b]^2)``.
@@ -308,6 +379,7 @@ class CountSketch(TableSketch):
         )
         return math.sqrt(median[0])
 
+    @follows()
     def heavy_hitters(
         self, k: int | None = None, *, threshold: float | None = None
     ) -> tuple[Any, Any]:
@@ -343,6 +415,44 @@ class CountSketch(TableSketch):
             raise ValueError(f"threshold must be finite and non-negative, got {threshold}")
         tau = threshold * self.l2_estimate()
         return selection.threshold(self.estimate(), tau, check_finite=False)
+
+    def zero_buckets(self, indices: Any) -> CountSketch:
+        """Set to zero every cell ``S[j, h_j(i)]`` that the coordinates ``i`` hash to.
+
+        FetchSGD's released code resets its error and momentum sketches this
+        way after applying an update supported on ``indices``, instead of
+        subtracting the update's sketch [RPU20]_.
+
+        Parameters
+        ----------
+        indices : array_like of int, shape (n,)
+            Coordinates in ``[0, d)``, on the sketch's device.
+
+        Returns
+        -------
+        CountSketch
+            ``self``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pysketch import CountSketch
+        >>> s = CountSketch(d=100, rows=3, cols=16, seed=1).accumulate(np.ones(100))
+        >>> _ = s.zero_buckets([7])
+        >>> s.estimate([7]).tolist()
+        [0.0]
+        """
+        idx = _arrays.as_input(indices, "indices", device=self._device, kind="index")
+        _arrays.check_index_range(idx, "indices", self.d)
+        if idx.size == 0:
+            return self
+        if self._device == CPU:
+            kernels.cpu_zero_buckets(self._table, self._family, self._keys, idx.array)
+        else:
+            _cuda.launch(kernels.cuda_zero_buckets, idx.size, idx.stream)(
+                self._table, self._family, self._keys, idx.array
+            )
+        return self
 
     # ----------------------------------------------------------- arithmetic
     def add(self, other: CountSketch) -> CountSketch:

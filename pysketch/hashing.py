@@ -32,6 +32,10 @@ References
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 from numba import njit
 
@@ -48,6 +52,9 @@ __all__ = [
     "bucket_sign",
     "bucket_sign_batch",
     "splitmix64",
+    "splitmix64_host",
+    "item_key",
+    "item_keys",
 ]
 
 FAMILIES = ("mix", "polynomial")
@@ -176,6 +183,17 @@ def splitmix64(state):
     return state, z ^ (z >> _S31)
 
 
+def splitmix64_host(state):
+    """:func:`splitmix64` run in NumPy ``uint64`` scalars, for host code.
+
+    The same function (its ``py_func``) with wrap-around arithmetic, so host
+    callers (:func:`hash_keys`, :func:`pysketch.randomk`) need no JIT
+    compilation: a few hundred draws cost microseconds instead of a compile.
+    """
+    with np.errstate(over="ignore"):
+        return splitmix64.py_func(np.uint64(state))
+
+
 def family_code(family: str) -> int:
     """The integer the kernels use for ``family``; a clear error when unknown."""
     if family not in FAMILIES:
@@ -206,9 +224,52 @@ def hash_keys(seed: int, rows: int, family: str = DEFAULT_FAMILY) -> np.ndarray:
     for j in range(rows):
         for t in range(N_KEYS):
             while True:
-                state, out = splitmix64(np.uint64(state))
+                state, out = splitmix64_host(state)
                 value = int(out) if (code == MIX and t == 0) else int(out) >> 3
                 if code == MIX or value < _P_INT:
                     break
             keys[j, t] = value
     return keys
+
+
+def item_key(item: Any) -> int:
+    """The integer key of one item: itself for an integer, a stable hash for str or bytes.
+
+    Strings (UTF-8) and bytes are hashed with BLAKE2b (8-byte digest, a
+    type tag first so that ``"a"`` and ``b"a"`` differ) and reduced to
+    ``[0, 2^61 - 1)``, the range of sketch indices: the same item gives the
+    same key in every process and on every machine (unlike Python's salted
+    ``hash``). Integers pass through unchanged (their range is checked where
+    they are used).
+
+    Examples
+    --------
+    >>> from pysketch.hashing import item_key
+    >>> item_key("apple") == item_key("apple") != item_key(b"apple")
+    True
+    >>> item_key(42)
+    42
+    """
+    if isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+        return int(item)
+    if isinstance(item, str):
+        data = b"s" + item.encode("utf-8")
+    elif isinstance(item, (bytes, bytearray, memoryview)):
+        data = b"b" + bytes(item)
+    else:
+        raise TypeError(f"items must be integers, str or bytes, got {type(item).__name__}")
+    digest = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+    return digest % (MAX_INDEX + 1)
+
+
+def item_keys(items: Iterable[Any]) -> np.ndarray:
+    """:func:`item_key` of every item, as an int64 array.
+
+    Examples
+    --------
+    >>> from pysketch.hashing import item_keys
+    >>> keys = item_keys(["a", "b", 7])
+    >>> keys.dtype, keys[2]
+    (dtype('int64'), np.int64(7))
+    """
+    return np.array([item_key(item) for item in items], dtype=np.int64)

@@ -21,7 +21,8 @@ import numpy as np
 
 from pysketch import _arrays, _cuda
 from pysketch._arrays import CPU, CUDA, Input
-from pysketch.hashing import splitmix64
+from pysketch._frameworks import follows
+from pysketch.hashing import splitmix64_host
 from pysketch.kernels import elementwise
 from pysketch.kernels import select as sel
 
@@ -265,6 +266,7 @@ def _topk_cuda(arr, k: int, stream):
     return idx[:k]
 
 
+@follows("x")
 def topk(x: Any, k: int, *, check_finite: bool = True) -> tuple[Any, Any]:
     """The ``k`` entries of largest magnitude: ``(indices, values)``.
 
@@ -361,7 +363,7 @@ def randomk(d: int, k: int, *, seed: int, device: str = "cpu") -> Any:
     _arrays.check_device(device)
     state = np.uint64(seed ^ 0x52414E444F4D4B00)  # "RANDOMK\0"
     for word in (d, k):
-        state, out = splitmix64(np.uint64(state) ^ np.uint64(word))
+        state, out = splitmix64_host(np.uint64(state) ^ np.uint64(word))
         state = np.uint64(state) ^ np.uint64(out)
     idx = sel.cpu_randomk(state, d, k)
     return idx if device == CPU else _cuda.to_device(idx)
@@ -370,6 +372,7 @@ def randomk(d: int, k: int, *, seed: int, device: str = "cpu") -> Any:
 # ----------------------------------------------------------------- threshold
 
 
+@follows("x")
 def threshold(x: Any, tau: float, *, check_finite: bool = True) -> tuple[Any, Any]:
     """Every entry with ``|x[i]| >= tau``: ``(indices, values)`` in ascending index order.
 
@@ -406,7 +409,7 @@ def threshold(x: Any, tau: float, *, check_finite: bool = True) -> tuple[Any, An
     n_in = inp.size
     if inp.device == CPU:
         arr = np.asarray(inp.array)
-        idx = sel.cpu_threshold(arr, tau, numba.get_num_threads())
+        idx = sel.cpu_threshold(_arrays.kernel_values(inp).array, tau, numba.get_num_threads())
         return idx, arr[idx]
     stream = inp.stream
     counter = _cuda.zeros(1, np.int64, stream=stream)
@@ -429,6 +432,7 @@ def threshold(x: Any, tau: float, *, check_finite: bool = True) -> tuple[Any, An
 # ----------------------------------------------------------------- gather / scatter
 
 
+@follows("x", "indices")
 def gather(x: Any, indices: Any) -> Any:
     """``x[indices]`` on ``x``'s device (Numba device arrays have no fancy indexing).
 
@@ -457,6 +461,7 @@ def gather(x: Any, indices: Any) -> Any:
     return _gather_device(inp.array, ind.array, inp.stream)
 
 
+@follows("values", "indices", "out")
 def scatter(
     indices: Any,
     values: Any,

@@ -41,6 +41,7 @@ def signatures() -> dict[str, list[tuple]]:
             sigs.setdefault("countsketch.cuda_estimate", []).append(
                 (tab, i64, KEYS, A(idx), b1, i64, A(tab_dtype))
             )
+            sigs.setdefault("countsketch.cuda_zero_buckets", []).append((tab, i64, KEYS, A(idx)))
             sigs.setdefault("countmin.cuda_query", []).append(
                 (tab, i64, KEYS, A(idx), f64, b1, A(tab_dtype))
             )

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pysketch import _cuda, hashing
+from pysketch import CountSketch, _cuda, hashing
 from pysketch.countmin import CountMinSketch
 from tests.conftest import on_device, to_host
 
@@ -382,6 +382,20 @@ def test_zero_and_copy(device):
     assert a.zero() is a
     assert a.total_weight == 0.0 and not to_host(a.table).any()
     assert b.total_weight == 3.0 and to_host(b.table).sum() == 6.0
+
+
+def test_summed_state_hook_is_the_total_weight_and_never_copies_the_table(device, monkeypatch):
+    a = sketch_of(device, [1, 2], [1.0, 2.0], rows=2, cols=8)
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("the hook copied the table to the host")
+
+    monkeypatch.setattr(CountMinSketch, "table_to_host", no_copy)
+    monkeypatch.setattr(_cuda, "to_host", no_copy)
+    assert a._summed_state() == 3.0
+    a._set_summed_state(7.0)
+    assert a.total_weight == 7.0 and a._summed_state() == 7.0
+    assert CountSketch(d=10, rows=2, cols=8)._summed_state() is None
 
 
 # ------------------------------------------------------------- save / load

@@ -23,6 +23,7 @@ pytest.importorskip("mpi4py")
 
 from pysketch import CountSketch, _cuda  # noqa: E402
 from pysketch import distributed as dist  # noqa: E402
+from pysketch.distributed import transfer  # noqa: E402
 from tests.conftest import on_device, to_host  # noqa: E402
 
 pytestmark = pytest.mark.mpi
@@ -177,6 +178,16 @@ def test_allreduce_countmin_table_and_total_weight(comm):
     assert cms.total_weight == pytest.approx(sum(10.0 * (r + 1) for r in range(size)))
 
 
+def test_allreduce_countmin_out_of_place_sums_total_weight_into_out(comm):
+    countmin = pytest.importorskip("pysketch.countmin")
+    rank, size = comm.Get_rank(), comm.Get_size()
+    cms = countmin.CountMinSketch(rows=3, cols=32, seed=5).update([rank], 2.0)
+    out = countmin.CountMinSketch(rows=3, cols=32, seed=5)
+    assert dist.allreduce_sketch(cms, comm, out=out) is out
+    assert out.total_weight == 2.0 * size and cms.total_weight == 2.0
+    np.testing.assert_allclose(out.table.sum(), 3 * 2.0 * size)
+
+
 def test_check_compatible_returns_common_fingerprint(comm):
     fp = dist.check_compatible(rank_sketch(comm.Get_rank()), comm)
     assert (fp["type"], fp["d"], fp["rows"], fp["cols"]) == ("CountSketch", 300, 3, 40)
@@ -185,10 +196,18 @@ def test_check_compatible_returns_common_fingerprint(comm):
 
 
 # ----------------------------------------------------------- device arrays
+def _skip_direct_without_cuda_aware_mpi(comm, path):
+    """The simulator's device arrays are host memory; a real GPU's are not, and an MPI
+    library that is not CUDA-aware crashes on them (segfault) instead of raising."""
+    if path == "direct" and not SIM and not dist.cuda_aware(comm):
+        pytest.skip("path='direct' with real device memory needs a CUDA-aware MPI")
+
+
 @needs_device
 @pytest.mark.parametrize("path", ["staged", "direct"])
 @pytest.mark.parametrize("in_place", [False, True])
 def test_allreduce_device_arrays(comm, path, in_place):
+    _skip_direct_without_cuda_aware_mpi(comm, path)
     n = 9
     x = on_device(rank_vector(comm.Get_rank(), n, np.float64), "cuda")
     counter = dist.ByteCounter(comm)
@@ -203,15 +222,17 @@ def test_allreduce_device_arrays(comm, path, in_place):
 def test_staged_is_the_default_and_env_var_forces_direct(comm, monkeypatch):
     x = on_device(np.ones(5, dtype=np.float32), "cuda")
     monkeypatch.delenv(dist.ENV_CUDA_AWARE, raising=False)
-    if not dist.cuda_aware(comm):  # the PyPI MPI wheels are not CUDA-aware
+    really_cuda_aware = dist.cuda_aware(comm)
+    if not really_cuda_aware:  # the PyPI MPI wheels are not CUDA-aware
         assert dist.transfer_path(x, comm) == "staged"
     monkeypatch.setenv(dist.ENV_CUDA_AWARE, "1")
     assert dist.cuda_aware(comm) is True
     assert dist.transfer_path(x, comm) == "direct"
-    counter = dist.ByteCounter(comm)
-    dist.allreduce(x, comm, out=x, counter=counter)
-    assert counter.records[-1].path == "direct"
-    np.testing.assert_array_equal(to_host(x), np.full(5, comm.Get_size(), np.float32))
+    if SIM or really_cuda_aware:  # else MPI would crash on real device memory
+        counter = dist.ByteCounter(comm)
+        dist.allreduce(x, comm, out=x, counter=counter)
+        assert counter.records[-1].path == "direct"
+        np.testing.assert_array_equal(to_host(x), np.full(5, comm.Get_size(), np.float32))
     monkeypatch.setenv(dist.ENV_CUDA_AWARE, "0")
     assert dist.transfer_path(x, comm) == "staged"
     assert dist.transfer_path(np.ones(2), comm) == "host"
@@ -241,6 +262,7 @@ def test_staged_path_with_fake_cai_array(comm):
 @needs_device
 @pytest.mark.parametrize("path", ["staged", "direct"])
 def test_allreduce_device_sketch(comm, path):
+    _skip_direct_without_cuda_aware_mpi(comm, path)
     params = {"d": 40, "rows": 2, "cols": 8, "seed": 4}
     sketch = rank_sketch(comm.Get_rank(), device="cuda", **params)
     counter = dist.ByteCounter(comm)
@@ -253,11 +275,11 @@ def test_allreduce_device_sketch(comm, path):
 
 
 def test_staging_buffers_are_reused(comm):
-    first = dist._staging_buffer("test", (10,), np.float32)
-    second = dist._staging_buffer("test", (3, 2), np.float64)
+    first = transfer._staging_buffer("test", (10,), np.float32)
+    second = transfer._staging_buffer("test", (3, 2), np.float64)
     assert first.base is second.base or np.shares_memory(first, second)
     dist.release_staging_buffers()
-    third = dist._staging_buffer("test", (10,), np.float32)
+    third = transfer._staging_buffer("test", (10,), np.float32)
     assert not np.shares_memory(first, third)
     dist.release_staging_buffers()
 
@@ -302,6 +324,7 @@ def test_allgather_sparse_all_empty(comm):
 @needs_device
 @pytest.mark.parametrize("path", ["staged", "direct"])
 def test_allgather_sparse_device(comm, path):
+    _skip_direct_without_cuda_aware_mpi(comm, path)
     idx, val = rank_message(comm.Get_rank())
     counter = dist.ByteCounter(comm)
     got_idx, got_val, _ = dist.allgather_sparse(
@@ -534,8 +557,8 @@ def test_cuda_aware_env_override(comm, monkeypatch):
 
 
 def test_memory_alloc_kinds_parsing():
-    assert dist._has_cuda_kind("system,mpi,cuda:device,cuda:managed")
-    assert dist._has_cuda_kind("cuda")
-    assert not dist._has_cuda_kind("system,mpi,rocm:device")
-    assert not dist._has_cuda_kind("")
-    assert not dist._has_cuda_kind(None)
+    assert transfer._has_cuda_kind("system,mpi,cuda:device,cuda:managed")
+    assert transfer._has_cuda_kind("cuda")
+    assert not transfer._has_cuda_kind("system,mpi,rocm:device")
+    assert not transfer._has_cuda_kind("")
+    assert not transfer._has_cuda_kind(None)

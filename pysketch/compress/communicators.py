@@ -1,0 +1,354 @@
+"""Communicators: combine W workers' messages, wherever the workers run.
+
+One protocol, three places the workers can live:
+
+:class:`LocalCommunicator`
+    W workers simulated in one process (no MPI import): the training
+    simulator, tests, notebooks.
+:class:`MPICommunicator`
+    ``mpiexec -n R``; each rank simulates ``workers_per_rank`` workers, so
+    ``W = R * workers_per_rank`` (256 workers on 2 cores). Built on
+    :mod:`pysketch.distributed`.
+:func:`pysketch.compress.torch_ddp.fetchsgd_hook`
+    A PyTorch DDP communication hook drives the same algorithms with a
+    communicator over ``torch.distributed``.
+
+A communicator combines one message per local worker: summable messages
+(dense, random-k, Count Sketch) by a sum, gatherable ones (top-k, threshold)
+by concatenating every worker's pairs in worker order. The result is the same
+in value whatever the layout, up to the order of float additions.
+
+Byte accounting
+---------------
+Every combine is counted per worker, as :class:`Traffic`: the *payload* a
+worker uploads and downloads as the papers count it (ALGORITHMS: values and
+indices at their dtype size), and the *wire* bytes a ring collective among the
+W workers would move per worker (allreduce of ``n`` bytes:
+``2 (W - 1) n / W`` each way; allgather: everything but the worker's own
+message in, everything but its successor's out). These figures depend only on
+W and the messages, so they are identical in every layout. The bytes that MPI
+really moved between ranks are in :attr:`MPICommunicator.counter`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from pysketch._arrays import check_positive_int
+from pysketch.compress._namespace import namespace
+from pysketch.compress.messages import Message, Sparse
+from pysketch.distributed.accounting import ring_allgather_bytes, ring_allreduce_bytes
+from pysketch.errors import NonFiniteError
+
+__all__ = ["Communicator", "LocalCommunicator", "MPICommunicator", "Traffic"]
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Bytes per worker (the mean over the W workers) of some communication rounds.
+
+    Attributes
+    ----------
+    rounds : int
+        Number of combines (collectives) counted.
+    upload, download : float
+        Payload bytes a worker sent and received, as the papers count them.
+    wire_sent, wire_received : float
+        Bytes a ring collective among the W workers moves per worker.
+    """
+
+    rounds: int = 0
+    upload: float = 0.0
+    download: float = 0.0
+    wire_sent: float = 0.0
+    wire_received: float = 0.0
+
+    def __add__(self, other: Traffic) -> Traffic:
+        if not isinstance(other, Traffic):
+            return NotImplemented
+        return Traffic(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def as_dict(self) -> dict[str, float]:
+        """The fields as a plain dict (for logs and checkpoints)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _check_messages(messages: Sequence[Message], count: int) -> None:
+    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
+        raise TypeError(f"messages must be a list of messages, got {type(messages).__name__}")
+    if len(messages) != count:
+        raise ValueError(
+            f"messages must hold one message per local worker ({count}), got {len(messages)}"
+        )
+    kinds = {type(m) for m in messages}
+    if len(kinds) != 1 or not isinstance(messages[0], Message):
+        raise TypeError(
+            f"messages must all be of one Message type, got {sorted(k.__name__ for k in kinds)}"
+        )
+    if messages[0].summable:
+        first = [(tuple(a.shape), np.dtype(a.dtype)) for a in messages[0].payload]
+        for w, m in enumerate(messages[1:], start=1):
+            mine = [(tuple(a.shape), np.dtype(a.dtype)) for a in m.payload]
+            if mine != first:
+                raise ValueError(
+                    f"messages[{w}] has payload shapes/dtypes {mine}, messages[0] has {first}: "
+                    "summable messages must match"
+                )
+
+
+class Communicator:
+    """The protocol: W workers, some of them in this process, and how they combine.
+
+    Attributes
+    ----------
+    world_size : int
+        W, the number of workers in the whole run.
+    local_workers : int
+        Workers simulated by this process.
+    rank, ranks : int
+        This process and the number of processes.
+    """
+
+    world_size: int
+    local_workers: int
+    rank: int = 0
+    ranks: int = 1
+
+    def __init__(self) -> None:
+        #: Number of closed steps (the per-step figures are not kept: runs are long).
+        self.step_count = 0
+        self._last = Traffic()
+        self._open = Traffic()
+        self._closed = Traffic()
+
+    # ------------------------------------------------------------- layout
+    @property
+    def worker_ids(self) -> range:
+        """Global indices of the workers held here (rank ``r`` holds a contiguous block)."""
+        start = self.rank * self.local_workers
+        return range(start, start + self.local_workers)
+
+    @property
+    def is_root(self) -> bool:
+        """Whether this is rank 0 (the one that prints and writes files)."""
+        return self.rank == 0
+
+    # ----------------------------------------------------------- combining
+    def combine(self, messages: Sequence[Message]) -> Message:
+        """Combine one message per local worker with every other worker's.
+
+        Parameters
+        ----------
+        messages : list of Message
+            ``local_workers`` messages of one type (summable ones with equal
+            payload shapes), in worker order.
+
+        Returns
+        -------
+        Message
+            The sum over all W workers (summable), or every worker's pairs
+            concatenated in worker order (:class:`~pysketch.compress.messages.Sparse`).
+        """
+        _check_messages(messages, self.local_workers)
+        if not messages[0].summable:
+            return self._gather(messages)
+        xp = namespace(messages[0].payload[0])
+        payload = [xp.array(a, copy=True) for a in messages[0].payload]
+        for m in messages[1:]:
+            for acc, a in zip(payload, m.payload, strict=True):
+                acc += a
+        return self.combine_local_sum(messages[0].with_payload(tuple(payload)))
+
+    def combine_local_sum(self, message: Message) -> Message:
+        """Sum over all workers, given the sum over this process's workers.
+
+        The caller sums its local workers itself, where linearity makes that
+        exact (a sketch of the sum equals the sum of the sketches); the bytes
+        counted are still those of ``W`` messages of ``message``'s size.
+        """
+        if not isinstance(message, Message) or not message.summable:
+            raise TypeError(f"message must be a summable Message, got {type(message).__name__}")
+        summed = self._allreduce(tuple(message.payload))
+        n = message.nbytes
+        wire = ring_allreduce_bytes(n, self.world_size)
+        self._record(Traffic(1, n, n, wire, wire))
+        return message.with_payload(summed)
+
+    def _gather(self, messages: Sequence[Message]) -> Sparse:
+        xp = namespace(messages[0].values)
+        lengths = [int(m.indices.shape[0]) for m in messages]
+        idx = xp.concatenate([m.indices for m in messages])
+        val = xp.concatenate([m.values for m in messages])
+        idx, val, lengths = self._allgather(idx, val, lengths)
+        entry = np.dtype(idx.dtype).itemsize + np.dtype(val.dtype).itemsize
+        sizes = [n * entry for n in lengths]
+        total, world = sum(sizes), self.world_size
+        wire = [ring_allgather_bytes(sizes, w) for w in range(world)]
+        self._record(
+            Traffic(
+                1,
+                total / world,
+                (world - 1) * total / world,
+                sum(s for s, _ in wire) / world,
+                sum(r for _, r in wire) / world,
+            )
+        )
+        return Sparse(idx, val)
+
+    def _allreduce(self, payload: tuple[Any, ...]) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def _allgather(self, indices: Any, values: Any, lengths: list[int]):
+        raise NotImplementedError
+
+    def agree(self, what: str, fingerprint: dict[str, Any], error: BaseException | None) -> None:
+        """Raise on every process if ``error`` is set on any, or fingerprints differ."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------- accounting
+    def _record(self, traffic: Traffic) -> None:
+        self._open = self._open + traffic
+
+    def step(self) -> Traffic:
+        """Close the current training step; returns its traffic."""
+        closed, self._open = self._open, Traffic()
+        self.step_count += 1
+        self._last = closed
+        self._closed = self._closed + closed
+        return closed
+
+    @property
+    def last_step(self) -> Traffic:
+        """Traffic of the last closed step (zeros before the first)."""
+        return self._last
+
+    @property
+    def total(self) -> Traffic:
+        """Traffic of every step so far, the open one included."""
+        return self._closed + self._open
+
+    def state_dict(self) -> dict[str, float]:
+        """The step count and cumulative byte totals (JSON-serialisable), for resuming."""
+        return {"step_count": self.step_count, **self.total.as_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (``last_step`` starts at zeros)."""
+        try:
+            count = int(state["step_count"])
+            total = Traffic(**{f.name: type(f.default)(state[f.name]) for f in fields(Traffic)})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"state is not a communicator state_dict ({exc!r})") from None
+        if count < 0 or any(v < 0 for v in total.as_dict().values()):
+            raise ValueError(f"state holds negative counts: {state}")
+        self.step_count, self._last, self._open, self._closed = count, Traffic(), Traffic(), total
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(world_size={self.world_size}, "
+            f"local_workers={self.local_workers}, rank={self.rank}, ranks={self.ranks})"
+        )
+
+
+class LocalCommunicator(Communicator):
+    """``workers`` workers simulated in this process; combining needs no MPI.
+
+    Parameters
+    ----------
+    workers : int
+        W.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pysketch.compress import LocalCommunicator, TopK
+    >>> comm = LocalCommunicator(workers=2)
+    >>> c = TopK(4, k=1)
+    >>> msgs = [c.compress(np.array([0.0, 5.0, 0.0, 1.0])), c.compress(np.array([2.0, 0, 0, 0]))]
+    >>> c.decompress(comm.combine(msgs)).tolist()
+    [2.0, 5.0, 0.0, 0.0]
+    >>> comm.step().upload    # one (int32 index, float64 value) pair per worker
+    12.0
+    """
+
+    def __init__(self, workers: int) -> None:
+        workers = check_positive_int("workers", workers)
+        super().__init__()
+        self.world_size = self.local_workers = int(workers)
+
+    def _allreduce(self, payload: tuple[Any, ...]) -> tuple[Any, ...]:
+        return payload
+
+    def _allgather(self, indices: Any, values: Any, lengths: list[int]):
+        return indices, values, lengths
+
+    def agree(self, what: str, fingerprint: dict[str, Any], error: BaseException | None) -> None:
+        if error is not None:
+            raise error
+
+
+class MPICommunicator(Communicator):
+    """Ranks of an MPI job, each simulating ``workers_per_rank`` workers.
+
+    Parameters
+    ----------
+    workers_per_rank : int, default 1
+        Workers each rank holds; ``W = ranks * workers_per_rank``.
+    comm : mpi4py communicator, optional
+        ``MPI.COMM_WORLD`` by default.
+
+    Attributes
+    ----------
+    counter : pysketch.distributed.ByteCounter
+        The bytes the MPI collectives really moved, per rank.
+
+    Examples
+    --------
+    >>> from pysketch.compress import MPICommunicator
+    >>> comm = MPICommunicator(workers_per_rank=4)   # on one process: 4 workers
+    >>> comm.world_size, list(comm.worker_ids)
+    (4, [0, 1, 2, 3])
+    """
+
+    def __init__(self, workers_per_rank: int = 1, comm: Any = None) -> None:
+        from pysketch import distributed
+
+        workers_per_rank = check_positive_int("workers_per_rank", workers_per_rank)
+        from mpi4py import MPI
+
+        super().__init__()
+        self._dist = distributed
+        self.comm = MPI.COMM_WORLD if comm is None else comm
+        self.counter = distributed.ByteCounter(self.comm)
+        self.rank, self.ranks = self.comm.Get_rank(), self.comm.Get_size()
+        self.local_workers = int(workers_per_rank)
+        self.world_size = self.ranks * self.local_workers
+
+    def _allreduce(self, payload: tuple[Any, ...]) -> tuple[Any, ...]:
+        for array in payload:
+            self._dist.allreduce(array, self.comm, out=array, counter=self.counter, check=False)
+        return payload
+
+    def _allgather(self, indices: Any, values: Any, lengths: list[int]):
+        per_rank = self.comm.allgather(lengths)
+        idx, val, _ = self._dist.allgather_sparse(indices, values, self.comm, counter=self.counter)
+        return idx, val, [n for rank_lengths in per_rank for n in rank_lengths]
+
+    def agree(self, what: str, fingerprint: dict[str, Any], error: BaseException | None) -> None:
+        from pysketch.distributed.agreement import _agree
+
+        try:
+            _, control = _agree(self.comm, what, fingerprint, error)
+        except ValueError as exc:
+            # Every rank raises the same type: a NaN on one rank is a divergence on all.
+            if f"{NonFiniteError.__name__}:" in str(exc):
+                raise NonFiniteError(str(exc)) from exc
+            raise
+        self.counter.record("agree", "host", self.ranks, control=control)
+
+    def step(self) -> Traffic:
+        self.counter.step()
+        return super().step()

@@ -1,0 +1,253 @@
+"""``python -m simulate``: run the default comparison, a config, a sweep, or resume a run.
+
+Examples::
+
+    python -m simulate                                  # the default comparison
+    python -m simulate list                             # the shipped configs
+    python -m simulate run quadratic_rotated --set model.d=65536 -q
+    python -m simulate --resume runs/default
+    python -m simulate hessian logistic_memsgd          # lambda_max, sum |lambda|, kappa
+    mpirun -n 2 python -m simulate run fetchsgd_scaling --workers-per-rank 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+from . import config
+
+EXIT_CONFIG, EXIT_DIVERGED = 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    common.add_argument(
+        "--workers-per-rank",
+        type=int,
+        metavar="N",
+        help="under MPI: N workers per rank (W = ranks x N, replacing the config's workers)",
+    )
+    common.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="threads of each process's Numba kernels and BLAS (default 1: the simulator "
+        "runs many small kernels, and MPI ranks take the cores)",
+    )
+    common.add_argument("--out", metavar="DIR", help="parent folder of the run (default: runs)")
+    common.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (dotted: model.d=4096, algorithms.fetchsgd.cols=2000; "
+        "algorithms.k=100 sets k on every algorithm that takes it); repeatable",
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m simulate",
+        description="Simulate distributed training with pysketch's compressed-communication "
+        "algorithms. Without a command, runs the default comparison.",
+        epilog=__doc__.split("Examples::")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", parents=[common], help="run a config (a .toml file or a name)")
+    run.add_argument("config", help="path of a TOML config, or a shipped name (see list)")
+    sub.add_parser("list", help="list the shipped configs")
+    claims = sub.add_parser(
+        "claims",
+        parents=[common],
+        help="reproduce the papers' claims and write their pages in docs/results/",
+    )
+    claims.add_argument(
+        "names", nargs="*", metavar="NAME", help="which claims (default: all of them)"
+    )
+    claims.add_argument(
+        "--docs",
+        default="docs/results",
+        metavar="DIR",
+        help="where the pages go (default: docs/results)",
+    )
+    hess = sub.add_parser("hessian", parents=[common], help="Hessian spectrum at the initial w")
+    hess.add_argument("config")
+    return parser
+
+
+def _new_run_dir(out: Path, name: str) -> Path:
+    path, n = out / name, 1
+    while path.exists():
+        n += 1
+        path = out / f"{name}-{n}"
+    path.mkdir(parents=True)
+    return path
+
+
+def _progress(quiet: bool):
+    if quiet:
+        return None
+    from tqdm.auto import tqdm
+
+    def bar(job, total, initial):
+        return tqdm(total=total, initial=initial, desc=job.label, unit="step", leave=False)
+
+    return bar
+
+
+def _prepare(args, layout) -> tuple[dict, list]:
+    """The raw config (overrides applied) and its checked cases."""
+    raw = config.load(args.config)
+    for text in args.overrides:
+        config.set_path(raw, *config.parse_override(text))
+    if layout.comm is not None and args.workers_per_rank:
+        raw["workers"] = layout.ranks * args.workers_per_rank
+    if args.out:
+        raw["out_dir"] = args.out
+    return raw, config.resolve(raw)
+
+
+def _run(args, layout) -> int:
+    from . import plots, report, runner
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        raw = config.load(run_dir / "config.toml")
+        cases = config.resolve(raw)
+    else:
+        raw, cases = _prepare(args, layout)
+        run_dir = None
+        if layout.is_root:
+            run_dir = _new_run_dir(Path(raw.get("out_dir", "runs")), raw["name"])
+            (run_dir / "config.toml").write_text(config.dumps(raw))
+        run_dir = Path(layout.bcast(str(run_dir) if run_dir else None))
+    for case in cases:
+        layout.workers(case.config["workers"])
+    started = time.perf_counter()
+    results = runner.run_cases(
+        cases, run_dir, layout, progress=_progress(args.quiet), resume=bool(args.resume)
+    )
+    if not layout.is_root:
+        return 0 if all(r.status == "done" for r in results) else EXIT_DIVERGED
+    extra = {"name": raw["name"], "ranks": layout.ranks, "seconds": time.perf_counter() - started}
+    target = cases[0].config["target"]
+    report.write_summary(run_dir, cases, results, extra)
+    plots.write(run_dir, results, report.job_rows(run_dir, results), list(raw.get("sweep", {})))
+    workers = cases[0].config["workers"]
+    where = f"{layout.ranks} MPI ranks" if layout.comm is not None else "one process"
+    print(
+        f"{raw['name']}: d = {cases[0].config['d']:,}, {workers} workers ({where}), "
+        f"{cases[0].config['steps']} steps, {extra['seconds']:.1f} s"
+    )
+    print(report.table(results, target))
+    print(f"files: {run_dir}/ (config.toml, metrics/*.csv, summary.json, *.png)")
+    return 0 if all(r.status == "done" for r in results) else EXIT_DIVERGED
+
+
+def _hessian(args, layout) -> int:
+    from . import hessian, models
+
+    _, cases = _prepare(args, layout)
+    for case in cases:
+        cfg = case.config
+        model = models.build(cfg["model"], cfg["workers"], cfg["seed"], "float64")
+        h = cfg["hessian"]
+        s = hessian.spectrum_summary(
+            model, model.init(), h["top"], h["probes"], h["lanczos_steps"], cfg["seed"]
+        )
+        if layout.is_root:
+            top = ", ".join(f"{e:.4g}" for e in s["top_eigenvalues"])
+            print(
+                f"{case.label or cfg['name']}: d = {model.d:,}  top eigenvalues {top}  "
+                f"sum|lambda| ~ {s['sum_abs_eigenvalues']:.4g}  kappa ~ {s['kappa']:.4g}"
+            )
+    return 0
+
+
+def _claims(args) -> int:
+    from . import claims
+    from .parallel import limit_threads
+
+    limit_threads(args.threads)
+    try:
+        chosen = [claims.load(name) for name in args.names or claims.CLAIMS]
+    except config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    out, docs = Path(args.out or "runs") / "claims", Path(args.docs)
+    started = time.perf_counter()
+    for claim in chosen:
+        finding, seconds = claims.run_claim(claim, out, _progress(args.quiet))
+        claims.write_page(claim, finding, seconds, docs)
+        claims.write_index(docs, claim, finding, seconds)
+        print(f"{claim.name}: {finding.verdict} ({seconds:.0f} s). {finding.reason}")
+    print(f"all: {time.perf_counter() - started:.0f} s; pages in {docs}/, runs in {out}/")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m simulate``; returns the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 for a bad config, 3 when a run diverged.
+    """
+    args = _parser().parse_args(argv)
+    if args.command == "list":
+        for name, description in config.shipped().items():
+            print(f"{name:<24} {description}")
+        return 0
+    if args.command is None and not args.resume:
+        args.config = "default"
+    if args.command == "claims":
+        return _claims(args)
+    from .parallel import Layout, limit_threads
+
+    limit_threads(args.threads)
+    layout = Layout(args.workers_per_rank)
+    try:
+        with _abort_on_error(layout):
+            return (_hessian if args.command == "hessian" else _run)(copy.copy(args), layout)
+    except (config.ConfigError, ValueError) as exc:
+        if layout.is_root:
+            print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _abort_on_error(layout):
+    """``MPI_Abort`` on an unexpected exception when several ranks run (no rank hangs)."""
+    import contextlib
+
+    if layout.comm is None or layout.ranks == 1:
+        return contextlib.nullcontext()
+    from pysketch.distributed import abort_on_error
+
+    return _ConfigErrorsPass(abort_on_error(layout.comm))
+
+
+class _ConfigErrorsPass:
+    """Wrap a context manager so that a ``ConfigError`` (raised on every rank alike) passes."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __enter__(self):
+        return self.inner.__enter__()
+
+    def __exit__(self, kind, exc, tb):
+        if kind is not None and issubclass(kind, config.ConfigError):
+            return self.inner.__exit__(None, None, None)
+        return self.inner.__exit__(kind, exc, tb)

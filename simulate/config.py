@@ -1,0 +1,632 @@
+"""Experiment configurations: TOML in, a validated and resolved ``dict`` out.
+
+A configuration is checked completely before anything runs: an unknown key, a
+value of the wrong type or an impossible value (``k > d``, ``rows <= 0``) raises
+:class:`ConfigError` with the dotted name of the key. :func:`resolve` fills in
+the defaults, expands the ``[sweep]`` table into cases and turns sizes given as
+fractions of ``d`` (``k = 0.01``) into integers.
+
+Layout::
+
+    name = "example"          # runs/<name>/
+    seed = 0
+    steps = 200
+    workers = 8
+    [model]                   # kind = "quadratic" | "logistic" | "mlp" and its keys
+    [schedule]                # kind = "constant" | "step" | "memsgd"
+    [[algorithms]]            # one table per algorithm: name = "sgd" | "memsgd" | ...
+    [sweep]                   # "model.d" = [1024, 4096]: one case per combination
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+REQUIRED = object()
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One configuration key: its kind, default and allowed values.
+
+    Parameters
+    ----------
+    kind : str
+        ``"int"``, ``"float"`` (an integer is accepted), ``"bool"``, ``"str"``,
+        ``"ints"`` (a list of integers) or ``"size"`` (an integer >= 1, or a
+        float in (0, 1] meaning that fraction of ``d``).
+    default : object
+        The value when the key is absent; ``REQUIRED`` makes it mandatory,
+        ``None`` leaves it unset.
+    choices : tuple of str
+        Allowed values of a ``"str"`` field (empty: any string).
+    low, high : float, optional
+        Bounds of a number; ``open_low`` excludes ``low`` itself.
+    """
+
+    kind: str
+    default: Any = None
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+
+
+def _num(low=None, high=None, *, default=None, kind="float", open_low=False) -> Field:
+    return Field(kind, default, low=low, high=high, open_low=open_low)
+
+
+def _choice(*choices: str, default: Any = None) -> Field:
+    return Field("str", choices[0] if default is None else default, choices=choices)
+
+
+_POSITIVE = {"low": 0.0, "open_low": True}
+
+TOP = {
+    "name": Field("str", "experiment"),
+    "seed": _num(0, kind="int", default=0),
+    "steps": _num(1, kind="int", default=REQUIRED),
+    "workers": _num(1, kind="int", default=REQUIRED),
+    "dtype": _choice("float32", "float64"),
+    "eval_every": _num(1, kind="int", default=10),
+    "checkpoint_every": _num(0, kind="int", default=0),
+    "out_dir": Field("str", "runs"),
+    "description": Field("str", ""),
+    "presum": Field("bool", True),
+}
+TARGET = {
+    "metric": _choice("loss", "test_loss", "test_accuracy", "suboptimality", "grad_norm"),
+    "value": _num(default=REQUIRED),
+}
+HESSIAN = {
+    "enabled": Field("bool", False),
+    "top": _num(1, kind="int", default=3),
+    "probes": _num(1, kind="int", default=8),
+    "lanczos_steps": _num(2, kind="int", default=30),
+}
+_DATA_SPLIT = {
+    "sharding": _choice("iid", "label"),
+    "test_fraction": _num(0.0, 0.9, default=0.2),
+    "batch_size": _num(1, kind="int", default=32),
+    "l2": _num(0.0, default=None),
+}
+MODELS = {
+    "quadratic": {
+        "d": _num(2, kind="int", default=REQUIRED),
+        "spectrum": _choice("powerlaw", "flat", "twolevel"),
+        "alpha": _num(0.0, default=1.0),
+        "lambda_max": _num(**_POSITIVE, default=1.0),
+        "top": _num(1, kind="int", default=10),
+        "ratio": _num(**_POSITIVE, high=1.0, default=0.01),
+        "basis": _choice("coordinate", "rotated"),
+        "heterogeneity": _num(0.0, default=0.0),
+        "noise": _num(0.0, default=0.0),
+    },
+    "logistic": {
+        "dataset": _choice("synthetic_dense", "synthetic_sparse", "digits", "breast_cancer"),
+        "d": _num(1, kind="int", default=1000),
+        "n": _num(2, kind="int", default=2000),
+        "density": _num(**_POSITIVE, high=1.0, default=0.01),
+        "normalize": Field("bool", True),
+        "solve_optimum": Field("bool", True),
+        **_DATA_SPLIT,
+        "batch_size": _num(1, kind="int", default=1),
+    },
+    "mlp": {
+        "dataset": _choice("digits", "teacher_student"),
+        "hidden": Field("ints", [64]),
+        "n": _num(2, kind="int", default=2000),
+        "inputs": _num(1, kind="int", default=32),
+        "classes": _num(2, kind="int", default=10),
+        "teacher_hidden": _num(1, kind="int", default=32),
+        **_DATA_SPLIT,
+    },
+}
+SCHEDULES = {
+    "constant": {"lr": _num(**_POSITIVE, default=REQUIRED)},
+    "step": {
+        "lr": _num(**_POSITIVE, default=REQUIRED),
+        "milestones": Field("ints", []),
+        "decay": _num(**_POSITIVE, high=1.0, default=0.1),
+    },
+    "memsgd": {
+        "gamma": _num(**_POSITIVE, default=2.0),
+        "tau": _num(0.0, default=None),
+        "lam": _num(**_POSITIVE, default=None),
+        "average": Field("bool", True),
+    },
+}
+_MOMENTUM = _num(0.0, 1.0, default=0.9)
+_HASH = _choice("mix", "polynomial")
+ALGORITHMS = {
+    "sgd": {"rho": _num(0.0, 1.0, default=0.0), "nesterov": Field("bool", False)},
+    "memsgd": {
+        "k": Field("size", REQUIRED),
+        "compressor": _choice("topk", "randomk"),
+        "memory": Field("bool", True),
+    },
+    "sketched_sgd": {
+        "k": Field("size", REQUIRED),
+        "rows": _num(1, kind="int", default=5),
+        "cols": Field("size", REQUIRED),
+        "rho": _MOMENTUM,
+        "p1": _num(1.0),
+        "p2": _num(1.0),
+        "momentum_stopping": Field("bool", True),
+        "hash": _HASH,
+    },
+    "fetchsgd": {
+        "k": Field("size", REQUIRED),
+        "rows": _num(1, kind="int", default=5),
+        "cols": Field("size", REQUIRED),
+        "rho": _MOMENTUM,
+        "error": _choice("zero", "subtract"),
+        "hash": _HASH,
+    },
+    "sketchdl": {
+        "rows": _num(1, kind="int", default=5),
+        "cols": Field("size", REQUIRED),
+        "error_feedback": Field("bool", False),
+        "reseed": Field("bool", False),
+        "hash": _HASH,
+    },
+}
+# Keys of an [[algorithms]] entry that the simulator uses itself (not passed on).
+ALGORITHM_COMMON = {
+    "label": Field("str", None),
+    "lr": _num(**_POSITIVE),
+    "local_steps": _num(1, kind="int", default=1),
+    "local_lr": _num(**_POSITIVE),
+}
+SECTIONS = ("target", "hessian", "model", "schedule", "algorithms", "sweep")
+
+
+# ---------------------------------------------------------------- checking values
+def _type_error(path: str, want: str, value: Any) -> ConfigError:
+    return ConfigError(f"{path}: expected {want}, got {value!r} ({type(value).__name__})")
+
+
+def check_value(path: str, field: Field, value: Any) -> Any:
+    """``value`` checked against ``field`` (and normalised: ints to float for floats).
+
+    Parameters
+    ----------
+    path : str
+        The dotted key, for the message.
+    field : Field
+        What the key accepts.
+    value : object
+        The value from the TOML file or the command line.
+
+    Returns
+    -------
+    object
+        The value, as the simulator uses it.
+
+    Raises
+    ------
+    ConfigError
+        When the value has the wrong type or is out of range.
+    """
+    kind = field.kind
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise _type_error(path, "true or false", value)
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise _type_error(path, "a string", value)
+        if field.choices and value not in field.choices:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(field.choices)}")
+        return value
+    if kind == "ints":
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise _type_error(path, "a list of integers", value)
+        return list(value)
+    if kind == "size":
+        if is_int:
+            if value < 1:
+                raise ConfigError(f"{path}: must be >= 1, got {value}")
+            return value
+        if isinstance(value, float):
+            if not 0.0 < value <= 1.0:
+                raise ConfigError(f"{path}: a fraction of d must lie in (0, 1], got {value}")
+            return value
+        raise _type_error(path, "an integer or a fraction of d in (0, 1]", value)
+    if kind == "int" and not is_int:
+        raise _type_error(path, "an integer", value)
+    if kind == "float":
+        if not (is_int or isinstance(value, float)):
+            raise _type_error(path, "a number", value)
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: must be finite, got {value}")
+    if field.low is not None and (value < field.low or (field.open_low and value == field.low)):
+        raise ConfigError(f"{path}: must be {'>' if field.open_low else '>='} {field.low}")
+    if field.high is not None and value > field.high:
+        raise ConfigError(f"{path}: must be <= {field.high}, got {value}")
+    return value
+
+
+def _check_table(path: str, table: Any, schema: Mapping[str, Field], skip=()) -> dict:
+    """``table`` with every key checked and every default filled in."""
+    prefix = f"{path}." if path else ""
+    if not isinstance(table, Mapping):
+        raise _type_error(path or "config", "a table", table)
+    unknown = sorted(set(table) - set(schema) - set(skip))
+    if unknown:
+        known = ", ".join(sorted(set(schema) | set(skip)))
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (known: {known})")
+    out = {}
+    for key, field in schema.items():
+        if key in table:
+            out[key] = check_value(prefix + key, field, table[key])
+        elif field.default is REQUIRED:
+            raise ConfigError(f"{prefix}{key}: missing (required)")
+        else:
+            out[key] = copy.copy(field.default)
+    return out
+
+
+def _check_kind(path: str, table: Any, kinds: Mapping[str, Mapping[str, Field]], key="kind"):
+    if not isinstance(table, Mapping):
+        raise _type_error(path, "a table", table)
+    if key not in table:
+        raise ConfigError(f"{path}.{key}: missing (one of {', '.join(kinds)})")
+    kind = check_value(f"{path}.{key}", Field("str", choices=tuple(kinds)), table[key])
+    return kind, {key: kind, **_check_table(path, table, kinds[kind], skip=(key,))}
+
+
+# ---------------------------------------------------------------- dimensions
+def model_dimension(model: Mapping[str, Any]) -> int:
+    """The number of parameters ``d`` of a checked ``[model]`` table, without loading data.
+
+    Parameters
+    ----------
+    model : mapping
+        A ``[model]`` table with its defaults filled in.
+
+    Returns
+    -------
+    int
+        ``d``.
+    """
+    kind = model["kind"]
+    if kind == "quadratic":
+        return model["d"]
+    if kind == "logistic":
+        return {"digits": 64, "breast_cancer": 30}.get(model["dataset"], model["d"])
+    inputs, classes = (
+        (64, 10) if model["dataset"] == "digits" else (model["inputs"], model["classes"])
+    )
+    sizes = [inputs, *model["hidden"], classes]
+    return sum((a + 1) * b for a, b in itertools.pairwise(sizes))
+
+
+DATASET_SIZES = {"digits": 1797, "breast_cancer": 569}
+
+
+def train_size(model: Mapping[str, Any]) -> int:
+    """The number of training samples of a data model (all samples less the test split)."""
+    n = DATASET_SIZES.get(model["dataset"], model.get("n", 0))
+    return n - round(model["test_fraction"] * n)
+
+
+def resolve_size(value: int | float, d: int) -> int:
+    """An integer size: ``value`` itself, or ``value * d`` rounded (at least 1) for a fraction."""
+    return value if isinstance(value, int) else max(1, round(value * d))
+
+
+# ---------------------------------------------------------------- whole configs
+def _check_algorithm(path: str, entry: Any, d: int) -> dict:
+    if not isinstance(entry, Mapping):
+        raise _type_error(path, "a table", entry)
+    name = entry.get("name")
+    if name is None:
+        raise ConfigError(f"{path}.name: missing (one of {', '.join(ALGORITHMS)})")
+    check_value(f"{path}.name", Field("str", choices=tuple(ALGORITHMS)), name)
+    schema = {**ALGORITHM_COMMON, **ALGORITHMS[name]}
+    algo = {"name": name, **_check_table(path, entry, schema, skip=("name",))}
+    for key in ("k", "cols"):
+        if key in algo:
+            algo[key] = resolve_size(algo[key], d)
+    if algo.get("k", 0) > d:
+        raise ConfigError(f"{path}.k: k = {algo['k']} exceeds the dimension d = {d}")
+    for key in ("p1", "p2"):
+        if algo.get(key) is not None and algo[key] * algo["k"] > d:
+            raise ConfigError(
+                f"{path}.{key}: {key} * k = {algo[key] * algo['k']:g} exceeds d = {d}"
+            )
+    if algo["label"] is None:
+        algo["label"] = name
+    return algo
+
+
+def _check_model(model: Mapping[str, Any], workers: int) -> None:
+    """Cross-key checks of a ``[model]`` table that the per-key checks cannot make."""
+    kind = model["kind"]
+    if kind == "quadratic":
+        d = model["d"]
+        if model["basis"] == "rotated" and d & (d - 1):
+            raise ConfigError(f"model.d: the rotated basis needs a power of two, got {d}")
+        if model["spectrum"] == "twolevel" and model["top"] > d:
+            raise ConfigError(f"model.top: {model['top']} exceeds d = {d}")
+        return
+    if kind == "mlp" and not 1 <= len(model["hidden"]) <= 2:
+        raise ConfigError(f"model.hidden: one or two hidden layers, got {model['hidden']}")
+    if kind == "mlp" and min(model["hidden"]) < 1:
+        raise ConfigError(f"model.hidden: widths must be >= 1, got {model['hidden']}")
+    n_train = train_size(model)
+    if n_train < workers:
+        key = "model.n" if model["dataset"] not in DATASET_SIZES else "workers"
+        raise ConfigError(f"{key}: {n_train} training samples cannot feed {workers} workers")
+    if model["l2"] is None:  # mem-SGD's lambda = 1/n for logistic regression
+        model["l2"] = 1.0 / n_train if kind == "logistic" else 0.0
+
+
+def _check_case(raw: Mapping[str, Any]) -> dict:
+    """One fully specified case (no sweep): checked, with defaults, sizes resolved."""
+    cfg = _check_table("", raw, TOP, skip=SECTIONS)
+    if "model" not in raw:
+        raise ConfigError("model: missing (a [model] table with kind = ...)")
+    _, cfg["model"] = _check_kind("model", raw["model"], MODELS)
+    _check_model(cfg["model"], cfg["workers"])
+    d = model_dimension(cfg["model"])
+    _, cfg["schedule"] = _check_kind(
+        "schedule", raw.get("schedule", {"kind": "constant", "lr": 0.1}), SCHEDULES
+    )
+    sched = cfg["schedule"]
+    if sched["kind"] == "step" and sched["milestones"] != sorted(set(sched["milestones"])):
+        raise ConfigError("schedule.milestones: must be strictly increasing")
+    if sched["kind"] == "memsgd":
+        sched["tau"] = float(d) if sched["tau"] is None else sched["tau"]
+        if sched["lam"] is None:
+            sched["lam"] = cfg["model"].get("l2")
+        if not sched["lam"]:
+            raise ConfigError("schedule.lam: needed by the memsgd schedule (or a model l2 > 0)")
+    cfg["target"] = _check_table("target", raw["target"], TARGET) if "target" in raw else None
+    cfg["hessian"] = _check_table("hessian", raw.get("hessian", {}), HESSIAN)
+    algos = raw.get("algorithms")
+    if not isinstance(algos, list) or not algos:
+        raise ConfigError("algorithms: expected a non-empty array of tables [[algorithms]]")
+    cfg["algorithms"] = [_check_algorithm(f"algorithms.{i}", a, d) for i, a in enumerate(algos)]
+    labels = [a["label"] for a in cfg["algorithms"]]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise ConfigError(f"algorithms: label {label!r} is used twice (set label = ...)")
+    cfg["d"] = d
+    return cfg
+
+
+# ---------------------------------------------------------------- paths and overrides
+def _algorithm_list(cfg: dict, path: str) -> list[dict]:
+    """The raw [[algorithms]] entries, for setting ``path`` in them."""
+    algos = cfg.get("algorithms")
+    if not isinstance(algos, list):
+        raise ConfigError(f"{path}: the config has no [[algorithms]]")
+    return algos
+
+
+def set_path(cfg: dict, path: str, value: Any) -> None:
+    """Set the dotted key ``path`` in the raw config ``cfg`` (in place).
+
+    ``algorithms.<label or index>.<key>`` sets one algorithm's key;
+    ``algorithms.<key>`` sets ``key`` on every algorithm that accepts it.
+
+    Parameters
+    ----------
+    cfg : dict
+        A raw (unchecked) configuration.
+    path : str
+        Dotted key, such as ``"model.d"`` or ``"algorithms.fetchsgd.cols"``.
+    value : object
+        The new value (checked later, with the whole config).
+    """
+    parts = path.split(".")
+    if not all(parts):
+        raise ConfigError(f"{path}: not a valid dotted key")
+    if parts[0] == "algorithms" and len(parts) in (2, 3):
+        algos = _algorithm_list(cfg, path)
+        if len(parts) == 3:
+            sel = parts[1]
+            chosen = [
+                a
+                for i, a in enumerate(algos)
+                if str(i) == sel or a.get("label", a.get("name")) == sel
+            ]
+            if not chosen:
+                raise ConfigError(f"{path}: no algorithm with label or index {sel!r}")
+        else:
+            chosen = [a for a in algos if parts[1] in ALGORITHMS.get(a.get("name"), {})]
+            chosen = chosen or [a for a in algos if parts[1] in ALGORITHM_COMMON]
+            if not chosen:
+                raise ConfigError(f"{path}: no algorithm takes the key {parts[1]!r}")
+        for a in chosen:
+            a[parts[-1]] = copy.deepcopy(value)
+        return
+    node = cfg
+    for i, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])}: not a table, cannot set {path}")
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"key=value"`` from the command line: the value read as TOML, else as a string.
+
+    Examples
+    --------
+    >>> parse_override("model.d=4096")
+    ('model.d', 4096)
+    >>> parse_override("model.basis=rotated")
+    ('model.basis', 'rotated')
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.strip(), parsed
+
+
+# ---------------------------------------------------------------- loading and resolving
+def load(path: str | Path) -> dict:
+    """The raw configuration in a TOML file (``name`` defaults to the file's stem).
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.toml`` file, or the name of a shipped config (``simulate list``).
+
+    Returns
+    -------
+    dict
+        The parsed, not yet checked, configuration.
+    """
+    path = Path(path)
+    if not path.exists() and (CONFIG_DIR / f"{path.stem}.toml").exists() and path.parent == Path():
+        path = CONFIG_DIR / f"{path.stem}.toml"
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file (python -m simulate list)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw.setdefault("name", path.stem)
+    return raw
+
+
+def shipped() -> dict[str, str]:
+    """The shipped configs: name -> first line of their ``description``."""
+    out = {}
+    for path in sorted(CONFIG_DIR.glob("*.toml")):
+        with open(path, "rb") as f:
+            out[path.stem] = tomllib.load(f).get("description", "")
+    return out
+
+
+@dataclass
+class Case:
+    """One point of a sweep: its label, the swept values and the checked config."""
+
+    label: str
+    values: dict
+    config: dict
+
+
+def resolve(raw: Mapping[str, Any], overrides: list[tuple[str, Any]] = ()) -> list[Case]:
+    """Check ``raw`` (after ``overrides``) and expand its sweep into cases.
+
+    Parameters
+    ----------
+    raw : mapping
+        A raw configuration (from :func:`load`).
+    overrides : list of (str, object)
+        ``--set`` pairs, applied before checking.
+
+    Returns
+    -------
+    list of Case
+        One case per combination of the swept values (one case when there is no
+        ``[sweep]``), each checked completely.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first bad key.
+    """
+    raw = copy.deepcopy(dict(raw))
+    for key, value in overrides:
+        set_path(raw, key, value)
+    sweep = raw.pop("sweep", {})
+    if not isinstance(sweep, Mapping):
+        raise _type_error("sweep", "a table of lists", sweep)
+    for key, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            raise _type_error(f"sweep.{key}", "a non-empty list", values)
+    cases = []
+    for combo in itertools.product(*sweep.values()):
+        values = dict(zip(sweep, combo, strict=True))
+        case_raw = copy.deepcopy(raw)
+        for key, value in values.items():
+            try:
+                set_path(case_raw, key, value)
+            except ConfigError as exc:
+                raise ConfigError(f"sweep.{exc}") from None
+        label = ",".join(f"{k.split('.')[-1]}={v}" for k, v in values.items())
+        try:
+            cases.append(Case(label, values, _check_case(case_raw)))
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} [sweep case {label}]" if label else str(exc)) from None
+    return cases
+
+
+# ---------------------------------------------------------------- writing TOML
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+
+
+def dumps(cfg: Mapping[str, Any]) -> str:
+    """``cfg`` (scalars, lists, tables, arrays of tables; ``None`` skipped) as TOML text.
+
+    Examples
+    --------
+    >>> print(dumps({"steps": 3, "model": {"kind": "quadratic", "d": 8}}), end="")
+    steps = 3
+    <BLANKLINE>
+    [model]
+    kind = "quadratic"
+    d = 8
+    """
+    lines, tables = [], []
+    for key, value in cfg.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping) or (
+            isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value)
+        ):
+            tables.append((key, value))
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in tables:
+        for table in [value] if isinstance(value, Mapping) else value:
+            head = f"[{key}]" if isinstance(value, Mapping) else f"[[{key}]]"
+            body = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+            lines += ["", head, *body]
+    return "\n".join(lines) + "\n"

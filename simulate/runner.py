@@ -1,0 +1,398 @@
+"""The training loop: W workers' gradients, one pysketch algorithm step, metrics, checkpoints.
+
+For each case of the config (one per sweep point) the model is built once; each
+``[[algorithms]]`` entry is then a *job*: a fresh communicator and algorithm from
+:mod:`pysketch.compress`, run for ``steps`` rounds. In a round every local worker
+computes its stochastic gradient (or, with ``local_steps = K > 1``, runs ``K``
+local SGD steps and hands over its pseudo-gradient ``(w - w_i) / local_lr``);
+``algo.step`` returns the update that every rank applies. Rank 0 evaluates every
+``eval_every`` rounds, appends a CSV row and checks that the loss is finite.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pysketch.errors import NonFiniteError
+
+from . import checkpoint, config, models
+from .schedules import Schedule
+
+COLUMNS = [
+    "step",
+    "loss",
+    "test_loss",
+    "test_accuracy",
+    "suboptimality",
+    "grad_norm",
+    "lr",
+    "upload",
+    "download",
+    "wire_sent",
+    "wire_received",
+    "wall",
+]
+HIGHER_IS_BETTER = {"test_accuracy"}
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class JobResult:
+    """What the summary and the table report about one job (one algorithm of one case)."""
+
+    label: str
+    case: str
+    algorithm: str
+    status: str = "done"
+    steps: int = 0
+    final: dict = field(default_factory=dict)
+    steps_to_target: int | None = None
+    upload: float = 0.0
+    download: float = 0.0
+    wire_sent: float = 0.0
+    wire_received: float = 0.0
+    compression: float | None = None
+    wall: float = 0.0
+    message: str = ""
+    case_values: dict = field(default_factory=dict)
+
+
+def job_stem(label: str) -> str:
+    """A file-name-safe version of a job label."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_") or "job"
+
+
+def algorithm_kwargs(algo: dict) -> dict:
+    """The parameters of an ``[[algorithms]]`` entry that pysketch's constructor takes."""
+    return {k: algo[k] for k in config.ALGORITHMS[algo["name"]] if algo.get(k) is not None}
+
+
+def reached(row: dict, target: dict | None) -> bool:
+    """Whether a metrics row meets the config's ``[target]``."""
+    if not target:
+        return False
+    value = row.get(target["metric"])
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if target["metric"] in HIGHER_IS_BETTER:
+        return value >= target["value"]
+    return value <= target["value"]
+
+
+def _fmt(value: Any) -> str:
+    return "" if value is None else repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def read_rows(path: Path, upto: int | None = None) -> list[dict]:
+    """The metrics rows of a job's CSV (up to step ``upto``; torn last lines dropped)."""
+    rows = []
+    try:
+        with open(path, newline="") as f:
+            for raw in csv.DictReader(f):
+                if None in raw.values() or None in raw:
+                    break  # a line cut short by a kill
+                row = {k: (float(v) if v != "" else None) for k, v in raw.items()}
+                row["step"] = int(row["step"])
+                if upto is not None and row["step"] > upto:
+                    break
+                rows.append(row)
+    except FileNotFoundError:
+        pass
+    return rows
+
+
+class Job:
+    """One algorithm trained on one case's model; :meth:`run` returns a :class:`JobResult`.
+
+    Parameters
+    ----------
+    case : config.Case
+        The checked case.
+    algo : dict
+        Its ``[[algorithms]]`` entry.
+    model : models.Model
+        The case's model (shared by its jobs).
+    run_dir : Path
+        The run's folder.
+    layout : parallel.Layout
+        Ranks and MPI communicator.
+    progress : callable, optional
+        ``progress(job, total, initial)`` returning a tqdm-like bar (or ``None``).
+    """
+
+    def __init__(self, case, algo, model, run_dir: Path, layout, progress=None):
+        self.case, self.algo, self.model, self.layout = case, algo, model, layout
+        self.cfg = case.config
+        self.label = f"{case.label}/{algo['label']}" if case.label else algo["label"]
+        self.stem = job_stem(self.label)
+        self.run_dir = run_dir
+        self.csv_path = run_dir / "metrics" / f"{self.stem}.csv"
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.progress = progress
+        self.schedule = Schedule(self.cfg["schedule"], algo["lr"])
+        self.rows: list[dict] = []
+
+    # ------------------------------------------------------------ set-up
+    def _build(self):
+        from pysketch.compress import make_algorithm
+
+        cfg = self.cfg
+        self.comm = self.layout.communicator(cfg["workers"])
+        self.algorithm = make_algorithm(
+            self.algo["name"],
+            d=self.model.d,
+            lr=self.schedule(0),
+            seed=cfg["seed"],
+            dtype=np.dtype(cfg["dtype"]).type,
+            **algorithm_kwargs(self.algo),
+        )
+        self.w = self.model.init()
+        self.w_avg = self.w.copy() if self.schedule.averaging else None
+        workers = len(self.comm.worker_ids)
+        # Linearity: the gradients of stateless workers are summed here as they are
+        # computed, in worker order (the sum pysketch would form, bit for bit), and
+        # handed over with step_summed: O(d) memory instead of O(W d).
+        self.presum = (
+            cfg["presum"]
+            and workers > 1
+            and self.algo["local_steps"] == 1
+            and not self.algorithm.stateful_workers
+        )
+        rows = 2 if self.presum else workers
+        self.buffer = np.empty((rows, self.model.d), dtype=self.w.dtype)
+
+    def _result(self, status="done", message="") -> JobResult:
+        last = self.rows[-1] if self.rows else {}
+        steps = last.get("step", 0)
+        target = self.cfg["target"]
+        hit = next((r["step"] for r in self.rows if reached(r, target)), None)
+        moved = (last.get("upload") or 0.0) + (last.get("download") or 0.0)
+        sgd = 2.0 * steps * self.model.d * np.dtype(self.cfg["dtype"]).itemsize
+        return JobResult(
+            label=self.label,
+            case=self.case.label,
+            algorithm=self.algo["label"],
+            status=status,
+            steps=steps,
+            final={k: v for k, v in last.items() if k in COLUMNS[1:6]},
+            steps_to_target=hit,
+            upload=last.get("upload") or 0.0,
+            download=last.get("download") or 0.0,
+            wire_sent=last.get("wire_sent") or 0.0,
+            wire_received=last.get("wire_received") or 0.0,
+            compression=sgd / moved if moved else None,
+            wall=last.get("wall") or 0.0,
+            message=message,
+            case_values=self.case.values,
+        )
+
+    # ------------------------------------------------------------ checkpoints
+    def _state(self) -> dict:
+        state = {"w": self.w, "algo": self.algorithm.state_dict(), "comm": self.comm.state_dict()}
+        if self.w_avg is not None:
+            state["w_avg"] = self.w_avg
+        return state
+
+    def _checkpoint(self, step: int, wall: float, done: JobResult | None = None) -> None:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        scalars = {}
+        if done is None:
+            _, scalars = checkpoint.save(
+                self.ckpt_dir, self.stem, self.layout.rank, step, self._state()
+            )
+        gathered = self.layout.gather(scalars)
+        self.layout.barrier()  # every rank's file is on disk before the marker names it
+        if self.layout.is_root:
+            marker = {
+                "step": step,
+                "wall": wall,
+                "ranks": self.layout.ranks,
+                "workers": self.cfg["workers"],
+                "scalars": gathered,
+                "result": None if done is None else asdict(done),
+            }
+            checkpoint.commit(self.ckpt_dir, self.stem, marker)
+        self.layout.barrier()
+
+    def _restore(self) -> tuple[int, float] | JobResult | None:
+        marker = self.layout.bcast(
+            checkpoint.load_marker(self.ckpt_dir, self.stem) if self.layout.is_root else None
+        )
+        if marker is None:
+            return None
+        if marker["result"] is not None:
+            return JobResult(**marker["result"])
+        if marker["ranks"] != self.layout.ranks or marker["workers"] != self.cfg["workers"]:
+            raise config.ConfigError(
+                f"--resume: {self.label} was checkpointed with {marker['ranks']} rank(s) and "
+                f"{marker['workers']} workers; resume it with the same layout"
+            )
+        state = checkpoint.load(self.ckpt_dir, self.stem, self.layout.rank, marker)
+        self.w[...] = state["w"]
+        if self.w_avg is not None:
+            self.w_avg[...] = state["w_avg"]
+        self.algorithm.load_state_dict(state.get("algo", {}))
+        self.comm.load_state_dict(state.get("comm", {}))
+        return marker["step"], marker["wall"]
+
+    # ------------------------------------------------------------ the loop
+    def _gradients(self, t: int, lr: float) -> list[np.ndarray] | np.ndarray:
+        """Every local worker's vector, or their sum when ``self.presum``."""
+        workers = self.comm.worker_ids
+        steps = self.algo["local_steps"]
+        if self.presum:
+            return self.model.sum_worker_gradients(
+                self.w, workers, t, self.buffer[0], self.buffer[1]
+            )
+        if steps == 1:
+            self.model.worker_gradients(self.w, workers, t, self.buffer)
+            return list(self.buffer)
+        local_lr = self.algo["local_lr"] or lr
+        for row, worker in enumerate(workers):
+            local = self.buffer[row]
+            local[...] = self.w
+            for s in range(steps):
+                local -= local_lr * self.model.worker_gradient(local, worker, t, s)
+            np.subtract(self.w, local, out=local)
+            local /= local_lr
+        return list(self.buffer)
+
+    def _evaluate(self, step: int, lr: float, wall: float) -> dict | None:
+        row = None
+        if self.layout.is_root:
+            w = self.w_avg if self.w_avg is not None else self.w
+            traffic = self.comm.total
+            with np.errstate(over="ignore", invalid="ignore"):  # diverging runs report inf/nan
+                row = {"step": step, **self.model.metrics(w), "lr": lr}
+            row.update(
+                upload=float(traffic.upload),
+                download=float(traffic.download),
+                wire_sent=float(traffic.wire_sent),
+                wire_received=float(traffic.wire_received),
+                wall=wall,
+            )
+            with open(self.csv_path, "a", newline="") as f:
+                csv.writer(f).writerow([_fmt(row.get(c)) for c in COLUMNS])
+        finite = self.layout.bcast(None if row is None else bool(np.isfinite(row["loss"])))
+        if row is not None:
+            self.rows.append(row)
+        if not finite:
+            raise Diverged(
+                f"{self.label}: the loss is {row['loss'] if row else 'not finite'} after "
+                f"{step} steps; stopped (lower the learning rate). Files so far are kept."
+            )
+        return row
+
+    def run(self, resume: bool = False) -> JobResult:
+        """Train, or with ``resume`` continue from the last checkpoint; see the class doc."""
+        self._build()
+        root = self.layout.is_root
+        start, wall0 = 0, 0.0
+        restored = self._restore() if resume else None
+        if isinstance(restored, JobResult):
+            return restored
+        if root:
+            self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        if restored is not None:
+            start, wall0 = restored
+            if root:
+                self.rows = read_rows(self.csv_path, upto=start)
+                with open(self.csv_path, "w", newline="") as f:
+                    csv.writer(f).writerow(COLUMNS)
+                    for row in self.rows:
+                        csv.writer(f).writerow([_fmt(row.get(c)) for c in COLUMNS])
+        else:
+            if root:
+                with open(self.csv_path, "w", newline="") as f:
+                    csv.writer(f).writerow(COLUMNS)
+            self._evaluate(0, self.schedule(0), 0.0)
+        cfg = self.cfg
+        steps, every, ckpt = cfg["steps"], cfg["eval_every"], cfg["checkpoint_every"]
+        bar = self.progress(self, steps, start) if (self.progress and root) else None
+        began = time.perf_counter() - wall0
+        status, message = "done", ""
+        try:
+            for t in range(start, steps):
+                lr = self.schedule(t)
+                step = self.algorithm.step_summed if self.presum else self.algorithm.step
+                try:
+                    update = step(self._gradients(t, lr), self.comm, lr=lr)
+                except NonFiniteError as exc:  # raised on every rank alike
+                    raise Diverged(
+                        f"{self.label}: NaN or Inf gradients at step {t + 1}; stopped (lower the "
+                        "learning rate). Files so far are kept."
+                    ) from exc
+                self.w -= update
+                if self.w_avg is not None:
+                    self.schedule.update_average(self.w_avg, self.w, t)
+                done = t + 1
+                if done % every == 0 or done == steps:
+                    row = self._evaluate(done, lr, time.perf_counter() - began)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{row['loss']:.4g}", up=_bytes(row["upload"]))
+                if ckpt and done % ckpt == 0 and done < steps:
+                    self._checkpoint(done, time.perf_counter() - began)
+                if bar is not None:
+                    bar.update(1)
+        except Diverged as exc:
+            status, message = "diverged", str(exc)
+        finally:
+            if bar is not None:
+                bar.close()
+        result = self._result(status, message)
+        self._checkpoint(result.steps, result.wall, done=result)  # --resume skips this job
+        return result
+
+
+def _bytes(n: float | None) -> str:
+    """A byte count for people: ``1.5 MB``."""
+    if n is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1000.0
+    return f"{n:.3g} TB"  # pragma: no cover
+
+
+def run_cases(cases, run_dir: Path, layout, progress=None, resume=False, log=print) -> list:
+    """Run every job of every case; returns the :class:`JobResult` list (on every rank).
+
+    Parameters
+    ----------
+    cases : list of config.Case
+        From :func:`simulate.config.resolve`.
+    run_dir : Path
+        The run's folder (created by the caller).
+    layout : parallel.Layout
+        Ranks and MPI communicator.
+    progress : callable, optional
+        Progress-bar factory (rank 0).
+    resume : bool
+        Continue from checkpoints; finished jobs are not run again.
+    log : callable
+        Where rank 0's messages go.
+    """
+    results = []
+    for case in cases:
+        cfg = case.config
+        layout.workers(cfg["workers"])  # raises if the ranks cannot share them
+        model = models.build(cfg["model"], cfg["workers"], cfg["seed"], cfg["dtype"])
+        for algo in cfg["algorithms"]:
+            job = Job(case, algo, model, run_dir, layout, progress)
+            result = job.run(resume=resume)
+            if result.status != "done" and layout.is_root:
+                log(result.message)
+            results.append(result)
+    return results

@@ -1,0 +1,54 @@
+"""Shared training scenarios: every algorithm with small, collision-prone settings.
+
+Gradients depend on (worker, step, w) only, so any layout of workers over
+processes computes the same ones, and the trajectory feeds back through ``w``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pysketch.compress import make_algorithm
+
+D = 300
+STEPS = 6
+
+CONFIGS = {
+    "sgd": ("sgd", dict(lr=0.1, rho=0.9)),
+    "sgd-nesterov": ("sgd", dict(lr=0.1, rho=0.5, nesterov=True)),
+    "memsgd-topk": ("memsgd", dict(lr=0.2, k=10)),
+    "memsgd-randomk": ("memsgd", dict(lr=0.2, k=10, compressor="randomk", seed=5)),
+    "memsgd-topk-nomemory": ("memsgd", dict(lr=0.2, k=10, memory=False)),
+    "sketched": ("sketched_sgd", dict(lr=0.1, k=10, rows=5, cols=64, seed=3)),
+    "sketched-p1-p2": ("sketched_sgd", dict(lr=0.1, k=10, rows=5, cols=64, p1=2, p2=3, seed=3)),
+    "fetchsgd-zero": ("fetchsgd", dict(lr=0.1, k=10, rows=5, cols=64, seed=4)),
+    "fetchsgd-subtract": ("fetchsgd", dict(lr=0.1, k=10, rows=5, cols=64, error="subtract")),
+    "sketchdl": ("sketchdl", dict(lr=0.5, rows=3, cols=128, seed=6)),
+    "sketchdl-ef": ("sketchdl", dict(lr=0.5, rows=3, cols=128, error_feedback=True)),
+    "sketchdl-reseed": ("sketchdl", dict(lr=0.5, rows=3, cols=128, reseed=True, seed=2)),
+}
+
+
+def build(key: str, **overrides):
+    name, params = CONFIGS[key]
+    return make_algorithm(name, D, **{**params, **overrides})
+
+
+def gradient(worker: int, step: int, w: np.ndarray) -> np.ndarray:
+    """A noisy gradient of 0.5 ||w - target_worker||^2 with a few heavy coordinates."""
+    rng = np.random.default_rng([worker, step])
+    target = np.zeros(D, dtype=np.float32)
+    target[worker % 7 :: 37] = 5.0
+    noise = rng.standard_normal(D).astype(np.float32)
+    return (w - target + 0.1 * noise).astype(np.float32)
+
+
+def trajectory(algo, comm, steps: int = STEPS, w=None):
+    """The iterates ``w_1 .. w_steps`` of ``w -= algo.step(grads, comm)``."""
+    w = np.zeros(D, dtype=np.float32) if w is None else w.copy()
+    out = []
+    for _ in range(steps):
+        grads = [gradient(worker, algo.steps, w) for worker in comm.worker_ids]
+        w = w - algo.step(grads, comm)
+        out.append(w.copy())
+    return out

@@ -1,0 +1,150 @@
+"""The sketch-DL claim's analysis on made-up runs (the claim itself is not run here)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from simulate import claims, config
+from simulate.claims import sketchdl
+from simulate.runner import JobResult
+
+
+def fake_run(stem: str, metrics) -> claims.Run:
+    """The shipped config ``stem``'s cases, with jobs whose rows come from ``metrics``.
+
+    ``metrics(case, algo, t)`` returns the row's metrics at step ``t`` (or ``None``
+    for a job that stopped before ``t``); bytes grow by ``per_step(algo)`` a step.
+    """
+    raw = config.load(claims.CONFIG_DIR / f"{stem}.toml")
+    cases = config.resolve(raw)
+    results, rows = [], {}
+    for case in cases:
+        cfg = case.config
+        steps = range(0, cfg["steps"] + 1, cfg["eval_every"])
+        for algo in cfg["algorithms"]:
+            label = f"{case.label}/{algo['label']}" if case.label else algo["label"]
+            per_step = 8.0 * cfg["d"] if algo["name"] == "sgd" else 8000.0
+            job_rows = []
+            for t in steps:
+                values = metrics(case, algo, t)
+                if values is None:
+                    break
+                job_rows.append(
+                    {"step": t, **values, "upload": per_step * t / 2, "download": per_step * t / 2}
+                )
+            rows[label] = job_rows
+            last = job_rows[-1]
+            results.append(
+                JobResult(
+                    label,
+                    case.label,
+                    algo["label"],
+                    steps=last["step"],
+                    upload=last["upload"],
+                    download=last["download"],
+                )
+            )
+    return claims.Run(raw["name"], None, cases, results, rows, 1.0)
+
+
+def _d(case) -> int:
+    return int(case.config["d"])
+
+
+def _sgd_like(slowdown: float = 1.0):
+    return lambda t: {"suboptimality": 1.0 / (1.0 + t / slowdown), "test_accuracy": 0.95}
+
+
+def _runs(powerlaw=None, flat_reached_everywhere=False, topk_fine_rotated=False):
+    def pl(case, algo, t):
+        if algo["name"] == "sgd":
+            return _sgd_like()(t)
+        slow = 1.2 if powerlaw is None else powerlaw(_d(case))
+        return _sgd_like(slow)(t)
+
+    def flat(case, algo, t):
+        if algo["name"] == "sgd":
+            return {"suboptimality": 1.0 if t == 0 else 1e-16}
+        d, b = _d(case), algo["rows"] * algo["cols"]
+        if algo["lr"] > 0.3:  # the large step sizes blow up
+            return {"suboptimality": 10.0**t}
+        if flat_reached_everywhere or d < 2 * b:
+            return {"suboptimality": 1.0 if t < 3 else 0.1}
+        return {"suboptimality": 1.0 if t == 0 else 1 - b / d}
+
+    def mlp(case, algo, t):
+        return {"loss": 1.0 / (1 + t), "test_accuracy": 0.9}
+
+    def topk(case, algo, t):
+        basis = case.values["model.basis"]
+        if algo["name"] in ("sgd", "sketchdl") or basis == "coordinate" or topk_fine_rotated:
+            return _sgd_like()(t)
+        return {"suboptimality": 1.0 / (1.0 + t / 10.0)}
+
+    return {
+        "sketchdl_powerlaw": fake_run("sketchdl_powerlaw", pl),
+        "sketchdl_flat": fake_run("sketchdl_flat", flat),
+        "sketchdl_mlp": fake_run("sketchdl_mlp", mlp),
+        "sketchdl_topk": fake_run("sketchdl_topk", topk),
+    }
+
+
+@pytest.fixture
+def small_kappa(monkeypatch):
+    """kappa ~ sqrt(d) without computing a Hessian."""
+
+    def fake(cfg):
+        d = config.model_dimension(cfg["model"])
+        return {"d": d, "kappa": math.sqrt(d), "lambda_max": 1.0}
+
+    monkeypatch.setattr(sketchdl, "mlp_kappa", fake)
+
+
+def test_sketchdl_held(tmp_path, small_kappa):
+    finding = sketchdl.analyse(_runs(), tmp_path)
+    assert finding.verdict == "held", finding.reason
+    assert len(finding.figures) == 5 and all(p.exists() for p in finding.figures)
+    flat_rows = [r for r in finding.rows if r[0] == "flat, rotated" and r[4] != "sgd"]
+    assert "lr = 0.25" in flat_rows[0][1]  # the best stable step size, not a diverging one
+    assert flat_rows[-1][5].startswith("never")
+
+
+def test_sketchdl_held_partly_when_steps_grow_with_d(tmp_path, small_kappa):
+    runs = _runs(powerlaw=lambda d: 1.2 * (d / 1024) ** 0.2)
+    finding = sketchdl.analyse(runs, tmp_path)
+    assert finding.verdict == "held partly"
+    assert "not met: power law" in finding.reason and "dependent" in finding.reason
+
+
+def test_sketchdl_failed(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        sketchdl,
+        "mlp_kappa",
+        lambda cfg: {"d": config.model_dimension(cfg["model"]), "kappa": 1e9, "lambda_max": 1.0},
+    )
+    runs = _runs(
+        powerlaw=lambda d: 1.2 * (d / 1024) ** 0.3,
+        flat_reached_everywhere=True,
+        topk_fine_rotated=True,
+    )
+    finding = sketchdl.analyse(runs, tmp_path)
+    assert finding.verdict == "failed", finding.reason
+
+
+def test_mlp_kappa_on_a_tiny_mlp():
+    raw = {
+        "steps": 1,
+        "workers": 1,
+        "model": {"kind": "mlp", "dataset": "digits", "hidden": [2]},
+        "hessian": {"top": 1, "probes": 2, "lanczos_steps": 5},
+        "algorithms": [{"name": "sgd"}],
+    }
+    s = sketchdl.mlp_kappa(config.resolve(raw)[0].config)
+    assert s["d"] == 65 * 2 + 3 * 10 and 1.0 <= s["kappa"] < s["d"]
+
+
+def test_kappa_of_spectrum():
+    model = {"d": 4, "spectrum": "powerlaw", "alpha": 1.0, "lambda_max": 2.0}
+    assert sketchdl.kappa_of_spectrum(model) == pytest.approx(1 + 1 / 2 + 1 / 3 + 1 / 4)

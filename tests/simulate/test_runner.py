@@ -1,0 +1,137 @@
+"""The training loop in-process: resume, divergence, local steps, checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulate import checkpoint, config, models, runner
+from simulate.parallel import Layout
+
+from .conftest import resolved
+
+
+def run(raw, run_dir, resume=False, overrides=()):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cases = config.resolve(raw, list(overrides))
+    return runner.run_cases(cases, run_dir, Layout(mpi=False), resume=resume, log=lambda m: None)
+
+
+def metrics(run_dir, label):
+    rows = runner.read_rows(run_dir / "metrics" / f"{label}.csv")
+    return [{k: v for k, v in r.items() if k != "wall"} for r in rows]
+
+
+def test_run_writes_metrics_and_results(tiny_raw, tmp_path):
+    results = run(tiny_raw, tmp_path)
+    assert [r.label for r in results] == ["sgd", "memsgd", "fetchsgd"]
+    rows = metrics(tmp_path, "fetchsgd")
+    assert [r["step"] for r in rows] == [0, 3, 6, 9, 12]
+    assert rows[-1]["suboptimality"] < rows[0]["suboptimality"]
+    assert rows[-1]["upload"] > 0 and rows[0]["upload"] == 0
+    sgd = results[0]
+    assert sgd.compression == pytest.approx(1.0) and results[2].compression > 1
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_equals_an_uninterrupted_run(tiny_raw, tmp_path, monkeypatch):
+    tiny_raw["checkpoint_every"] = 4
+    run(tiny_raw, tmp_path / "full")
+
+    real = models.Quadratic._add_worker_terms
+
+    def failing(self, g, worker, step, local_step):
+        if step == 9:
+            raise Interrupt
+        return real(self, g, worker, step, local_step)
+
+    monkeypatch.setattr(models.Quadratic, "_add_worker_terms", failing)
+    with pytest.raises(Interrupt):
+        run(tiny_raw, tmp_path / "cut")
+    assert checkpoint.load_marker(tmp_path / "cut" / "checkpoints", "sgd")["step"] == 8
+    monkeypatch.setattr(models.Quadratic, "_add_worker_terms", real)
+    results = run(tiny_raw, tmp_path / "cut", resume=True)
+    for label in ("sgd", "memsgd", "fetchsgd"):
+        assert metrics(tmp_path / "cut", label) == metrics(tmp_path / "full", label)
+    assert [r.status for r in results] == ["done"] * 3
+    # A second resume finds every job done and runs nothing.
+    assert [r.steps for r in run(tiny_raw, tmp_path / "cut", resume=True)] == [12] * 3
+
+
+def test_divergence_stops_with_a_message_and_keeps_the_files(tiny_raw, tmp_path):
+    tiny_raw["schedule"]["lr"] = 1e6
+    tiny_raw["steps"] = 30
+    tiny_raw["algorithms"] = tiny_raw["algorithms"][:1]
+    results = run(tiny_raw, tmp_path)
+    assert results[0].status == "diverged" and results[0].steps < 30
+    assert "lower the learning rate" in results[0].message
+    assert len(metrics(tmp_path, "sgd")) >= 1
+
+
+def test_local_steps_are_gradient_steps(tmp_path):
+    """SGD with K local steps, global lr = local lr: one round = K gradient steps."""
+    raw = {
+        "steps": 4,
+        "workers": 1,
+        "dtype": "float64",
+        "eval_every": 1,
+        "model": {"kind": "quadratic", "d": 64, "basis": "rotated"},
+        "schedule": {"kind": "constant", "lr": 0.9},
+        "algorithms": [{"name": "sgd", "local_steps": 3}],
+    }
+    run(raw, tmp_path)
+    cfg = resolved(raw)
+    model = models.build(cfg["model"], 1, seed=0, dtype="float64")
+    c = model.rotation.transpose(model.init() - model.w_opt)
+    for row in metrics(tmp_path, "sgd"):
+        t = 3 * row["step"]
+        closed = 0.5 * np.sum(model.lam * (1 - 0.9 * model.lam) ** (2 * t) * c**2)
+        assert row["suboptimality"] == pytest.approx(closed, rel=1e-6)
+
+
+def test_memsgd_schedule_evaluates_the_average(tmp_path):
+    raw = {
+        "steps": 20,
+        "workers": 2,
+        "eval_every": 10,
+        "model": {"kind": "logistic", "dataset": "breast_cancer"},
+        "schedule": {"kind": "memsgd", "tau": 30.0},
+        "algorithms": [{"name": "memsgd", "k": 3}],
+    }
+    (result,) = run(raw, tmp_path)
+    rows = metrics(tmp_path, "memsgd")
+    assert rows[-1]["lr"] == pytest.approx(2.0 / (1 / 455 * (19 + 30)))
+    assert result.final["suboptimality"] < rows[0]["suboptimality"]
+
+
+def test_checkpoint_state_round_trips(tmp_path):
+    state = {
+        "w": np.arange(3.0),
+        "algo": {"steps": 4, "name": "x", "server.m": np.ones(2)},
+        "flag": True,
+        "none": None,
+    }
+    arrays, scalars = checkpoint.split_state(state)
+    assert set(arrays) == {"w", "algo/server.m"}
+    path, scalars = checkpoint.save(tmp_path, "job", 0, 7, state)
+    checkpoint.commit(tmp_path, "job", {"step": 7, "scalars": [scalars]})
+    back = checkpoint.load(tmp_path, "job", 0, checkpoint.load_marker(tmp_path, "job"))
+    np.testing.assert_array_equal(back["algo"]["server.m"], np.ones(2))
+    assert back["algo"]["steps"] == 4 and back["flag"] is True and back["none"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json", "job.r0.s7.npz"]
+
+
+def test_presummed_gradients_give_the_same_run(tiny_raw, tmp_path):
+    """The linearity shortcut (on by default) against one vector per worker."""
+    tiny_raw["algorithms"] = [
+        {"name": "sgd", "rho": 0.5},
+        {"name": "fetchsgd", "k": 16, "rows": 3, "cols": 64},
+        {"name": "sketchdl", "cols": 64},
+    ]
+    run(tiny_raw, tmp_path / "on")
+    run(tiny_raw, tmp_path / "off", overrides=[("presum", False)])
+    for label in ("sgd", "fetchsgd", "sketchdl"):
+        assert metrics(tmp_path / "on", label) == metrics(tmp_path / "off", label)
