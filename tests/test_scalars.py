@@ -48,6 +48,13 @@ def test_check_int_refuses_non_integers(bad):
         _arrays.check_int("count", bad)
 
 
+def _distributed_seed(seed):
+    """broadcast_seed's check on the root (no MPI needed to reach it)."""
+    from pysketch.distributed.agreement import _check_seed
+
+    return _check_seed(seed)
+
+
 @pytest.mark.parametrize(
     "call",
     [
@@ -55,6 +62,7 @@ def test_check_int_refuses_non_integers(bad):
         lambda seed: randomk(10, 2, seed=seed),
         lambda seed: CountSketch(10, 2, 4, seed=seed),
         lambda seed: CountMinSketch(2, 4, seed=seed),
+        lambda seed: _distributed_seed(seed),
     ],
 )
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pysketch import _arrays
 from pysketch._base import TableSketch
 from pysketch.distributed.accounting import ByteCounter, ring_allgather_bytes
 from pysketch.distributed.transfer import _resolve_comm, _shape_dtype
@@ -188,13 +189,7 @@ def broadcast_seed(seed: int | None = None, comm: Any = None, root: int = 0) -> 
 
 
 def _check_seed(seed: Any) -> int:
-    if seed is None:
-        return secrets.randbits(63)
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
-    if not 0 <= int(seed) < 2**64:
-        raise ValueError(f"seed must lie in [0, 2**64), got {seed}")
-    return int(seed)
+    return secrets.randbits(63) if seed is None else _arrays.check_seed(seed)
 
 
 @contextlib.contextmanager

@@ -10,8 +10,10 @@ return it bit for bit.
 
 * CPU: the first histogram runs in parallel with one private histogram per
   chunk (``prange`` has no atomics); the per-chunk counts give each chunk its
-  output offset, so the compaction is parallel and stable (index order). The
-  remaining digits are resolved on the candidates only, serially.
+  output offset, so the compaction is parallel and stable (index order). For
+  small k the remaining digits are resolved on the candidates only, serially,
+  and the survivors merge-sorted; for large k (about k candidates anyway) the
+  candidates are radix-sorted by parallel stable passes (:func:`cpu_radix_pass`).
 * CUDA: per-block shared-memory histograms merged with global atomics; digits
   are resolved on the whole array until the k-th key ``T`` is exact, then, if
   more elements equal ``T`` than are needed, on the (inverted) index bits of
