@@ -90,3 +90,13 @@ def line_plot(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def tail_mean(values: Sequence[float | None], n: int = 5) -> float:
+    """Mean of the last ``n`` recorded values (``None`` skipped; ``nan`` if none remain).
+
+    A run's final quality measured this way is less sensitive to where the last
+    evaluation happens to fall than its last value alone.
+    """
+    kept = [float(v) for v in values if v is not None][-n:]
+    return float(np.mean(kept)) if kept else math.nan
