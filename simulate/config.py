@@ -96,7 +96,6 @@ TARGET = {
     "value": _num(default=REQUIRED),
 }
 HESSIAN = {
-    "enabled": Field("bool", False),
     "top": _num(1, kind="int", default=3),
     "probes": _num(1, kind="int", default=8),
     "lanczos_steps": _num(2, kind="int", default=30),
