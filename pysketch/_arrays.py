@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pysketch import _cuda
+from pysketch.errors import NonFiniteError
 from pysketch.kernels import elementwise, reductions
 
 CPU, CUDA = "cpu", "cuda"
@@ -239,7 +240,7 @@ def check_finite(inp: Input, name: str, *, into: Any = None, scale: float = 1.0)
 def raise_unfit(name: str, nonfinite: int, overflow: int, into: Any, scale: float = 1.0) -> None:
     """The error for values that are not finite, or overflow ``into``; nothing when both are 0."""
     if nonfinite:
-        raise ValueError(
+        raise NonFiniteError(
             f"{name} holds {nonfinite} NaN or Inf value(s); pysketch refuses non-finite input"
         )
     if overflow:

@@ -8,6 +8,9 @@ __all__ = ["NonFiniteError"]
 class NonFiniteError(ValueError):
     """An input holds NaN or Inf (a diverging run, typically).
 
+    Every pysketch check of finiteness raises it: sketches, selections,
+    feedback buffers and the algorithms' steps.
+
     A subclass of ``ValueError``, so code that catches bad input in general
     still catches it.
 
@@ -20,5 +23,5 @@ class NonFiniteError(ValueError):
     ...     SGD(2, lr=0.1).step([np.array([1.0, np.nan])], LocalCommunicator(1))
     ... except NonFiniteError as exc:
     ...     print(exc)
-    vectors[0] holds NaN or Inf
+    vectors[0] holds 1 NaN or Inf value(s); pysketch refuses non-finite input
     """

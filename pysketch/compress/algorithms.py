@@ -52,7 +52,6 @@ from pysketch.compress.compressors import (
 )
 from pysketch.compress.messages import Dense, Sketch
 from pysketch.countsketch import CountSketch
-from pysketch.errors import NonFiniteError
 from pysketch.feedback import ErrorFeedback, Momentum
 
 __all__ = [
@@ -164,7 +163,8 @@ class Algorithm:
             On every process, when any passes a bad vector, learning rate or
             different parameters; nothing is changed then.
         pysketch.errors.NonFiniteError
-            (a ``ValueError``) when a vector holds NaN or Inf.
+            (a ``ValueError``) when a vector holds NaN or Inf; a plain
+            ``ValueError`` when a value would overflow the algorithm's dtype.
         """
         return self._run(vectors, comm, lr, summed=False)
 
@@ -241,8 +241,8 @@ class Algorithm:
             raise ValueError(f"{name} must have shape ({self.d},), got {tuple(x.shape)}")
         if np.dtype(x.dtype).kind not in "fiu":
             raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
-        if not bool(xp.isfinite(x).all()):
-            raise NonFiniteError(f"{name} holds NaN or Inf")
+        # NaN or Inf, and values that the cast to the algorithm's dtype would make inf.
+        _arrays.check_finite(_arrays.as_input(x, name, device=self.device), name, into=self.dtype)
         return xp.asarray(x, dtype=self.dtype)
 
     def _check_layout(self, comm: Communicator) -> None:

@@ -165,7 +165,7 @@ def _assert_same_state(a, b):
         (
             lambda g: [g[0], np.full(D, np.nan, np.float32), *g[2:]],
             ValueError,
-            r"vectors\[1\] holds NaN",
+            r"vectors\[1\] holds 300 NaN or Inf",
         ),
         (lambda g: [g[0].astype(complex), *g[1:]], TypeError, "real numbers"),
         (lambda g: [list(g[0]), *g[1:]], TypeError, "NumPy or CuPy"),
@@ -270,7 +270,7 @@ def test_non_finite_vectors_raise_non_finite_error():
 
     algo = build("fetchsgd-zero")
     bad = np.full(D, np.inf, np.float32)
-    with pytest.raises(NonFiniteError, match="local_sum holds NaN or Inf"):
+    with pytest.raises(NonFiniteError, match="local_sum holds 300 NaN or Inf"):
         algo.step_summed(bad, LocalCommunicator(W))
     assert issubclass(NonFiniteError, ValueError) and algo.steps == 0
 
@@ -290,3 +290,15 @@ def test_sketchdl_reseed_draws_new_hashes_each_round_on_every_worker(rng):
     mean = np.mean([many.step([x], LocalCommunicator(1)) for _ in range(400)], axis=0)
     assert np.linalg.norm(mean - x) < 0.2 * np.linalg.norm(x)
     assert np.linalg.norm(a[0] - x) > 0.5 * np.linalg.norm(x)
+
+
+def test_values_that_overflow_the_dtype_are_refused_and_change_nothing():
+    algo, comm = build("sgd"), LocalCommunicator(W)
+    trajectory(algo, comm, steps=1)
+    before = _snapshot(algo)
+    big = [np.zeros(D) for _ in range(W)]
+    big[2][7] = 1e39  # finite in float64, inf once cast to the algorithm's float32
+    with pytest.raises(ValueError, match=r"vectors\[2\] holds 1 value\(s\) that overflow float32"):
+        algo.step(big, comm)
+    _assert_same_state(before, _snapshot(algo))
+    assert algo.steps == 1
