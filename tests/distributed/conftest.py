@@ -16,6 +16,21 @@ if os.environ.get("PYSKETCH_REAL_GPU") != "1":
 
 import pytest  # noqa: E402
 
+# Variables that mpiexec (Open MPI, MPICH, PMIx launchers, Slurm) sets in every rank.
+_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS")
+
+
+def skip_unless_under_mpiexec() -> None:
+    """Skip the calling test module outside mpiexec (or without mpi4py); call it at import."""
+    if os.environ.get("PYSKETCH_MPI_TESTS") != "1" and not any(
+        v in os.environ for v in _LAUNCHER_VARS
+    ):
+        pytest.skip(
+            "MPI tests run under mpiexec (tests/test_distributed.py launches them)",
+            allow_module_level=True,
+        )
+    pytest.importorskip("mpi4py")
+
 
 @pytest.fixture
 def comm():

@@ -7,19 +7,12 @@ Device arrays are tiny: they live in Numba's CUDA simulator.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
-# Variables that mpiexec (Open MPI, MPICH, PMIx launchers, Slurm) sets in every rank.
-_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS")
-if os.environ.get("PYSKETCH_MPI_TESTS") != "1" and not any(v in os.environ for v in _LAUNCHER_VARS):
-    pytest.skip(
-        "MPI tests run under mpiexec (tests/test_distributed.py launches them)",
-        allow_module_level=True,
-    )
-pytest.importorskip("mpi4py")
+from tests.distributed.conftest import skip_unless_under_mpiexec
+
+skip_unless_under_mpiexec()
 
 from pysketch import CountSketch, _cuda  # noqa: E402
 from pysketch import distributed as dist  # noqa: E402

@@ -6,18 +6,12 @@ checks that the MPI run gives the same trajectory and byte counts.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
-_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS")
-if os.environ.get("PYSKETCH_MPI_TESTS") != "1" and not any(v in os.environ for v in _LAUNCHER_VARS):
-    pytest.skip(
-        "MPI tests run under mpiexec (tests/test_distributed.py launches them)",
-        allow_module_level=True,
-    )
-pytest.importorskip("mpi4py")
+from tests.distributed.conftest import skip_unless_under_mpiexec
+
+skip_unless_under_mpiexec()
 
 from pysketch.compress import LocalCommunicator, MPICommunicator  # noqa: E402
 from tests.compress.scenarios import CONFIGS, D, build, trajectory  # noqa: E402
