@@ -454,3 +454,32 @@ def test_cpu_torch_tensors_go_through_dlpack_zero_copy(rng):
     # Zero-copy: what the kernels receive is a view of the tensor's memory.
     seen = _arrays.as_input(tensor, "x", device="cpu").array
     assert np.shares_memory(seen, tensor.numpy())
+
+
+@pytest.mark.parametrize("family", ["mix", "polynomial"])
+def test_zero_buckets_zeroes_exactly_the_cells_the_indices_hash_to(device, family, rng):
+    x = rng.standard_normal(SMALL["d"])
+    sketch = CountSketch(**SMALL, seed=6, hash=family, dtype=np.float64, device=device)
+    sketch.accumulate(on_device(x, device))
+    idx = np.array([3, 77, 3, 250])
+    expected = sketch.table_to_host()
+    keys = hashing.hash_keys(6, SMALL["rows"], family)
+    for j in range(SMALL["rows"]):
+        buckets, _ = hashing.bucket_sign_batch(
+            hashing.family_code(family), keys, j, idx, SMALL["cols"]
+        )
+        expected[j, buckets] = 0.0
+    assert sketch.zero_buckets(on_device(idx, device)) is sketch
+    np.testing.assert_array_equal(sketch.table_to_host(), expected)
+
+
+def test_zero_buckets_refuses_bad_indices_and_changes_nothing(device, rng):
+    sketch = CountSketch(**SMALL, device=device).accumulate(
+        on_device(rng.standard_normal(SMALL["d"]).astype(np.float32), device)
+    )
+    before = sketch.table_to_host()
+    with pytest.raises(IndexError, match=r"indices must lie in \[0, 300\)"):
+        sketch.zero_buckets(on_device(np.array([1, SMALL["d"]]), device))
+    with pytest.raises(TypeError, match="indices"):
+        sketch.zero_buckets(on_device(np.array([1.5]), device))
+    np.testing.assert_array_equal(sketch.table_to_host(), before)
