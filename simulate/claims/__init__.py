@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import config
+from ..checkpoint import atomic_write, write_json
 
 CLAIMS = ("memsgd", "sketched_sgd", "fetchsgd", "sketchdl", "rates")
 CONFIG_DIR = config.CONFIG_DIR / "claims"
@@ -112,7 +113,7 @@ def run_config(path: Path, run_dir: Path, progress=None) -> Run:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    (run_dir / "config.toml").write_text(config.dumps(raw))
+    _write_text(run_dir / "config.toml", config.dumps(raw))
     started = time.perf_counter()
     results = runner.run_cases(cases, run_dir, Layout(mpi=False), progress=progress)
     seconds = time.perf_counter() - started
@@ -140,13 +141,37 @@ def _rst_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _write_text(path: Path, text: str) -> None:
+    """``text`` at ``path``, atomically (a crash leaves the old file or the new one)."""
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _read_ledger(path: Path) -> dict:
+    """``verdicts.json``: claim name -> title, cite, verdict, seconds; checked."""
+    if not path.exists():
+        return {}
+    try:
+        ledger = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable verdict ledger ({exc})") from exc
+    if not isinstance(ledger, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(ledger).__name__}")
+    for name, entry in ledger.items():
+        fields = {"title", "cite", "verdict", "seconds"}
+        if not isinstance(entry, dict) or set(entry) != fields:
+            raise ValueError(f"{path}: entry {name!r} must have the keys {sorted(fields)}")
+        if entry["verdict"] not in VERDICTS:
+            raise ValueError(f"{path}: entry {name!r} has verdict {entry['verdict']!r}")
+    return ledger
+
+
 def write_page(claim: Claim, finding: Finding, seconds: float, docs: Path) -> Path:
     """``docs/<name>.rst`` (with its figures copied beside it)."""
     docs.mkdir(parents=True, exist_ok=True)
     images = []
     for fig in finding.figures:
         target = docs / f"{claim.name}_{fig.name}"
-        shutil.copyfile(fig, target)
+        atomic_write(target, lambda f, fig=fig: f.write(fig.read_bytes()))
         images.append(f".. image:: {target.name}\n   :width: 640\n")
     configs = ", ".join(f"``simulate/configs/claims/{c}.toml``" for c in claim.configs)
     title = f"{claim.title}"
@@ -179,7 +204,7 @@ def write_page(claim: Claim, finding: Finding, seconds: float, docs: Path) -> Pa
     if finding.notes:
         body += ["Notes", "-----", "", finding.notes, ""]
     page = docs / f"{claim.name}.rst"
-    page.write_text("\n".join(body).rstrip() + "\n")
+    _write_text(page, "\n".join(body).rstrip() + "\n")
     return page
 
 
@@ -188,10 +213,8 @@ def write_index(docs: Path, claim: Claim, finding: Finding, seconds: float) -> P
 
     The index lists every claim whose page exists, so running one claim keeps the others.
     """
-    from ..checkpoint import write_json
-
     ledger_path = docs / "verdicts.json"
-    ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
+    ledger = _read_ledger(ledger_path)
     ledger[claim.name] = {
         "title": claim.title,
         "cite": claim.cite,
@@ -230,5 +253,5 @@ def write_index(docs: Path, claim: Claim, finding: Finding, seconds: float) -> P
         "",
     ]
     page = docs / "index.rst"
-    page.write_text("\n".join(lines))
+    _write_text(page, "\n".join(lines))
     return page

@@ -64,3 +64,15 @@ def test_rate_helpers():
     assert _analysis.loglog_slope(steps, [1 / t for t in steps], start=0) == pytest.approx(-1)
     assert _analysis.first_step_below(steps, [1 / t for t in steps], 0.1) == 16
     assert _analysis.human_bytes(12_300) == "12.3 kB" and _analysis.fmt(None) == "-"
+
+
+def test_a_damaged_verdict_ledger_is_a_clear_error(tmp_path):
+    claim = _claim(tmp_path)
+    finding = claims.Finding("held", "", [], [])
+    (tmp_path / "verdicts.json").write_text('{"tiny": {"verdict": "maybe"}}')
+    with pytest.raises(ValueError, match="entry 'tiny' must have the keys"):
+        claims.write_index(tmp_path, claim, finding, 1.0)
+    (tmp_path / "verdicts.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable verdict ledger"):
+        claims.write_index(tmp_path, claim, finding, 1.0)
+    assert not (tmp_path / "index.rst").exists()
