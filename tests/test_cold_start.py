@@ -181,3 +181,25 @@ def test_hash_keys_and_randomk_compile_nothing():
         "hashing.hash_keys(5, 4, 'polynomial'); pysketch.randomk(1000, 10, seed=3)",
         "assert not hashing.splitmix64.signatures, hashing.splitmix64.signatures",
     )
+
+
+def test_import_defers_numba_until_a_name_is_used():
+    assert_runs(
+        "import sys, pysketch",
+        "assert 'numba' not in sys.modules, 'import pysketch loaded numba'",
+        "assert pysketch.topk.__module__ == 'pysketch.selection'",
+        "assert 'numba' in sys.modules",
+    )
+
+
+def test_lazy_names_are_the_public_api():
+    import pysketch
+
+    assert set(pysketch.__all__) == set(pysketch._ATTRIBUTES)
+    for name in pysketch.__all__:
+        assert getattr(pysketch, name) is not None
+        assert name in dir(pysketch)
+    for name in pysketch._SUBMODULES:
+        assert getattr(pysketch, name).__name__ == f"pysketch.{name}"
+    with pytest.raises(AttributeError, match="no attribute 'CountSketches'"):
+        pysketch.CountSketches  # noqa: B018
