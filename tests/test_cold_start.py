@@ -127,7 +127,7 @@ def test_cpu_kernels_see_int64_indices_and_float_values_only():
     assert _value_types(cm_kernels.cpu_update, 3) <= {"int64"}
     assert _value_types(cm_kernels.cpu_update, 5) <= {"float32", "float64"}
     assert _value_types(cm_kernels.cpu_query, 3) <= {"int64"}
-    assert _value_types(reductions.cpu_count_out_of_range, 0) <= {"int64"}
+    assert _value_types(reductions._count_out_of_range_tasks, 0) <= {"int64"}
 
 
 def test_integer_inputs_give_the_same_sketch_as_floats():

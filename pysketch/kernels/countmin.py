@@ -18,11 +18,11 @@ Conventions shared by the update kernels:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from pysketch._cuda import cuda, device_function
 from pysketch.hashing import bucket_sign
-from pysketch.kernels.parallel import parallel_kernel
+from pysketch.kernels.parallel import task_kernel
 from pysketch.kernels.reductions import MAX_ROWS, add_if_nonzero, ordered, unfit
 
 _CHUNK = 4096  # queries per CPU estimate task, and weights per partial sum
@@ -86,11 +86,19 @@ def query_one(table, family, keys, index, shift, clamp):
 # --------------------------------------------------------------------- CPU
 
 
-@parallel_kernel
-def cpu_update(table, family, keys, indices, dense, values, vstep, n):
+def _rows(table, *_):
+    return table.shape[0]
+
+
+def _chunks(*args):
+    return -(-args[-1].shape[0] // _CHUNK)
+
+
+@task_kernel(tasks=_rows)
+def cpu_update(table, family, keys, indices, dense, values, vstep, n, first, last):
     """Plain update. Each row is one task: a row's cells are written by one thread only."""
-    rows, cols = table.shape
-    for j in prange(rows):
+    cols = table.shape[1]
+    for j in range(first, last):
         for t in range(n):
             index = update_index(indices, dense, t)
             table[j, bucket_of(family, keys, j, index, cols)] += table.dtype.type(values[t * vstep])
@@ -114,28 +122,22 @@ def cpu_update_conservative(table, family, keys, indices, dense, values, vstep, 
                 table[j, buckets[j]] = target
 
 
-@parallel_kernel
-def cpu_query(table, family, keys, indices, shift, clamp, out):
+@task_kernel(tasks=_chunks)
+def cpu_query(table, family, keys, indices, shift, clamp, out, first, last):
     n = out.shape[0]
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
+    for c in range(first, last):
         for t in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
             out[t] = query_one(table, family, keys, np.int64(indices[t]), shift, clamp)
 
 
-@parallel_kernel
-def cpu_weight_stats(w, limit, single):
-    """(non-finite, overflowing and negative counts, float64 sum) of ``w`` in one pass.
+def _weight_chunks(w, *_):
+    return -(-w.shape[0] // _CHUNK)
 
-    The sum adds fixed chunks' partial sums in chunk order, so it does not
-    depend on the number of threads.
-    """
+
+@task_kernel(tasks=_weight_chunks)
+def _weight_stats_tasks(w, limit, single, counts, partial, first, last):
     n = w.shape[0]
-    chunks = (n + _CHUNK - 1) // _CHUNK
-    partial = np.zeros(chunks, dtype=np.float64)
-    nonfinite = 0
-    overflow = 0
-    negative = 0
-    for c in prange(chunks):
+    for c in range(first, last):
         bad_c, over_c, neg_c, total_c = 0, 0, 0, 0.0
         for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
             bad, over, neg, value = weight_class(w[i], limit, single)
@@ -143,13 +145,26 @@ def cpu_weight_stats(w, limit, single):
             over_c += over
             neg_c += neg
             total_c += value
+        counts[c, 0] = bad_c
+        counts[c, 1] = over_c
+        counts[c, 2] = neg_c
         partial[c] = total_c
-        nonfinite += bad_c
-        overflow += over_c
-        negative += neg_c
+
+
+def cpu_weight_stats(w, limit, single) -> tuple[int, int, int, float]:
+    """(non-finite, overflowing and negative counts, float64 sum) of ``w`` in one pass.
+
+    The sum adds fixed chunks' partial sums in chunk order, so it does not
+    depend on the number of threads.
+    """
+    chunks = _weight_chunks(w)
+    counts = np.zeros((chunks, 3), dtype=np.int64)
+    partial = np.zeros(chunks, dtype=np.float64)
+    _weight_stats_tasks(w, limit, single, counts, partial)
+    nonfinite, overflow, negative = (int(v) for v in counts.sum(axis=0))
     total = 0.0
-    for c in range(chunks):
-        total += partial[c]
+    for value in partial.tolist():  # in chunk order, as the docstring promises
+        total += value
     return nonfinite, overflow, negative, total
 
 

@@ -14,11 +14,11 @@ sums are exact (integer values, say) and up to rounding otherwise.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from pysketch._cuda import cuda, device_function
 from pysketch.hashing import bucket_sign
-from pysketch.kernels.parallel import parallel_kernel
+from pysketch.kernels.parallel import task_kernel
 from pysketch.kernels.reductions import MAX_ROWS, combine_columns
 
 _CHUNK = 4096  # indices an estimate task handles with one scratch buffer
@@ -100,8 +100,20 @@ def accumulate_row(row, family, keys, j, indices, values, dense, start, stop, fi
             scatter_owned(row, buckets, signs, values, block, width, first, last, kept)
 
 
-@parallel_kernel
-def cpu_accumulate(table, partials, family, keys, indices, values, dense, pieces):
+def _pieces(*args):
+    return args[-1]
+
+
+def _chunks(*args):
+    return -(-args[-1].shape[0] // _CHUNK)
+
+
+def _rows(table, *_):
+    return table.shape[0]
+
+
+@task_kernel(tasks=_pieces)
+def cpu_accumulate(table, partials, family, keys, indices, values, dense, pieces, first, last):
     """Add ``values[i]`` at index ``i`` (dense) or ``indices[i]`` (sparse).
 
     The input is cut into ``1 + len(partials)`` chunks: chunk 0 is added into
@@ -122,7 +134,7 @@ def cpu_accumulate(table, partials, family, keys, indices, values, dense, pieces
     chunks = partials.shape[0] + 1
     n = values.shape[0]
     cells = chunks * rows * cols
-    for p in prange(pieces):
+    for p in range(first, last):
         lo = p * cells // pieces
         hi = (p + 1) * cells // pieces
         for unit in range(lo // cols, (hi + cols - 1) // cols):
@@ -137,8 +149,8 @@ def cpu_accumulate(table, partials, family, keys, indices, values, dense, pieces
                 )
 
 
-@parallel_kernel
-def cpu_estimate(table, family, keys, indices, dense, mode, out):
+@task_kernel(tasks=_chunks)
+def cpu_estimate(table, family, keys, indices, dense, mode, out, first, last):
     """``out[i]`` = estimate of index ``i`` (dense) or ``indices[i]``.
 
     Per chunk of indices: one pass per row hashes the chunk, then gathers
@@ -151,7 +163,7 @@ def cpu_estimate(table, family, keys, indices, dense, mode, out):
     """
     n = out.shape[0]
     rows, cols = table.shape
-    for c in prange((n + _CHUNK - 1) // _CHUNK):
+    for c in range(first, last):
         start = c * _CHUNK
         width = min(n, start + _CHUNK) - start
         per_row = np.empty((rows, width), dtype=np.float64)
@@ -193,11 +205,11 @@ def cuda_estimate(table, family, keys, indices, dense, mode, out):
 # ------------------------------------------------ zeroing touched buckets
 
 
-@parallel_kernel
-def cpu_zero_buckets(table, family, keys, indices):
+@task_kernel(tasks=_rows)
+def cpu_zero_buckets(table, family, keys, indices, first, last):
     """``S[j, h_j(i)] = 0`` for every row ``j`` and every ``i`` in ``indices``."""
-    rows, cols = table.shape
-    for j in prange(rows):
+    cols = table.shape[1]
+    for j in range(first, last):
         for t in range(indices.shape[0]):
             bucket, _ = bucket_sign(family, keys, j, indices[t], cols)
             table[j, bucket] = 0

@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
 
 from pysketch._cuda import cuda, device_function
-from pysketch.kernels.parallel import parallel_kernel
+from pysketch.kernels.parallel import task_kernel
 
 # Upper bound on sketch rows: the CUDA kernels keep one estimate per row in a
 # fixed-size per-thread array.
@@ -74,39 +73,67 @@ def unfit(v, scale, limit):
 # --------------------------------------------------------------------- CPU
 
 
-@parallel_kernel
-def cpu_count_unfit(x, scale, limit):
+_SPAN = 1 << 16  # elements per task of the element-wise counts
+
+
+def _spans(x, *_):
+    return -(-x.shape[0] // _SPAN)
+
+
+def _rows(table, *_):
+    return table.shape[0]
+
+
+@task_kernel(tasks=_spans)
+def _count_unfit_tasks(x, scale, limit, counts, first, last):
+    for task in range(first, last):
+        nonfinite = 0
+        overflow = 0
+        for i in range(task * _SPAN, min(x.shape[0], (task + 1) * _SPAN)):
+            bad, over = unfit(x[i], scale, limit)
+            nonfinite += bad
+            overflow += over
+        counts[task, 0] = nonfinite
+        counts[task, 1] = overflow
+
+
+def cpu_count_unfit(x, scale, limit) -> tuple[int, int]:
     """``(NaN/Inf count, overflow count)`` of ``x`` by :func:`unfit`."""
-    nonfinite = 0
-    overflow = 0
-    for i in prange(x.shape[0]):
-        bad, over = unfit(x[i], scale, limit)
-        nonfinite += bad
-        overflow += over
-    return nonfinite, overflow
+    counts = np.zeros((_spans(x), 2), dtype=np.int64)
+    _count_unfit_tasks(x, scale, limit, counts)
+    nonfinite, overflow = counts.sum(axis=0)
+    return int(nonfinite), int(overflow)
 
 
-@parallel_kernel
-def cpu_count_out_of_range(idx, upper):
-    count = 0
-    for i in prange(idx.shape[0]):
-        if not 0 <= idx[i] < upper:
-            count += 1
-    return count
+@task_kernel(tasks=_spans)
+def _count_out_of_range_tasks(idx, upper, counts, first, last):
+    for task in range(first, last):
+        count = 0
+        for i in range(task * _SPAN, min(idx.shape[0], (task + 1) * _SPAN)):
+            if not 0 <= idx[i] < upper:
+                count += 1
+        counts[task] = count
 
 
-@parallel_kernel
-def cpu_row_max_abs(table, out):
-    for j in prange(table.shape[0]):
+def cpu_count_out_of_range(idx, upper) -> int:
+    """How many of ``idx`` lie outside ``[0, upper)``."""
+    counts = np.zeros(_spans(idx), dtype=np.int64)
+    _count_out_of_range_tasks(idx, upper, counts)
+    return int(counts.sum())
+
+
+@task_kernel(tasks=_rows)
+def cpu_row_max_abs(table, out, first, last):
+    for j in range(first, last):
         peak = 0.0
         for b in range(table.shape[1]):
             peak = max(peak, abs(np.float64(table[j, b])))
         out[j] = peak
 
 
-@parallel_kernel
-def cpu_row_sumsq(table, out):
-    for j in prange(table.shape[0]):
+@task_kernel(tasks=_rows)
+def cpu_row_sumsq(table, out, first, last):
+    for j in range(first, last):
         acc = 0.0
         for b in range(table.shape[1]):
             acc += np.float64(table[j, b]) * np.float64(table[j, b])
