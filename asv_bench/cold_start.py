@@ -86,7 +86,8 @@ t2 = time.perf_counter()
 t3 = time.perf_counter()
 {call}
 t4 = time.perf_counter()
-print(json.dumps({{"import": t1 - t0, "names": t1a - t1, "init": t1b - t1a, "first": t3 - t2, "run": t4 - t3,
+print(json.dumps({{"import": t1 - t0, "names": t1a - t1, "init": t1b - t1a,
+                   "first": t3 - t2, "run": t4 - t3,
                    "cuda_imported": "numba.cuda" in sys.modules}}))
 """
 

@@ -4,6 +4,7 @@
     python asv_bench/compare.py                 # headline sizes: d=1e7, rows 5, cols 5e5, k 5e4
     python asv_bench/compare.py --quick         # d=1e6 (peak memory at d=1e7)
     python asv_bench/compare.py --device cuda   # GPU: CuPy inputs, csvec on torch CUDA
+    python asv_bench/compare.py --target avx2   # Numba code for AVX2 (no AVX-512) CPUs
 
 For every operation it prints the pysketch time, the baseline's time, the ratio
 pysketch / baseline (below 1: pysketch is faster), the target and whether it is met.
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,6 +38,12 @@ sys.path.insert(0, HERE)
 sys.path.append(os.path.dirname(HERE))
 
 sys.path.insert(0, os.path.join(HERE, "benchmarks"))
+
+from machine import add_target_argument, cpu_description, target_in, use_target  # noqa: E402
+
+if __name__ == "__main__":
+    use_target(target_in(sys.argv))  # before baselines imports Numba
+
 import baselines as B  # noqa: E402
 
 
@@ -69,31 +75,6 @@ class Timer:
             self.sync()
             times.append(time.perf_counter() - t0)
         return statistics.median(times)
-
-
-def cpu_description() -> str:
-    """CPU model, the widest SIMD level it has, and what Numba's LLVM compiles for."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
-    isa = next(
-        (name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"),
-                                 ("sse4_2", "SSE4.2")) if flag in flags),
-        "unknown",
-    )  # fmt: skip
-    import llvmlite.binding as llvm
-
-    target = os.environ.get("NUMBA_CPU_NAME") or llvm.get_host_cpu_name()
-    return f"{model} ({isa}; LLVM target {target})"
 
 
 def fmt_time(t):
@@ -189,6 +170,7 @@ def main(argv=None):
         "--quick", action="store_true", help="d=1e6, cols 5e4, k 5e3; peak memory at d=1e7"
     )
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    add_target_argument(ap)
     ap.add_argument("--d", type=int)
     ap.add_argument("--rows", type=int, default=5)
     ap.add_argument("--cols", type=int)

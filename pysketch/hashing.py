@@ -127,7 +127,9 @@ def fmix64(z):
 @device_function
 def fastrange32(h32, n):
     """Map 32 uniform bits onto ``[0, n)`` without a modulo (Lemire 2019)."""
-    return (h32 * n) >> _S32
+    # n < 2**32 (MAX_COLS): masking tells LLVM so, and a 32 x 32 -> 64-bit multiply
+    # (one vpmuludq lane-wise) replaces the emulated 64-bit one on AVX2.
+    return (h32 * (n & _LO32)) >> _S32
 
 
 @device_function
