@@ -262,7 +262,7 @@ class CountSketch(TableSketch):
         kernels.cpu_accumulate(
             self._table,
             partials,
-            self._family,
+            hashing.cpu_family(self._family),
             self._keys,
             indices,
             values.array,
@@ -340,7 +340,8 @@ class CountSketch(TableSketch):
             idx, n, dense, stream = inp.array, inp.size, False, inp.stream
         if self._device == CPU:
             out = np.empty(n, dtype=self.dtype)
-            kernels.cpu_estimate(self._table, self._family, self._keys, idx, dense, mode, out)
+            family = hashing.cpu_family(self._family)
+            kernels.cpu_estimate(self._table, family, self._keys, idx, dense, mode, out)
         else:
             out = _cuda.empty(n, self.dtype, stream=stream)
             if n:

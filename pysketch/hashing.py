@@ -51,6 +51,9 @@ __all__ = [
     "family_code",
     "bucket_sign",
     "bucket_sign_batch",
+    "cpu_family",
+    "mix_bucket_sign",
+    "polynomial_bucket_sign",
     "splitmix64",
     "splitmix64_host",
     "item_key",
@@ -133,6 +136,31 @@ def fastrange32(h32, n):
 
 
 @device_function
+def mix_bucket_sign(keys, row, index, cols):
+    """:func:`bucket_sign` of the ``"mix"`` family."""
+    z = fmix64(np.uint64(index) + keys[row, 0])
+    return _bucket_and_sign(z >> _S32, z, np.uint64(cols))
+
+
+@device_function
+def polynomial_bucket_sign(keys, row, index, cols):
+    """:func:`bucket_sign` of the ``"polynomial"`` family."""
+    x = np.uint64(index)
+    hb = addmod61(mulmod61(keys[row, 1], x), keys[row, 0])
+    hs = addmod61(mulmod61(keys[row, 5], x), keys[row, 4])
+    hs = addmod61(mulmod61(hs, x), keys[row, 3])
+    hs = addmod61(mulmod61(hs, x), keys[row, 2])
+    return _bucket_and_sign(hb >> _S29, hs, np.uint64(cols))
+
+
+@device_function
+def _bucket_and_sign(h32, sign_bits, n):
+    bucket = fastrange32(h32, n)
+    sign = np.float32(1.0) if (sign_bits & _ONE) == 0 else np.float32(-1.0)
+    return np.int64(bucket), sign
+
+
+@device_function
 def bucket_sign(family, keys, row, index, cols):
     """Bucket in ``[0, cols)`` and sign (+1/-1) of ``index`` in sketch row ``row``.
 
@@ -140,21 +168,19 @@ def bucket_sign(family, keys, row, index, cols):
     is 0 for ``"mix"``, 1 for ``"polynomial"``. Returns ``(bucket, sign)`` as
     (int64, float32): a float sign keeps float32 tables in float32 arithmetic.
     """
-    x = np.uint64(index)
-    n = np.uint64(cols)
     if family == MIX:
-        z = fmix64(x + keys[row, 0])
-        bucket = fastrange32(z >> _S32, n)
-        bit = z & _ONE
-    else:
-        hb = addmod61(mulmod61(keys[row, 1], x), keys[row, 0])
-        bucket = fastrange32(hb >> _S29, n)
-        hs = addmod61(mulmod61(keys[row, 5], x), keys[row, 4])
-        hs = addmod61(mulmod61(hs, x), keys[row, 3])
-        hs = addmod61(mulmod61(hs, x), keys[row, 2])
-        bit = hs & _ONE
-    sign = np.float32(1.0) if bit == 0 else np.float32(-1.0)
-    return np.int64(bucket), sign
+        return mix_bucket_sign(keys, row, index, cols)
+    return polynomial_bucket_sign(keys, row, index, cols)
+
+
+def cpu_family(code: int) -> int | None:
+    """The family as the CPU kernels take it: ``None`` for ``"mix"``, the code otherwise.
+
+    They test ``family is None``, which Numba decides from the argument's type
+    when it compiles, so each compiled kernel holds one family's hash only
+    (about half the compile time of both).
+    """
+    return None if code == MIX else code
 
 
 @njit(cache=True)

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 from pysketch._cuda import cuda, device_function
-from pysketch.hashing import bucket_sign
+from pysketch.hashing import bucket_sign, mix_bucket_sign, polynomial_bucket_sign
 from pysketch.kernels.parallel import task_kernel
 from pysketch.kernels.reductions import MAX_ROWS, combine_columns
 
@@ -48,15 +48,24 @@ def hash_block(family, keys, row, cols, indices, start, width, dense, buckets, s
     """Buckets and signs in ``row`` of indices ``start .. start + width``: the
     positions themselves (dense) or ``indices[start:start + width]``.
 
-    The dense/sparse branch stays outside the loops, which then vectorise;
-    inside them it cost 5x on estimate-all (single thread, d = 4e6, r = 5).
+    ``family`` is :func:`~pysketch.hashing.cpu_family`'s: ``None`` selects the
+    mix hash when Numba compiles, so only one family's loops are compiled. The
+    dense/sparse branch stays outside the loops, which then vectorise; inside
+    them it cost 5x on estimate-all (single thread, d = 4e6, r = 5).
     """
-    if dense:
+    if family is None:
+        if dense:
+            for t in range(width):
+                buckets[t], signs[t] = mix_bucket_sign(keys, row, start + t, cols)
+        else:
+            for t in range(width):
+                buckets[t], signs[t] = mix_bucket_sign(keys, row, indices[start + t], cols)
+    elif dense:
         for t in range(width):
-            buckets[t], signs[t] = bucket_sign(family, keys, row, start + t, cols)
+            buckets[t], signs[t] = polynomial_bucket_sign(keys, row, start + t, cols)
     else:
         for t in range(width):
-            buckets[t], signs[t] = bucket_sign(family, keys, row, indices[start + t], cols)
+            buckets[t], signs[t] = polynomial_bucket_sign(keys, row, indices[start + t], cols)
 
 
 @njit(inline="never", cache=True)
