@@ -269,7 +269,9 @@ class CountMinSketch(TableSketch):
         _arrays.raise_unfit("weights", 0, int(abs(w) > _arrays.fit_limit(self.dtype)), self.dtype)
         if w < 0:
             raise ValueError(f"weights must be non-negative, got {w}")
-        host = np.asarray(val.array).reshape(1)
+        # In the table's dtype, as the kernels convert it anyway (the same value):
+        # the kernel is then compiled once for arrays and scalars.
+        host = np.asarray(val.array, dtype=self.dtype).reshape(1)
         values = host if self._device == CPU else _cuda.to_device(host)
         return values, 0, float(self.dtype.type(w)) * n
 
@@ -312,8 +314,10 @@ class CountMinSketch(TableSketch):
         self, indices: Any, dense: bool, values: Any, vstep: int, n: int, stream: Any, added: float
     ) -> None:
         if n:
-            args = (self._table, self._family, self._keys, indices, dense, values, vstep, n)
-            if self._device == CPU:
+            cpu = self._device == CPU
+            family = hashing.cpu_family(self._family) if cpu else self._family
+            args = (self._table, family, self._keys, indices, dense, values, vstep, n)
+            if cpu:
                 if self.conservative:
                     kernels.cpu_update_conservative(*args)
                 else:
@@ -425,8 +429,10 @@ class CountMinSketch(TableSketch):
         indices, scalar = self._item_keys(indices)
         inp = _arrays.as_input(indices, "indices", device=self._device, kind="index")
         _arrays.check_index_range(inp, "indices", _INDEX_BOUND)
-        args = (self._table, self._family, self._keys, inp.array, float(shift), clamp)
-        if self._device == CPU:
+        cpu = self._device == CPU
+        family = hashing.cpu_family(self._family) if cpu else self._family
+        args = (self._table, family, self._keys, inp.array, float(shift), clamp)
+        if cpu:
             out = np.empty(inp.size, dtype=self.dtype)
             kernels.cpu_query(*args, out)
         else:

@@ -375,7 +375,8 @@ class CountSketch(TableSketch):
             _cuda.launch(reductions.cuda_row_sumsq, self._table.size, stream)(self._table, out)
             sumsq = _cuda.to_host(out)
         median = np.empty(1)
-        reductions.combine_columns(
+        # The kernels' median, run as Python: ``rows`` values need no compilation.
+        reductions.combine_columns.py_func(
             sumsq.reshape(self.rows, 1), self.rows, reductions.MEDIAN, median
         )
         return math.sqrt(median[0])
@@ -448,7 +449,8 @@ class CountSketch(TableSketch):
         if idx.size == 0:
             return self
         if self._device == CPU:
-            kernels.cpu_zero_buckets(self._table, self._family, self._keys, idx.array)
+            family = hashing.cpu_family(self._family)
+            kernels.cpu_zero_buckets(self._table, family, self._keys, idx.array)
         else:
             _cuda.launch(kernels.cuda_zero_buckets, idx.size, idx.stream)(
                 self._table, self._family, self._keys, idx.array

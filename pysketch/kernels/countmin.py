@@ -21,11 +21,12 @@ import numpy as np
 from numba import njit
 
 from pysketch._cuda import cuda, device_function
-from pysketch.hashing import bucket_sign
+from pysketch.hashing import bucket_sign, hash_block
 from pysketch.kernels.parallel import task_kernel
 from pysketch.kernels.reductions import MAX_ROWS, add_if_nonzero, ordered, unfit
 
 _CHUNK = 4096  # queries per CPU estimate task, and weights per partial sum
+_BLOCK = 1024  # updates hashed at once
 
 
 @device_function
@@ -94,40 +95,68 @@ def _chunks(*args):
     return -(-args[-1].shape[0] // _CHUNK)
 
 
+# The CPU kernels hash a block of updates per row with hashing.hash_block, the
+# Count Sketch's: one family compiled (``family`` from hashing.cpu_family), one
+# compilation shared by both sketches, and loops that vectorise.
+
+
 @task_kernel(tasks=_rows)
 def cpu_update(table, family, keys, indices, dense, values, vstep, n, first, last):
-    """Plain update. Each row is one task: a row's cells are written by one thread only."""
+    """Plain update. Each row is one task: a row's cells are written by one thread only,
+    in update order."""
     cols = table.shape[1]
+    buckets = np.empty(_BLOCK, dtype=np.int64)
+    signs = np.empty(_BLOCK, dtype=np.float32)
     for j in range(first, last):
-        for t in range(n):
-            index = update_index(indices, dense, t)
-            table[j, bucket_of(family, keys, j, index, cols)] += table.dtype.type(values[t * vstep])
+        row = table[j]
+        for start in range(0, n, _BLOCK):
+            width = min(_BLOCK, n - start)
+            hash_block(family, keys, j, cols, indices, start, width, dense, buckets, signs)
+            for t in range(width):
+                row[buckets[t]] += table.dtype.type(values[(start + t) * vstep])
 
 
 @njit(cache=True)
 def cpu_update_conservative(table, family, keys, indices, dense, values, vstep, n):
     """Conservative update, sequential: each update reads the minimum the previous ones left."""
     rows, cols = table.shape
-    buckets = np.empty(rows, dtype=np.int64)
-    for t in range(n):
-        index = update_index(indices, dense, t)
+    buckets = np.empty((rows, _BLOCK), dtype=np.int64)
+    signs = np.empty(_BLOCK, dtype=np.float32)
+    for start in range(0, n, _BLOCK):
+        width = min(_BLOCK, n - start)
         for j in range(rows):
-            buckets[j] = bucket_of(family, keys, j, index, cols)
-        m = table[0, buckets[0]]
-        for j in range(1, rows):
-            m = smaller(m, table[j, buckets[j]])
-        target = conservative_target(table, m, values[t * vstep])
-        for j in range(rows):
-            if table[j, buckets[j]] < target:
-                table[j, buckets[j]] = target
+            hash_block(family, keys, j, cols, indices, start, width, dense, buckets[j], signs)
+        for t in range(width):
+            m = table[0, buckets[0, t]]
+            for j in range(1, rows):
+                m = smaller(m, table[j, buckets[j, t]])
+            target = conservative_target(table, m, values[(start + t) * vstep])
+            for j in range(rows):
+                if table[j, buckets[j, t]] < target:
+                    table[j, buckets[j, t]] = target
 
 
 @task_kernel(tasks=_chunks)
 def cpu_query(table, family, keys, indices, shift, clamp, out, first, last):
+    """``out[i]`` = :func:`query_one` of ``indices[i]``, a chunk and a row at a time."""
     n = out.shape[0]
+    rows, cols = table.shape
+    buckets = np.empty(_CHUNK, dtype=np.int64)
+    signs = np.empty(_CHUNK, dtype=np.float32)
+    low = np.empty(_CHUNK, dtype=table.dtype)
     for c in range(first, last):
-        for t in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
-            out[t] = query_one(table, family, keys, np.int64(indices[t]), shift, clamp)
+        start = c * _CHUNK
+        width = min(n, start + _CHUNK) - start
+        hash_block(family, keys, 0, cols, indices, start, width, False, buckets, signs)
+        for t in range(width):
+            low[t] = table[0, buckets[t]]
+        for j in range(1, rows):
+            hash_block(family, keys, j, cols, indices, start, width, False, buckets, signs)
+            for t in range(width):
+                low[t] = smaller(low[t], table[j, buckets[t]])
+        for t in range(width):
+            v = np.float64(low[t]) + shift
+            out[start + t] = 0.0 if clamp and v < 0.0 else v
 
 
 def _weight_chunks(w, *_):

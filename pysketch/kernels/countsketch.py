@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 from pysketch._cuda import cuda, device_function
-from pysketch.hashing import bucket_sign, mix_bucket_sign, polynomial_bucket_sign
+from pysketch.hashing import bucket_sign, hash_block
 from pysketch.kernels.parallel import task_kernel
 from pysketch.kernels.reductions import MAX_ROWS, combine_columns
 
@@ -37,35 +37,6 @@ def estimate_one(table, family, keys, index, buf, result, mode):
 
 
 # --------------------------------------------------------------------- CPU
-
-
-# hash_block is called, not inlined (no ``inline="always"``): Numba-level inlining
-# into the parallel kernels multiplied their compile time (accumulate 6.8 s ->
-# 1.4 s once hash_block is compiled) and the call, once per block, costs nothing
-# measurable: its own loops still vectorise.
-@njit
-def hash_block(family, keys, row, cols, indices, start, width, dense, buckets, signs):
-    """Buckets and signs in ``row`` of indices ``start .. start + width``: the
-    positions themselves (dense) or ``indices[start:start + width]``.
-
-    ``family`` is :func:`~pysketch.hashing.cpu_family`'s: ``None`` selects the
-    mix hash when Numba compiles, so only one family's loops are compiled. The
-    dense/sparse branch stays outside the loops, which then vectorise; inside
-    them it cost 5x on estimate-all (single thread, d = 4e6, r = 5).
-    """
-    if family is None:
-        if dense:
-            for t in range(width):
-                buckets[t], signs[t] = mix_bucket_sign(keys, row, start + t, cols)
-        else:
-            for t in range(width):
-                buckets[t], signs[t] = mix_bucket_sign(keys, row, indices[start + t], cols)
-    elif dense:
-        for t in range(width):
-            buckets[t], signs[t] = polynomial_bucket_sign(keys, row, start + t, cols)
-    else:
-        for t in range(width):
-            buckets[t], signs[t] = polynomial_bucket_sign(keys, row, indices[start + t], cols)
 
 
 @njit(inline="never", cache=True)
@@ -218,10 +189,15 @@ def cuda_estimate(table, family, keys, indices, dense, mode, out):
 def cpu_zero_buckets(table, family, keys, indices, first, last):
     """``S[j, h_j(i)] = 0`` for every row ``j`` and every ``i`` in ``indices``."""
     cols = table.shape[1]
+    n = indices.shape[0]
+    buckets = np.empty(_BLOCK, dtype=np.int64)
+    signs = np.empty(_BLOCK, dtype=np.float32)
     for j in range(first, last):
-        for t in range(indices.shape[0]):
-            bucket, _ = bucket_sign(family, keys, j, indices[t], cols)
-            table[j, bucket] = 0
+        for start in range(0, n, _BLOCK):
+            width = min(_BLOCK, n - start)
+            hash_block(family, keys, j, cols, indices, start, width, False, buckets, signs)
+            for t in range(width):
+                table[j, buckets[t]] = 0
 
 
 @cuda.jit
