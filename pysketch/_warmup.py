@@ -56,6 +56,7 @@ def _primitives(dtype: np.dtype) -> dict[str, Any]:
     def selections():
         topk(x, 4)
         topk(np.tile(x, 600), 4)  # the parallel radix path (beyond the serial size)
+        topk(np.tile(x, 600), 4, sorted=False)  # ranged histograms and index-order compaction
         threshold(x, 0.5)
         gather(x, idx)
         scatter(idx, x[idx], d)
