@@ -39,8 +39,8 @@ _SERIAL_MAX = 1 << 15
 # narrowing them serially and merge-sorting the survivors.
 _SORT_CANDIDATES_MIN = 1 << 17
 # The unsorted CPU top-k splits x into chunks of about this many entries (at most
-# _MAX_CHUNKS), fixed by the length alone: enough chunks to balance the threads of a
-# shared machine, few enough that the (chunks, 2048) int64 histograms stay small.
+# _MAX_CHUNKS), fixed by the length alone: enough chunks to keep many threads busy,
+# few enough that a (chunks, 2048) int64 histogram stays small (4 MiB at most).
 _CHUNK = 1 << 16
 _MAX_CHUNKS = 256
 _MASK32 = np.uint32(0x7FFFFFFF)
@@ -196,12 +196,10 @@ def _topk_cpu_unsorted(arr: np.ndarray, k: int, n_chunks: int | None = None) -> 
     kept per chunk) resolve the k-th largest key ``T`` and how many of its ties
     each chunk may take (the first ones by index); one parallel pass then
     writes every chunk's winners, in index order, at its offset. Besides the
-    ``k`` int64 indices it allocates only the ``(n_chunks, 2048)`` int64
-    histograms of each digit. The result does not depend on ``n_chunks``.
+    ``k`` int64 indices it holds one ``(n_chunks, 2048)`` int64 histogram at
+    a time. The result does not depend on ``n_chunks``.
     """
     d = arr.shape[0]
-    if k == d:  # everything, in index order
-        return np.arange(d, dtype=np.int64)
     bits, mask, width = _key_bits(arr)
     if d <= _SERIAL_MAX:
         keys = sel.cpu_keys(bits, mask)
@@ -410,6 +408,8 @@ def topk(x: Any, k: int, *, sorted: bool = True, check_finite: bool = True) -> t
         original = np.asarray(inp.array)
         if k == 0:
             return np.empty(0, dtype=np.int64), original[:0].copy()
+        if not ordered and k == inp.size:  # everything, in index order: no gather
+            return np.arange(k, dtype=np.int64), original.copy()
         arr = _contiguous_float(inp)
         idx = _topk_cpu(arr, k) if ordered else _topk_cpu_unsorted(arr, k)
         return idx, original[idx]

@@ -118,6 +118,11 @@ def test_topk_k_zero_and_integers(device):
 def test_topk_non_contiguous_cpu():
     x = np.arange(20, dtype=np.float64)[::2] - 4.5
     np.testing.assert_array_equal(topk(x, 4)[0], reference_topk(np.ascontiguousarray(x), 4))
+    for k in (4, x.size):  # k = d returns every index without selecting: a copy of x
+        idx, val = topk(x, k, sorted=False)
+        np.testing.assert_array_equal(idx, np.sort(reference_topk(np.ascontiguousarray(x), k)))
+        np.testing.assert_array_equal(val, x[idx])
+        assert not np.shares_memory(val, x)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
