@@ -43,6 +43,11 @@ _SORT_CANDIDATES_MIN = 1 << 17
 # few enough that a (chunks, 2048) int64 histogram stays small (4 MiB at most).
 _CHUNK = 1 << 16
 _MAX_CHUNKS = 256
+# When the top digit leaves at most this many candidates (the k-th largest's bucket
+# and every bucket above), the unsorted top-k narrows them like the sorted path
+# (16 bytes each: 1 MiB at most) instead of two more histogram passes over x; beyond
+# it, narrowing serially costs more than the passes (measured crossover: 3e4-1e5).
+_UNSORTED_CANDIDATES_MAX = 1 << 16
 _MASK32 = np.uint32(0x7FFFFFFF)
 _MASK64 = np.uint64(0x7FFFFFFFFFFFFFFF)
 _MASK_ALL = (1 << 64) - 1
@@ -197,7 +202,10 @@ def _topk_cpu_unsorted(arr: np.ndarray, k: int, n_chunks: int | None = None) -> 
     each chunk may take (the first ones by index); one parallel pass then
     writes every chunk's winners, in index order, at its offset. Besides the
     ``k`` int64 indices it holds one ``(n_chunks, 2048)`` int64 histogram at
-    a time. The result does not depend on ``n_chunks``.
+    a time. When the top digit already leaves at most
+    ``_UNSORTED_CANDIDATES_MAX`` candidates (so ``k`` is at most that), they
+    are gathered and narrowed as in the sorted path instead, and the ``k``
+    winners sorted by index. The result does not depend on ``n_chunks``.
     """
     d = arr.shape[0]
     bits, mask, width = _key_bits(arr)
@@ -208,6 +216,22 @@ def _topk_cpu_unsorted(arr: np.ndarray, k: int, n_chunks: int | None = None) -> 
         idx.sort()
         return idx
     n_chunks = _n_chunks(d) if n_chunks is None else n_chunks
+    top_shift = width - sel.DIGIT_BITS
+    top = sel.cpu_histogram(bits, mask, np.uint64(top_shift), n_chunks)
+    from_top = np.cumsum(top.sum(axis=0)[::-1])
+    p = int(np.searchsorted(from_top, k))
+    if from_top[p] <= _UNSORTED_CANDIDATES_MAX:
+        # Few candidates (small k): gather them, in index order, and narrow them serially.
+        b = sel.BINS - 1 - p
+        offsets = np.zeros(n_chunks + 1, dtype=np.int64)
+        np.cumsum(top[:, b:].sum(axis=1), out=offsets[1:])
+        cand_idx = np.empty(offsets[-1], dtype=np.int64)
+        cand_key = np.empty(offsets[-1], dtype=np.uint64)
+        lo = np.uint64(b << top_shift)
+        sel.cpu_compact_ge(bits, mask, lo, offsets, cand_idx, cand_key)
+        idx, _ = sel.cpu_finish(cand_idx, cand_key, k, lo, top_shift, k + k // 4 + 64)
+        idx.sort()
+        return idx
     # Per chunk, the entries above the final bucket: those above the chosen bucket of
     # every digit, folded in as soon as the next digit's range names that bucket, so
     # that one (n_chunks, 2048) histogram at a time is alive.
@@ -224,8 +248,8 @@ def _topk_cpu_unsorted(arr: np.ndarray, k: int, n_chunks: int | None = None) -> 
     def key_histogram(lo, span, shift):
         if last:
             fold_last(lo)
-        if lo == 0 and span == 1 << width:  # the top digit: every key counts
-            hist = sel.cpu_histogram(bits, mask, np.uint64(shift), n_chunks)
+        if lo == 0 and span == 1 << width:  # the top digit, counted above
+            hist = top
         else:
             hist = sel.cpu_histogram_range(
                 bits, mask, np.uint64(lo), np.uint64(span), np.uint64(shift), n_chunks
@@ -363,11 +387,11 @@ def topk(x: Any, k: int, *, sorted: bool = True, check_finite: bool = True) -> t
     sorted : bool, default True
         Order the result by descending ``|x[i]|`` (equal magnitudes by
         ascending index); with ``False``, by ascending index, which is faster
-        for large ``k``: on the CPU no winner is sorted, and beyond the ``k``
-        int64 indices (and the values) only ``(chunks, 2048)`` int64
-        histograms are allocated, with at most 256 chunks (4 MiB). The
-        sorted CPU path for ``k >= 131072`` holds up to 16 more bytes per
-        candidate while it sorts them (see :doc:`guarantees`).
+        for large ``k``. Memory on the CPU beyond the ``k`` int64 indices and
+        the values: unsorted, one ``(chunks, 2048)`` int64 histogram at a
+        time, at most 256 chunks (4 MiB), or for small ``k`` at most 65 536
+        candidates (1 MiB); sorted, for ``k >= 131072``, up to 16 bytes per
+        candidate (about ``k``) while they are sorted (see :doc:`guarantees`).
     check_finite : bool, default True
         Raise on NaN or Inf. With ``False`` the caller vouches for finite
         input (NaN would rank above everything).

@@ -226,8 +226,14 @@ def test_topk_unsorted_property_parallel(n, fraction, dtype, spread, seed):
 
 
 @pytest.mark.parametrize("kind", ["ties", "normal"])
-def test_topk_unsorted_does_not_depend_on_the_chunks(kind, rng):
-    """Any chunk count (1, uneven, more chunks than threads) gives the same indices."""
+@pytest.mark.parametrize("route", ["histograms", "candidates"])
+def test_topk_unsorted_does_not_depend_on_the_chunks(kind, route, rng, monkeypatch):
+    """Any chunk count (1, uneven, more chunks than threads) gives the same indices, both
+    when every digit is resolved by histograms and when few candidates are narrowed."""
+    if route == "histograms":
+        monkeypatch.setattr(selection, "_UNSORTED_CANDIDATES_MAX", 0)
+    else:
+        monkeypatch.setattr(selection, "_UNSORTED_CANDIDATES_MAX", 1 << 40)
     d = selection._SERIAL_MAX * 3 + 5
     x = inputs(rng, d, np.float32)[kind]
     for k in (1, 999, d // 3, d):
