@@ -13,7 +13,9 @@ With ``sorted=False`` the same ``k`` indices come back in ascending order and
 nothing is sorted on the CPU: histograms over the whole array, kept per
 chunk, resolve the exact k-th largest magnitude and how many of its ties
 each chunk takes, and one parallel pass writes every chunk's winners at its
-offset (memory: the output and ``(chunks, 2048)`` int64 histograms).
+offset (memory: the output and ``(chunks, 2048)`` int64 histograms). For
+small k, when the top digit leaves few candidates, those are gathered in
+index order and the winners picked among them.
 NaN or Inf in the input is an error (``check_finite=True``, the default).
 """
 
@@ -44,10 +46,10 @@ _SORT_CANDIDATES_MIN = 1 << 17
 _CHUNK = 1 << 16
 _MAX_CHUNKS = 256
 # When the top digit leaves at most this many candidates (the k-th largest's bucket
-# and every bucket above), the unsorted top-k narrows them like the sorted path
-# (16 bytes each: 1 MiB at most) instead of two more histogram passes over x; beyond
-# it, narrowing serially costs more than the passes (measured crossover: 3e4-1e5).
-_UNSORTED_CANDIDATES_MAX = 1 << 16
+# and every bucket above), the unsorted top-k gathers them and selects among them
+# (about 30 bytes each with the scratch: 8 MiB at most) instead of two more histogram
+# passes over x and a compaction (faster up to about 10**6 candidates at n = 10**7).
+_UNSORTED_CANDIDATES_MAX = 1 << 18
 _MASK32 = np.uint32(0x7FFFFFFF)
 _MASK64 = np.uint64(0x7FFFFFFFFFFFFFFF)
 _MASK_ALL = (1 << 64) - 1
@@ -204,8 +206,8 @@ def _topk_cpu_unsorted(arr: np.ndarray, k: int, n_chunks: int | None = None) -> 
     ``k`` int64 indices it holds one ``(n_chunks, 2048)`` int64 histogram at
     a time. When the top digit already leaves at most
     ``_UNSORTED_CANDIDATES_MAX`` candidates (so ``k`` is at most that), they
-    are gathered and narrowed as in the sorted path instead, and the ``k``
-    winners sorted by index. The result does not depend on ``n_chunks``.
+    are gathered in index order instead and the winners picked among them.
+    The result does not depend on ``n_chunks``.
     """
     d = arr.shape[0]
     bits, mask, width = _key_bits(arr)
@@ -221,17 +223,22 @@ def _topk_cpu_unsorted(arr: np.ndarray, k: int, n_chunks: int | None = None) -> 
     from_top = np.cumsum(top.sum(axis=0)[::-1])
     p = int(np.searchsorted(from_top, k))
     if from_top[p] <= _UNSORTED_CANDIDATES_MAX:
-        # Few candidates (small k): gather them, in index order, and narrow them serially.
+        # Few candidates (small k): gather them, in index order, and select among them.
         b = sel.BINS - 1 - p
         offsets = np.zeros(n_chunks + 1, dtype=np.int64)
         np.cumsum(top[:, b:].sum(axis=1), out=offsets[1:])
-        cand_idx = np.empty(offsets[-1], dtype=np.int64)
-        cand_key = np.empty(offsets[-1], dtype=np.uint64)
-        lo = np.uint64(b << top_shift)
-        sel.cpu_compact_ge(bits, mask, lo, offsets, cand_idx, cand_key)
-        idx, _ = sel.cpu_finish(cand_idx, cand_key, k, lo, top_shift, k + k // 4 + 64)
-        idx.sort()
-        return idx
+        # Keys keep their width and indices fit 32 bits below 2**32 entries (as in the
+        # sorted path, whose kernels these dtypes reuse).
+        m = int(offsets[-1])
+        cand_idx = np.empty(m, dtype=np.uint32 if d <= 2**32 else np.int64)
+        cand_key = np.empty(m, dtype=bits.dtype)
+        sel.cpu_compact_ge(bits, mask, np.uint64(b << top_shift), offsets, cand_idx, cand_key)
+        # The k-th largest key T, then every key above it and the first ties by index.
+        t = np.partition(cand_key, m - k)[m - k]
+        chosen = cand_key > t
+        ties = np.flatnonzero(cand_key == t)
+        chosen[ties[: k - np.count_nonzero(chosen)]] = True
+        return cand_idx[chosen].astype(np.int64)
     # Per chunk, the entries above the final bucket: those above the chosen bucket of
     # every digit, folded in as soon as the next digit's range names that bucket, so
     # that one (n_chunks, 2048) histogram at a time is alive.
@@ -389,8 +396,8 @@ def topk(x: Any, k: int, *, sorted: bool = True, check_finite: bool = True) -> t
         ascending index); with ``False``, by ascending index, which is faster
         for large ``k``. Memory on the CPU beyond the ``k`` int64 indices and
         the values: unsorted, one ``(chunks, 2048)`` int64 histogram at a
-        time, at most 256 chunks (4 MiB), or for small ``k`` at most 65 536
-        candidates (1 MiB); sorted, for ``k >= 131072``, up to 16 bytes per
+        time, at most 256 chunks (4 MiB), or for small ``k`` at most 262 144
+        candidates (8 MiB); sorted, for ``k >= 131072``, up to 16 bytes per
         candidate (about ``k``) while they are sorted (see :doc:`guarantees`).
     check_finite : bool, default True
         Raise on NaN or Inf. With ``False`` the caller vouches for finite

@@ -20,7 +20,8 @@ return it bit for bit.
   per-chunk counts above ``T`` and at ``T`` then give each chunk its output
   offset and its share of the ties (the first ones by index), and
   :func:`cpu_compact_selected` writes exactly the ``k`` winners in one
-  parallel pass, with no candidate keys stored.
+  parallel pass, with no candidate keys stored (unless the top digit leaves
+  few candidates: then those are gathered by :func:`cpu_compact_ge`).
 * CUDA: per-block shared-memory histograms merged with global atomics; digits
   are resolved on the whole array until the k-th key ``T`` is exact, then, if
   more elements equal ``T`` than are needed, on the (inverted) index bits of
