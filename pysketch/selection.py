@@ -196,6 +196,20 @@ def _n_chunks(d: int) -> int:
     return max(1, min(_MAX_CHUNKS, d // _CHUNK))
 
 
+def _first_k_in_index_order(cand_idx: np.ndarray, cand_key: np.ndarray, k: int) -> np.ndarray:
+    """The top ``k`` of candidates given in index order, as int64 indices in that order.
+
+    The k-th largest key ``T`` by a partition, then every key above ``T`` and
+    the first ties by index.
+    """
+    m = cand_key.shape[0]
+    t = np.partition(cand_key, m - k)[m - k]
+    chosen = cand_key > t
+    ties = np.flatnonzero(cand_key == t)
+    chosen[ties[: k - np.count_nonzero(chosen)]] = True
+    return cand_idx[chosen].astype(np.int64, copy=False)
+
+
 def _topk_cpu_unsorted(arr: np.ndarray, k: int, n_chunks: int | None = None) -> np.ndarray:
     """The top-``k`` indices of ``arr`` (C-contiguous float, ``k >= 1``) in ascending order.
 
@@ -211,12 +225,8 @@ def _topk_cpu_unsorted(arr: np.ndarray, k: int, n_chunks: int | None = None) -> 
     """
     d = arr.shape[0]
     bits, mask, width = _key_bits(arr)
-    if d <= _SERIAL_MAX:
-        keys = sel.cpu_keys(bits, mask)
-        cap = k + k // 4 + 64
-        idx, _ = sel.cpu_finish(np.arange(d, dtype=np.int64), keys, k, np.uint64(0), width, cap)
-        idx.sort()
-        return idx
+    if d <= _SERIAL_MAX:  # every entry is a candidate
+        return _first_k_in_index_order(np.arange(d, dtype=np.int64), bits & mask, k)
     n_chunks = _n_chunks(d) if n_chunks is None else n_chunks
     top_shift = width - sel.DIGIT_BITS
     top = sel.cpu_histogram(bits, mask, np.uint64(top_shift), n_chunks)
@@ -233,12 +243,7 @@ def _topk_cpu_unsorted(arr: np.ndarray, k: int, n_chunks: int | None = None) -> 
         cand_idx = np.empty(m, dtype=np.uint32 if d <= 2**32 else np.int64)
         cand_key = np.empty(m, dtype=bits.dtype)
         sel.cpu_compact_ge(bits, mask, np.uint64(b << top_shift), offsets, cand_idx, cand_key)
-        # The k-th largest key T, then every key above it and the first ties by index.
-        t = np.partition(cand_key, m - k)[m - k]
-        chosen = cand_key > t
-        ties = np.flatnonzero(cand_key == t)
-        chosen[ties[: k - np.count_nonzero(chosen)]] = True
-        return cand_idx[chosen].astype(np.int64)
+        return _first_k_in_index_order(cand_idx, cand_key, k)
     # Per chunk, the entries above the final bucket: those above the chosen bucket of
     # every digit, folded in as soon as the next digit's range names that bucket, so
     # that one (n_chunks, 2048) histogram at a time is alive.
