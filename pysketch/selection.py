@@ -403,7 +403,7 @@ def topk(x: Any, k: int, *, sorted: bool = True, check_finite: bool = True) -> t
         the values: unsorted, one ``(chunks, 2048)`` int64 histogram at a
         time, at most 256 chunks (4 MiB), or for small ``k`` at most 262 144
         candidates (8 MiB); sorted, for ``k >= 131072``, up to 16 bytes per
-        candidate (about ``k``) while they are sorted (see :doc:`guarantees`).
+        candidate (about ``k``) while they are sorted (see :doc:`/guarantees`).
     check_finite : bool, default True
         Raise on NaN or Inf. With ``False`` the caller vouches for finite
         input (NaN would rank above everything).
