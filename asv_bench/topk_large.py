@@ -7,7 +7,9 @@
 For each k it prints the median time of ``pysketch.topk(x, k)`` (sorted by
 descending ``|x|``, ties by index) and its ratio to ``np.argpartition`` of
 ``|x|`` (the k largest, unsorted) and to a full ``np.argsort`` of ``|x|``
-(quicksort, unstable); below 1 pysketch is faster. Calls alternate so that a
+(quicksort, unstable), then that of ``pysketch.topk(x, k, sorted=False)``
+(the same k indices in ascending order) and its ratio to ``np.argpartition``;
+below 1 pysketch is faster. Calls alternate so that a
 change in a shared machine's load falls on both sides. Peak memory: one fresh
 subprocess per k; the peak RSS (VmHWM, reset after the input is made and the
 kernels are loaded) minus the RSS before the call, in bytes per input value.
@@ -43,14 +45,14 @@ def paired(fns: dict, repeats: int) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def peak_bytes(n: int, k: int) -> int:
+def peak_bytes(n: int, k: int, ordered: bool = True) -> int:
     setup = f"""
         import numpy as np
         from pysketch import topk
         x = np.random.default_rng(0).standard_normal({n}, dtype=np.float32)
-        topk(x[:300_000], 300_000)  # every kernel loaded
+        topk(x[:300_000], 300_000, sorted={ordered})  # every kernel loaded
     """
-    return peak_rss(setup, f"idx, val = topk(x, {k})")["used"]
+    return peak_rss(setup, f"idx, val = topk(x, {k}, sorted={ordered})")["used"]
 
 
 def main(argv=None) -> None:
@@ -78,16 +80,22 @@ def main(argv=None) -> None:
         t = paired(
             {
                 "topk": lambda k=k: pysketch.topk(x, k),
+                "unsorted": lambda k=k: pysketch.topk(x, k, sorted=False),
                 "argpartition": lambda k=k: np.argpartition(np.abs(x), n - k)[n - k :],
                 "argsort": lambda: np.argsort(np.abs(x)),
             },
             args.repeats,
         )
-        memory = "" if args.no_memory else f"  peak {peak_bytes(n, k) / n:5.2f} B/value"
+        memory = memory_unsorted = ""
+        if not args.no_memory:
+            memory = f"  peak {peak_bytes(n, k) / n:5.2f} B/value"
+            memory_unsorted = f"  peak {peak_bytes(n, k, False) / n:5.2f} B/value"
         print(
             f"  k={k:>11,}  topk {t['topk']:8.3f} s  argpartition {t['argpartition']:8.3f} s "
             f"(ratio {t['topk'] / t['argpartition']:6.3f})  argsort {t['argsort']:8.3f} s "
-            f"(ratio {t['topk'] / t['argsort']:6.3f}){memory}",
+            f"(ratio {t['topk'] / t['argsort']:6.3f}){memory}\n"
+            f"  {'sorted=False':>13}  topk {t['unsorted']:8.3f} s  "
+            f"(ratio to argpartition {t['unsorted'] / t['argpartition']:6.3f}){memory_unsorted}",
             flush=True,
         )
 

@@ -56,6 +56,9 @@ def _primitives(dtype: np.dtype) -> dict[str, Any]:
     def selections():
         topk(x, 4)
         topk(np.tile(x, 600), 4)  # the parallel radix path (beyond the serial size)
+        topk(np.tile(x, 600), 4, sorted=False)  # few candidates: gathered (32-bit indices)
+        # sorted=False beyond 262 144 candidates: ranged histograms, index-order compaction
+        topk(np.tile(x, 4200), 265_000, sorted=False)
         threshold(x, 0.5)
         gather(x, idx)
         scatter(idx, x[idx], d)

@@ -9,6 +9,13 @@ random-k depends only on ``(seed, d, k)``.
 Top-k is a radix select on the float bits of ``|x|`` (see
 :mod:`pysketch.kernels.select`): a few histogram passes and one compaction
 pass over ``x``, then only the ``k`` winners are sorted, never all of ``x``.
+With ``sorted=False`` the same ``k`` indices come back in ascending order and
+nothing is sorted on the CPU: histograms over the whole array, kept per
+chunk, resolve the exact k-th largest magnitude and how many of its ties
+each chunk takes, and one parallel pass writes every chunk's winners at its
+offset (memory: the output and ``(chunks, 2048)`` int64 histograms). For
+small k, when the top digit leaves few candidates, those are gathered in
+index order and the winners picked among them.
 NaN or Inf in the input is an error (``check_finite=True``, the default).
 """
 
@@ -33,6 +40,16 @@ _SERIAL_MAX = 1 << 15
 # From this k on, the CPU top-k radix-sorts all its candidates (parallel) rather than
 # narrowing them serially and merge-sorting the survivors.
 _SORT_CANDIDATES_MIN = 1 << 17
+# The unsorted CPU top-k splits x into chunks of about this many entries (at most
+# _MAX_CHUNKS), fixed by the length alone: enough chunks to keep many threads busy,
+# few enough that a (chunks, 2048) int64 histogram stays small (4 MiB at most).
+_CHUNK = 1 << 16
+_MAX_CHUNKS = 256
+# When the top digit leaves at most this many candidates (the k-th largest's bucket
+# and every bucket above), the unsorted top-k gathers them and selects among them
+# (about 30 bytes each with the scratch: 8 MiB at most) instead of two more histogram
+# passes over x and a compaction (faster up to about 10**6 candidates at n = 10**7).
+_UNSORTED_CANDIDATES_MAX = 1 << 18
 _MASK32 = np.uint32(0x7FFFFFFF)
 _MASK64 = np.uint64(0x7FFFFFFFFFFFFFFF)
 _MASK_ALL = (1 << 64) - 1
@@ -153,9 +170,9 @@ def _topk_cpu(arr: np.ndarray, k: int) -> np.ndarray:
     b = sel.BINS - 1 - int(np.searchsorted(from_top, k))
     lo = np.uint64(b << shift)
     per_chunk = hist[:, b:].sum(axis=1)
-    offsets = np.zeros(per_chunk.shape[0], dtype=np.int64)
-    np.cumsum(per_chunk[:-1], out=offsets[1:])
-    n = int(per_chunk.sum())
+    offsets = np.zeros(per_chunk.shape[0] + 1, dtype=np.int64)
+    np.cumsum(per_chunk, out=offsets[1:])
+    n = int(offsets[-1])
     if k < _SORT_CANDIDATES_MIN:
         cand_idx = np.empty(n, dtype=np.int64)
         cand_key = np.empty(n, dtype=np.uint64)
@@ -173,6 +190,103 @@ def _topk_cpu(arr: np.ndarray, k: int) -> np.ndarray:
     top = int(np.flatnonzero(hist.sum(axis=0))[-1])
     cand_key, cand_idx = _radix_sort_desc(cand_key, cand_idx, lo, ((top + 1) << shift) - 1, threads)
     return cand_idx[:k].astype(np.int64)
+
+
+def _n_chunks(d: int) -> int:
+    return max(1, min(_MAX_CHUNKS, d // _CHUNK))
+
+
+def _first_k_in_index_order(cand_idx: np.ndarray, cand_key: np.ndarray, k: int) -> np.ndarray:
+    """The top ``k`` of candidates given in index order, as int64 indices in that order.
+
+    The k-th largest key ``T`` by a partition, then every key above ``T`` and
+    the first ties by index.
+    """
+    m = cand_key.shape[0]
+    t = np.partition(cand_key, m - k)[m - k]
+    chosen = cand_key > t
+    ties = np.flatnonzero(cand_key == t)
+    chosen[ties[: k - np.count_nonzero(chosen)]] = True
+    return cand_idx[chosen].astype(np.int64, copy=False)
+
+
+def _topk_cpu_unsorted(arr: np.ndarray, k: int, n_chunks: int | None = None) -> np.ndarray:
+    """The top-``k`` indices of ``arr`` (C-contiguous float, ``k >= 1``) in ascending order.
+
+    Radix histograms over the whole array (one per digit of 11 bits, each
+    kept per chunk) resolve the k-th largest key ``T`` and how many of its ties
+    each chunk may take (the first ones by index); one parallel pass then
+    writes every chunk's winners, in index order, at its offset. Besides the
+    ``k`` int64 indices it holds one ``(n_chunks, 2048)`` int64 histogram at
+    a time. When the top digit already leaves at most
+    ``_UNSORTED_CANDIDATES_MAX`` candidates (so ``k`` is at most that), they
+    are gathered in index order instead and the winners picked among them.
+    The result does not depend on ``n_chunks``.
+    """
+    d = arr.shape[0]
+    bits, mask, width = _key_bits(arr)
+    if d <= _SERIAL_MAX:  # every entry is a candidate
+        return _first_k_in_index_order(np.arange(d, dtype=np.int64), bits & mask, k)
+    n_chunks = _n_chunks(d) if n_chunks is None else n_chunks
+    top_shift = width - sel.DIGIT_BITS
+    top = sel.cpu_histogram(bits, mask, np.uint64(top_shift), n_chunks)
+    from_top = np.cumsum(top.sum(axis=0)[::-1])
+    p = int(np.searchsorted(from_top, k))
+    if from_top[p] <= _UNSORTED_CANDIDATES_MAX:
+        # Few candidates (small k): gather them, in index order, and select among them.
+        b = sel.BINS - 1 - p
+        offsets = np.zeros(n_chunks + 1, dtype=np.int64)
+        np.cumsum(top[:, b:].sum(axis=1), out=offsets[1:])
+        # Keys keep their width and indices fit 32 bits below 2**32 entries (as in the
+        # sorted path, whose kernels these dtypes reuse).
+        m = int(offsets[-1])
+        cand_idx = np.empty(m, dtype=np.uint32 if d <= 2**32 else np.int64)
+        cand_key = np.empty(m, dtype=bits.dtype)
+        sel.cpu_compact_ge(bits, mask, np.uint64(b << top_shift), offsets, cand_idx, cand_key)
+        return _first_k_in_index_order(cand_idx, cand_key, k)
+    # Per chunk, the entries above the final bucket: those above the chosen bucket of
+    # every digit, folded in as soon as the next digit's range names that bucket, so
+    # that one (n_chunks, 2048) histogram at a time is alive.
+    above = np.zeros(n_chunks, dtype=np.int64)
+    last = []  # the latest digit's (lo, shift, per-chunk histogram)
+
+    def fold_last(lo):
+        """Add the last digit's counts above the bucket holding ``lo``; return that bucket's."""
+        level_lo, level_shift, hist = last.pop()
+        b = (lo - level_lo) >> level_shift
+        above[:] += hist[:, b + 1 :].sum(axis=1)
+        return hist[:, b].copy()
+
+    def key_histogram(lo, span, shift):
+        if last:
+            fold_last(lo)
+        if lo == 0 and span == 1 << width:  # the top digit, counted above
+            hist = top
+        else:
+            hist = sel.cpu_histogram_range(
+                bits, mask, np.uint64(lo), np.uint64(span), np.uint64(shift), n_chunks
+            )
+        last.append((lo, shift, hist))
+        return hist.sum(axis=0)
+
+    lo, _, need, exact = _radix_levels(key_histogram, width, k)
+    bucket = fold_last(lo)
+    if exact:  # the whole bucket is selected: every key >= lo
+        threshold_key, tie_key = lo, lo
+        takes = np.zeros(n_chunks, dtype=np.int64)
+        counts = above + bucket
+    else:  # the bucket is the single key T = lo: the first `need` ties by index
+        threshold_key, tie_key = lo + 1, lo
+        before = np.cumsum(bucket) - bucket
+        takes = np.clip(need - before, 0, bucket)
+        counts = above + takes
+    offsets = np.zeros(n_chunks + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    out = np.empty(k, dtype=np.int64)
+    sel.cpu_compact_selected(
+        bits, mask, np.uint64(threshold_key), np.uint64(tie_key), takes, offsets, out
+    )
+    return out
 
 
 def _radix_sort_desc(keys, idx, lo, high, threads):
@@ -220,7 +334,7 @@ def _radix_levels(run_histogram, width: int, need: int) -> tuple[int, int, int, 
     return lo, shift, need, False
 
 
-def _topk_cuda(arr, k: int, stream):
+def _topk_cuda(arr, k: int, stream, ordered: bool = True):
     d = arr.shape[0]
     bits, mask, width = _key_bits(arr)
     hist = _cuda.empty(sel.BINS, np.int64, stream=stream)
@@ -261,14 +375,19 @@ def _topk_cuda(arr, k: int, stream):
     _cuda.launch(sel.cuda_compact_selected, d, stream)(
         bits, mask, np.uint64(above), np.uint64(tie_key), np.int64(last_index), counter, idx, keys
     )
+    if not ordered:  # one key for all: the sort orders by index alone, as on the CPU
+        _cuda.launch(elementwise.cuda_fill, k, stream)(keys, 0)
     _cuda.launch(sel.cuda_pad, m - k, stream)(keys, idx, k)
     _bitonic_sort(keys, idx, stream)
     return idx[:k]
 
 
 @follows("x")
-def topk(x: Any, k: int, *, check_finite: bool = True) -> tuple[Any, Any]:
+def topk(x: Any, k: int, *, sorted: bool = True, check_finite: bool = True) -> tuple[Any, Any]:
     """The ``k`` entries of largest magnitude: ``(indices, values)``.
+
+    The set is unique: among equal magnitudes at the cut the smaller indices
+    win. ``sorted`` only chooses the order in which it is returned.
 
     Parameters
     ----------
@@ -277,6 +396,14 @@ def topk(x: Any, k: int, *, check_finite: bool = True) -> tuple[Any, Any]:
         float64). A CUDA array gives CUDA results.
     k : int
         How many entries, ``0 <= k <= d`` (``k = 0`` gives empty arrays).
+    sorted : bool, default True
+        Order the result by descending ``|x[i]|`` (equal magnitudes by
+        ascending index); with ``False``, by ascending index, which is faster
+        for large ``k``. Memory on the CPU beyond the ``k`` int64 indices and
+        the values: unsorted, one ``(chunks, 2048)`` int64 histogram at a
+        time, at most 256 chunks (4 MiB), or for small ``k`` at most 262 144
+        candidates (8 MiB); sorted, for ``k >= 131072``, up to 16 bytes per
+        candidate (about ``k``) while they are sorted (see :doc:`/guarantees`).
     check_finite : bool, default True
         Raise on NaN or Inf. With ``False`` the caller vouches for finite
         input (NaN would rank above everything).
@@ -284,7 +411,8 @@ def topk(x: Any, k: int, *, check_finite: bool = True) -> tuple[Any, Any]:
     Returns
     -------
     indices : int64 array, shape (k,)
-        Ordered by descending ``|x[i]|``; equal magnitudes by ascending index.
+        Ordered by descending ``|x[i]|``, equal magnitudes by ascending
+        index; with ``sorted=False``, ascending. Identical on CPU and CUDA.
     values : array, shape (k,)
         ``x[indices]``, with their signs and ``x``'s dtype.
 
@@ -293,7 +421,7 @@ def topk(x: Any, k: int, *, check_finite: bool = True) -> tuple[Any, Any]:
     ValueError
         ``x`` not 1-D or holding NaN/Inf; ``k`` outside ``[0, d]``.
     TypeError
-        ``x`` not real numbers; ``k`` not an integer.
+        ``x`` not real numbers; ``k`` not an integer; ``sorted`` not a bool.
 
     Examples
     --------
@@ -304,20 +432,26 @@ def topk(x: Any, k: int, *, check_finite: bool = True) -> tuple[Any, Any]:
     array([1, 3, 2])
     >>> val
     array([-3.,  3.,  2.])
+    >>> topk(np.array([0.5, -3.0, 2.0, 3.0, 0.0]), 3, sorted=False)[0]
+    array([1, 2, 3])
     """
     inp = _vector(x, "x")
     k = _check_k(k, inp.size)
+    ordered = _arrays.check_bool("sorted", sorted)
     if check_finite:
         _arrays.check_finite(inp, "x")
     if inp.device == CPU:
         original = np.asarray(inp.array)
         if k == 0:
             return np.empty(0, dtype=np.int64), original[:0].copy()
-        idx = _topk_cpu(_contiguous_float(inp), k)
+        if not ordered and k == inp.size:  # everything, in index order: no gather
+            return np.arange(k, dtype=np.int64), original.copy()
+        arr = _contiguous_float(inp)
+        idx = _topk_cpu(arr, k) if ordered else _topk_cpu_unsorted(arr, k)
         return idx, original[idx]
     if k == 0:
         return _empty(0, np.int64, CUDA, inp.stream), _empty(0, inp.array.dtype, CUDA, inp.stream)
-    idx = _topk_cuda(_contiguous_float(inp), k, inp.stream)
+    idx = _topk_cuda(_contiguous_float(inp), k, inp.stream, ordered)
     return idx, _gather_device(inp.array, idx, inp.stream)
 
 

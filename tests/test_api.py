@@ -61,6 +61,9 @@ def test_torch_in_torch_out_for_selections():
     ):
         assert isinstance(result, torch.Tensor)
     assert pysketch.topk(x, 2)[0].tolist() == [3, 70]
+    idx, val = pysketch.topk(torch.tensor([3.0, -5.0, 1.0]), 2, sorted=False)
+    assert isinstance(idx, torch.Tensor) and isinstance(val, torch.Tensor)
+    assert idx.tolist() == [0, 1] and val.tolist() == [3.0, -5.0]
     assert pysketch.scatter(torch.tensor([1]), torch.tensor([2.0]), 3).tolist() == [0, 2, 0]
 
 

@@ -118,6 +118,11 @@ def test_topk_k_zero_and_integers(device):
 def test_topk_non_contiguous_cpu():
     x = np.arange(20, dtype=np.float64)[::2] - 4.5
     np.testing.assert_array_equal(topk(x, 4)[0], reference_topk(np.ascontiguousarray(x), 4))
+    for k in (4, x.size):  # k = d returns every index without selecting: a copy of x
+        idx, val = topk(x, k, sorted=False)
+        np.testing.assert_array_equal(idx, np.sort(reference_topk(np.ascontiguousarray(x), k)))
+        np.testing.assert_array_equal(val, x[idx])
+        assert not np.shares_memory(val, x)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -149,6 +154,114 @@ def test_topk_rejects_bad_x(device):
             topk(np.ones(4, dtype=np.complex64), 2)
         with pytest.raises(TypeError, match="x must hold real numbers"):
             topk(np.array(["a", "b"]), 1)
+
+
+# ----------------------------------------------------------------- top-k, sorted=False
+
+
+def reference_topk_set(x: np.ndarray, k: int) -> np.ndarray:
+    """The indices of :func:`reference_topk`, in ascending order."""
+    return np.sort(reference_topk(x, k))
+
+
+def check_topk_unsorted(x: np.ndarray, k: int, device: str = "cpu") -> None:
+    idx, val = topk(on_device(x, device), k, sorted=False)
+    idx, val = to_host(idx), to_host(val)
+    assert idx.dtype == np.int64 and idx.shape == (k,)
+    assert val.dtype == x.dtype
+    np.testing.assert_array_equal(idx, reference_topk_set(x, k))
+    np.testing.assert_array_equal(val, x[idx])
+
+
+# Both sides of the serial size and of the sorted path's candidate-sort threshold.
+_UNSORTED_SIZES = [
+    150,
+    selection._SERIAL_MAX,
+    selection._SERIAL_MAX + 1,
+    selection._SORT_CANDIDATES_MIN + 3,
+]
+
+
+@pytest.mark.parametrize("d", _UNSORTED_SIZES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_topk_unsorted_is_the_sorted_set_in_index_order(d, dtype, rng):
+    """Few distinct magnitudes (many ties at the cut), many, and all equal."""
+    for x in (
+        rng.integers(-3, 4, d).astype(dtype),
+        (rng.standard_normal(d) * 1000).astype(dtype),
+        np.full(d, -2, dtype=dtype),
+    ):
+        order = reference_topk(x, d)
+        for k in (0, 1, d // 2, d - 1, d):
+            idx, val = topk(x, k, sorted=False)
+            assert idx.dtype == np.int64 and val.dtype == x.dtype
+            np.testing.assert_array_equal(idx, np.sort(order[:k]))
+            np.testing.assert_array_equal(val, x[idx])
+            np.testing.assert_array_equal(np.sort(topk(x, k)[0]), idx)
+
+
+@given(
+    st.lists(st.integers(-4, 4), min_size=1, max_size=300),
+    st.data(),
+    st.sampled_from(DTYPES),
+)
+def test_topk_unsorted_property_cpu(values, data, dtype):
+    x = np.array(values, dtype=dtype) * dtype(0.75)
+    check_topk_unsorted(x, data.draw(st.integers(0, x.shape[0])))
+
+
+@given(
+    n=st.integers(selection._SERIAL_MAX + 1, 1 << 17),
+    fraction=st.floats(0.0, 1.0),
+    dtype=st.sampled_from(DTYPES),
+    spread=st.sampled_from([2, 1000, None]),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=10)
+def test_topk_unsorted_property_parallel(n, fraction, dtype, spread, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n) if spread is None else rng.integers(-spread, spread + 1, n)
+    x = (x * 10.0 ** rng.integers(-30, 30)).astype(dtype)
+    check_topk_unsorted(x, round(fraction * n))
+
+
+@pytest.mark.parametrize("kind", ["ties", "normal"])
+@pytest.mark.parametrize("route", ["histograms", "candidates"])
+def test_topk_unsorted_does_not_depend_on_the_chunks(kind, route, rng, monkeypatch):
+    """Any chunk count (1, uneven, more chunks than threads) gives the same indices, both
+    when every digit is resolved by histograms and when few candidates are narrowed."""
+    if route == "histograms":
+        monkeypatch.setattr(selection, "_UNSORTED_CANDIDATES_MAX", 0)
+    else:
+        monkeypatch.setattr(selection, "_UNSORTED_CANDIDATES_MAX", 1 << 40)
+    d = selection._SERIAL_MAX * 3 + 5
+    x = inputs(rng, d, np.float32)[kind]
+    for k in (1, 999, d // 3, d):
+        expected = reference_topk_set(x, k)
+        for chunks in (1, 2, 7, 64, 300):
+            np.testing.assert_array_equal(selection._topk_cpu_unsorted(x, k, chunks), expected)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_topk_unsorted_cpu_equals_cuda(dtype, rng):
+    if not _cuda.available():
+        pytest.skip("no CUDA device and the simulator is off")
+    x = rng.integers(-20, 21, 200).astype(dtype) / dtype(4)
+    for k in (3, 100):
+        i_cpu, v_cpu = topk(x, k, sorted=False)
+        i_gpu, v_gpu = topk(_cuda.to_device(x), k, sorted=False)
+        np.testing.assert_array_equal(i_cpu, to_host(i_gpu))
+        np.testing.assert_array_equal(v_cpu, to_host(v_gpu))
+        np.testing.assert_array_equal(i_cpu, reference_topk_set(x, k))
+    idx, val = topk(_cuda.to_device(x), 0, sorted=False)
+    assert to_host(idx).shape == (0,) and to_host(val).shape == (0,)
+
+
+@pytest.mark.parametrize("bad", ["no", None, 1, 0.0])
+def test_topk_rejects_a_non_bool_sorted(device, bad):
+    with pytest.raises(TypeError, match="sorted must be a bool, got"):
+        topk(on_device(np.ones(10, dtype=np.float32), device), 2, sorted=bad)
 
 
 # ----------------------------------------------------------------- random-k
@@ -337,13 +450,14 @@ import numpy as np
 from pysketch import topk
 x = np.random.default_rng(0).standard_normal({n}).astype(np.float32)
 topk(x[:100_000], 100_000)
+topk(x[:100_000], 50_000, sorted=False)
 def rss(field):
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) * 1024 for l in f if l.startswith(field + ":"))
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 base = rss("VmRSS")
-topk(x, {n})
+topk(x, {k}, sorted={ordered})
 print(json.dumps(rss("VmHWM") - base))
 """
 
@@ -353,7 +467,19 @@ def test_topk_of_everything_stays_within_its_memory_bound():
     """k = n float32 values: at most 24 bytes per value (uint32 keys and indices, their
     scratch, int64 output), where merge-sorting the candidates took 40."""
     n = 2_000_000
-    code = _TOPK_PEAK.format(root=str(Path(__file__).resolve().parents[1]), n=n)
+    code = _TOPK_PEAK.format(root=str(Path(__file__).resolve().parents[1]), n=n, k=n, ordered=True)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout) <= 26 * n
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's VmHWM reset")
+def test_topk_unsorted_stays_within_its_memory_bound():
+    """sorted=False, k = n/2 of n float32: the result (8-byte indices, 4-byte values) and
+    at most 4 MiB of histograms (plus the allocator's slack), no candidates."""
+    n = 2_000_000
+    k = n // 2
+    code = _TOPK_PEAK.format(root=str(Path(__file__).resolve().parents[1]), n=n, k=k, ordered=False)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout) <= 12 * k + (6 << 20)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 import pysketch
@@ -64,6 +66,50 @@ class TopK:
         part = xp.argpartition(a, a.size - k)[a.size - k :]
         part[xp.argsort(-a[part])]
         sync(self.backend)
+
+
+class TopKLargeK:
+    """Top-k of a large fraction of d (issue 10, item 10), float32 on the CPU:
+    ``pysketch.topk(x, k)`` (sorted) vs ``argpartition`` of |x| (unsorted)."""
+
+    params = [[10**6, 10**7], [0.01, 0.5, 1.0]]
+    param_names = ["d", "k_fraction"]
+    rounds = 1
+    repeat = (1, 5, 20.0)
+
+    def setup(self, d, fraction):
+        self.topk = pysketch.topk
+        self.k = max(1, round(fraction * d))
+        self.x = gradient_like(d, "float32")
+        self.topk(self.x, self.k)
+
+    def time_pysketch_topk(self, d, fraction):
+        self.topk(self.x, self.k)
+
+    def time_argpartition(self, d, fraction):
+        a = np.abs(self.x)
+        np.argpartition(a, a.size - self.k)[a.size - self.k :]
+
+
+class TopKLargeKUnsorted:
+    """``pysketch.topk(x, k, sorted=False)``: the same k indices in ascending order
+    (compare with ``TopKLargeK.time_argpartition``)."""
+
+    params = TopKLargeK.params
+    param_names = TopKLargeK.param_names
+    rounds = 1
+    repeat = (1, 5, 20.0)
+
+    def setup(self, d, fraction):
+        self.topk = pysketch.topk
+        if "sorted" not in inspect.signature(self.topk).parameters:
+            raise NotImplementedError("this pysketch has no topk(sorted=...)")
+        self.k = max(1, round(fraction * d))
+        self.x = gradient_like(d, "float32")
+        self.topk(self.x, self.k, sorted=False)
+
+    def time_pysketch_topk_unsorted(self, d, fraction):
+        self.topk(self.x, self.k, sorted=False)
 
 
 class TorchTopK:

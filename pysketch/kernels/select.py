@@ -14,12 +14,21 @@ return it bit for bit.
   small k the remaining digits are resolved on the candidates only, serially,
   and the survivors merge-sorted; for large k (about k candidates anyway) the
   candidates are radix-sorted by parallel stable passes (:func:`cpu_radix_pass`).
+  Unsorted top-k (ascending indices) resolves every digit on the whole array
+  instead, with per-chunk histograms restricted to the current bucket
+  (:func:`cpu_histogram_range`), until the k-th largest key ``T`` is exact; the
+  per-chunk counts above ``T`` and at ``T`` then give each chunk its output
+  offset and its share of the ties (the first ones by index), and
+  :func:`cpu_compact_selected` writes exactly the ``k`` winners in one
+  parallel pass, with no candidate keys stored (unless the top digit leaves
+  few candidates: then those are gathered by :func:`cpu_compact_ge`).
 * CUDA: per-block shared-memory histograms merged with global atomics; digits
   are resolved on the whole array until the k-th key ``T`` is exact, then, if
   more elements equal ``T`` than are needed, on the (inverted) index bits of
   the ties, so the selected set is exactly ``k`` elements. Those are compacted
   with an atomic counter and put in order by a bitonic sort (shared-memory
-  tiles for the short strides), never a sort of all ``d`` entries.
+  tiles for the short strides), never a sort of all ``d`` entries; unsorted
+  top-k sorts them with one key for all, i.e. by index, as the CPU returns them.
 
 All keys are handled as ``uint64`` (numba keeps unsigned arithmetic exact only
 when both operands are unsigned).
@@ -65,34 +74,122 @@ def pick_bucket(hist, nbins, need):
 # --------------------------------------------------------------------- CPU: top-k
 
 
+# Chunk histograms count in int32 (half the cache of int64) and are added into the
+# int64 result at least every this many entries, so they cannot overflow.
+_FLUSH = 1 << 30
+
+
 @parallel_kernel
 def cpu_histogram(bits, mask, shift, n_chunks):
-    """``hist[c, digit]``: counts of ``(bits & mask) >> shift`` in chunk ``c``."""
+    """``hist[c, digit]``: counts of ``(bits & mask) >> shift`` in chunk ``c``.
+
+    Four interleaved sub-histograms, so that runs of equal digits (ties,
+    clustered magnitudes) do not serialise on one counter's store and reload.
+    """
     n = bits.shape[0]
     hist = np.zeros((n_chunks, BINS), dtype=np.int64)
     for c in prange(n_chunks):
-        h = hist[c]
-        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            h[np.intp(np.uint64(bits[i] & mask) >> shift)] += 1
+        h = np.zeros((4, BINS), dtype=np.int32)
+        stop = (c + 1) * n // n_chunks
+        i = c * n // n_chunks
+        while i < stop:
+            block = min(stop, i + _FLUSH)
+            while i + 4 <= block:
+                h[0, np.intp(np.uint64(bits[i] & mask) >> shift)] += 1
+                h[1, np.intp(np.uint64(bits[i + 1] & mask) >> shift)] += 1
+                h[2, np.intp(np.uint64(bits[i + 2] & mask) >> shift)] += 1
+                h[3, np.intp(np.uint64(bits[i + 3] & mask) >> shift)] += 1
+                i += 4
+            while i < block:
+                h[0, np.intp(np.uint64(bits[i] & mask) >> shift)] += 1
+                i += 1
+            for b in range(BINS):
+                hist[c, b] += np.int64(h[0, b]) + h[1, b] + h[2, b] + h[3, b]
+            h[:] = 0
     return hist
+
+
+@parallel_kernel
+def cpu_histogram_range(bits, mask, lo, span, shift, n_chunks):
+    """``hist[c, digit]``: counts of ``(key - lo) >> shift`` for the keys of chunk ``c`` in
+    ``[lo, lo + span)`` (``key = bits & mask``; ``span <= 2**63``).
+
+    One kernel for every digit below the top one: a key under ``lo`` wraps
+    around to at least ``2**63`` in the unsigned subtraction, so one comparison
+    bounds the range on both sides.
+    """
+    n = bits.shape[0]
+    hist = np.zeros((n_chunks, BINS), dtype=np.int64)
+    for c in prange(n_chunks):
+        h = np.zeros(BINS, dtype=np.int32)
+        stop = (c + 1) * n // n_chunks
+        i = c * n // n_chunks
+        while i < stop:
+            block = min(stop, i + _FLUSH)
+            for j in range(i, block):
+                r = np.uint64(bits[j] & mask) - lo
+                if r < span:
+                    h[np.intp(r >> shift)] += 1
+            for b in range(BINS):
+                hist[c, b] += h[b]
+            h[:] = 0
+            i = block
+    return hist
+
+
+@parallel_kernel
+def cpu_compact_selected(bits, mask, above, tie_key, takes, offsets, out_idx):
+    """Parallel gather of the selected indices, in ascending index order.
+
+    Chunk ``c`` (of ``len(offsets) - 1`` equal chunks) fills
+    ``out_idx[offsets[c]:offsets[c + 1]]``, in index order, with every ``i``
+    whose key ``bits[i] & mask`` is ``>= above`` and its first ``takes[c]``
+    indices whose key equals ``tie_key`` (``tie_key >= above`` takes no ties);
+    the offsets must count exactly those. Branch-free: every index is written
+    and the position advances only for a winner (a branch on a near-random
+    selection mispredicts about half the time); a chunk stops at its last
+    winner, so nothing is written past its share.
+    """
+    n = bits.shape[0]
+    n_chunks = offsets.shape[0] - 1
+    for c in prange(n_chunks):
+        pos = offsets[c]
+        end = offsets[c + 1]
+        left = takes[c]
+        if pos == end:
+            continue
+        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            key = np.uint64(bits[i] & mask)
+            tie = key == tie_key
+            take = (key >= above) | (tie & (left > 0))
+            out_idx[pos] = i
+            pos += np.intp(take)
+            left -= np.intp(tie & take)
+            if pos == end:
+                break
 
 
 @parallel_kernel
 def cpu_compact_ge(bits, mask, lo, offsets, out_idx, out_key):
     """Stable gather of every ``i`` with ``bits[i] & mask >= lo``.
 
-    Chunk ``c`` writes its entries, in index order, from ``offsets[c]`` on.
+    Chunk ``c`` (of ``len(offsets) - 1``) fills ``[offsets[c], offsets[c + 1])``
+    with its entries, in index order; branch-free like :func:`cpu_compact_selected`.
     """
     n = bits.shape[0]
-    n_chunks = offsets.shape[0]
+    n_chunks = offsets.shape[0] - 1
     for c in prange(n_chunks):
         pos = offsets[c]
+        end = offsets[c + 1]
+        if pos == end:
+            continue
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             key = np.uint64(bits[i] & mask)
-            if key >= lo:
-                out_idx[pos] = i
-                out_key[pos] = key
-                pos += 1
+            out_idx[pos] = i
+            out_key[pos] = key
+            pos += np.intp(key >= lo)
+            if pos == end:
+                break
 
 
 @njit(cache=True)
