@@ -155,14 +155,21 @@ def _bitonic_sort(keys, idx, stream) -> None:
 # ----------------------------------------------------------------- top-k
 
 
+def _finish(cand_idx, cand_key, k: int, lo, shift: int, cap: int) -> np.ndarray:
+    """The top ``k`` of candidates in index order (see :func:`sel.cpu_narrow`), ordered."""
+    n = sel.cpu_narrow(cand_idx, cand_key, k, lo, shift, cap)
+    # Stable: equal keys keep their index order. ~key orders uint64 keys descending.
+    order = np.argsort(~cand_key[:n], kind="stable")[:k]
+    return cand_idx[order]
+
+
 def _topk_cpu(arr: np.ndarray, k: int) -> np.ndarray:
     d = arr.shape[0]
     bits, mask, width = _key_bits(arr)
     cap = k + k // 4 + 64
     if d <= _SERIAL_MAX:
         keys = sel.cpu_keys(bits, mask)
-        idx, _ = sel.cpu_finish(np.arange(d, dtype=np.int64), keys, k, np.uint64(0), width, cap)
-        return idx
+        return _finish(np.arange(d, dtype=np.int64), keys, k, np.uint64(0), width, cap)
     shift = width - sel.DIGIT_BITS
     threads = numba.get_num_threads()
     hist = sel.cpu_histogram(bits, mask, np.uint64(shift), threads)
@@ -177,8 +184,7 @@ def _topk_cpu(arr: np.ndarray, k: int) -> np.ndarray:
         cand_idx = np.empty(n, dtype=np.int64)
         cand_key = np.empty(n, dtype=np.uint64)
         sel.cpu_compact_ge(bits, mask, lo, offsets, cand_idx, cand_key)
-        idx, _ = sel.cpu_finish(cand_idx, cand_key, k, lo, shift, cap)
-        return idx
+        return _finish(cand_idx, cand_key, k, lo, shift, cap)
     # Many winners: sort every candidate (they are about k) with a parallel radix sort
     # instead of narrowing them serially and merge-sorting the survivors. Keys keep
     # their width (uint32 for float32) and indices fit 32 bits below 2**32 entries.
@@ -500,6 +506,7 @@ def randomk(d: int, k: int, *, seed: int, device: str = "cpu") -> Any:
         state, out = splitmix64_host(np.uint64(state) ^ np.uint64(word))
         state = np.uint64(state) ^ np.uint64(out)
     idx = sel.cpu_randomk(state, d, k)
+    idx.sort()
     return idx if device == CPU else _cuda.to_device(idx)
 
 

@@ -65,9 +65,34 @@ def test_python_threads_may_call_kernels_concurrently(layer):
         assert result.stdout.split()[-1] == "workqueue"
 
 
-def test_only_workqueue_is_serialised():
-    CountSketch(10, 2, 4).accumulate(np.ones(10))  # a parallel kernel has run
-    assert parallel.serialised() == (numba.threading_layer() == "workqueue")
+def _rows_of(out, bad):
+    return out.shape[0]
+
+
+@parallel.task_kernel(tasks=_rows_of)
+def _fill_rows(out, bad, first, last):
+    for t in range(first, last):
+        if t == bad:
+            raise ValueError("bad task")
+        out[t] = t
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_task_kernels_cover_every_task_once(threads):
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        out = np.full(7, -1)
+        _fill_rows(out, -1)
+        np.testing.assert_array_equal(out, np.arange(7))
+    finally:
+        numba.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("bad", [0, 6])  # in the calling thread's range, in a worker's
+def test_task_kernel_errors_reach_the_caller(bad):
+    with pytest.raises(ValueError, match="bad task"):
+        _fill_rows(np.zeros(7, dtype=np.int64), bad)
 
 
 def test_results_under_concurrency_equal_sequential_ones():

@@ -1,27 +1,21 @@
-"""How the CPU kernels use several cores.
+"""How the CPU kernels use several cores: task kernels on a pool of Python threads.
 
-Two ways, both safe to call from several Python threads at once:
+A kernel is a serial ``njit(nogil=True, cache=True)`` function that handles a
+range of tasks ``[first, last)`` (:func:`task_kernel`). A call cuts the tasks
+into one contiguous range per thread (``numba.get_num_threads()``, so
+``NUMBA_NUM_THREADS`` and ``numba.set_num_threads`` apply) and runs the ranges
+on a pool of Python threads, the calling thread taking the first; Numba
+releases the GIL, so they run in parallel. A kernel with a serial step between
+parallel ones is two task kernels with the step in NumPy between them.
 
-:func:`task_kernel`
-    A serial ``njit(nogil=True, cache=True)`` function that handles a range of
-    tasks ``[first, last)``; a call cuts the tasks into one contiguous range
-    per thread (``numba.get_num_threads()``, so ``NUMBA_NUM_THREADS`` and
-    ``numba.set_num_threads`` apply) and runs the ranges on a pool of Python
-    threads, the calling thread taking the first. Numba releases the GIL, so
-    the ranges run in parallel. Compiling such a kernel costs about half of
-    compiling the same loop with ``parallel=True`` (Numba's parfor lowering
-    alone measured 2.5-3 s per kernel), at the same speed, and it needs no
-    threading layer. Results depend on how the kernel defines its tasks,
-    never on how they are cut among threads.
-:func:`parallel_kernel`
-    ``njit(parallel=True, cache=True)``, for kernels with a serial step between
-    parallel ones. Numba's ``workqueue`` threading layer (its fallback when
-    neither TBB nor OpenMP is installed) is not thread-safe: two Python threads
-    that launch parallel kernels at the same time abort the process, so calls
-    are serialised under one process-wide lock unless the layer in use is
-    thread-safe (``tbb`` and ``omp`` are). Numba picks the layer at the first
-    parallel launch, so calls are serialised until then; afterwards the check
-    is one attribute read.
+Why not ``njit(parallel=True)``: compiling such a kernel costs about twice as
+much (Numba's parfor lowering alone measured 2.5-3 s per kernel) for the same
+speed, and Numba's ``workqueue`` threading layer, its fallback when neither
+TBB nor OpenMP is installed, aborts the process when two Python threads launch
+parallel kernels at once. Task kernels need no threading layer, so several
+Python threads may call them concurrently (each call waits for its own
+ranges only). Results depend on how a kernel defines its tasks, never on how
+they are cut among threads.
 """
 
 from __future__ import annotations
@@ -34,53 +28,9 @@ from typing import Any
 
 import numba
 
-_LOCK = threading.RLock()
-_THREAD_SAFE_LAYERS = ("tbb", "omp")
-_layer_is_thread_safe: bool | None = None
-
 _POOL_LOCK = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_pid: int | None = None
-
-
-def serialised() -> bool:
-    """Whether pysketch's parallel kernels run one at a time (``workqueue``, or no layer yet)."""
-    global _layer_is_thread_safe
-    if _layer_is_thread_safe is None:
-        try:
-            layer = numba.threading_layer()
-        except ValueError:  # no parallel kernel has run yet: the layer is not chosen
-            return True
-        _layer_is_thread_safe = layer in _THREAD_SAFE_LAYERS
-    return not _layer_is_thread_safe
-
-
-class _Dispatching:
-    """Forwards attribute reads (``signatures``, ``py_func``, ...) to the Numba dispatcher."""
-
-    def __init__(self, dispatcher: Any) -> None:
-        self._dispatcher = dispatcher
-        self.__doc__ = dispatcher.__doc__
-        self.__name__ = dispatcher.__name__
-        self.__wrapped__ = dispatcher.py_func
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._dispatcher, name)
-
-
-class ParallelKernel(_Dispatching):
-    """A ``parallel=True`` dispatcher whose calls hold the lock when :func:`serialised`."""
-
-    def __call__(self, *args: Any) -> Any:
-        if not serialised():
-            return self._dispatcher(*args)
-        with _LOCK:
-            return self._dispatcher(*args)
-
-
-def parallel_kernel(fn: Any) -> ParallelKernel:
-    """``njit(parallel=True, cache=True)(fn)``, safe to call from several Python threads."""
-    return ParallelKernel(numba.njit(parallel=True, cache=True)(fn))
 
 
 def _thread_pool() -> ThreadPoolExecutor:
@@ -94,12 +44,21 @@ def _thread_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-class TaskKernel(_Dispatching):
-    """A ``nogil`` dispatcher ``fn(*args, first, last)`` run over its tasks on several threads."""
+class TaskKernel:
+    """A ``nogil`` dispatcher ``fn(*args, first, last)`` run over its tasks on several threads.
+
+    Attribute reads (``signatures``, ``py_func``, ...) go to the Numba dispatcher.
+    """
 
     def __init__(self, dispatcher: Any, tasks: Callable[..., int]) -> None:
-        super().__init__(dispatcher)
+        self._dispatcher = dispatcher
         self._tasks = tasks
+        self.__doc__ = dispatcher.__doc__
+        self.__name__ = dispatcher.__name__
+        self.__wrapped__ = dispatcher.py_func
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._dispatcher, name)
 
     def __call__(self, *args: Any) -> None:
         tasks = int(self._tasks(*args))

@@ -9,11 +9,12 @@ compaction pass then gathers the candidates and only those are ordered, by
 return it bit for bit.
 
 * CPU: the first histogram runs in parallel with one private histogram per
-  chunk (``prange`` has no atomics); the per-chunk counts give each chunk its
-  output offset, so the compaction is parallel and stable (index order). For
-  small k the remaining digits are resolved on the candidates only, serially,
-  and the survivors merge-sorted; for large k (about k candidates anyway) the
-  candidates are radix-sorted by parallel stable passes (:func:`cpu_radix_pass`).
+  chunk (task kernels, :mod:`pysketch.kernels.parallel`); the per-chunk counts
+  give each chunk its output offset, so the compaction is parallel and stable
+  (index order). For small k the remaining digits are resolved on the
+  candidates only, serially, and the survivors sorted stably by NumPy; for
+  large k (about k candidates anyway) the candidates are radix-sorted by
+  parallel stable passes (:func:`cpu_radix_pass`).
   Unsorted top-k (ascending indices) resolves every digit on the whole array
   instead, with per-chunk histograms restricted to the current bucket
   (:func:`cpu_histogram_range`), until the k-th largest key ``T`` is exact; the
@@ -37,11 +38,11 @@ when both operands are unsigned).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from pysketch._cuda import THREADS_PER_BLOCK, cuda
 from pysketch.hashing import fmix64, splitmix64
-from pysketch.kernels.parallel import parallel_kernel
+from pysketch.kernels.parallel import task_kernel
 
 DIGIT_BITS = 11
 BINS = 1 << DIGIT_BITS
@@ -50,7 +51,6 @@ SORT_TILE = 2 * THREADS_PER_BLOCK
 
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
-_UMAX = np.uint64(0xFFFFFFFFFFFFFFFF)
 _IDX_PAD = np.iinfo(np.int64).max
 
 
@@ -79,16 +79,26 @@ def pick_bucket(hist, nbins, need):
 _FLUSH = 1 << 30
 
 
-@parallel_kernel
+def _hist_rows(*args):
+    return args[-1].shape[0]
+
+
 def cpu_histogram(bits, mask, shift, n_chunks):
     """``hist[c, digit]``: counts of ``(bits & mask) >> shift`` in chunk ``c``.
 
     Four interleaved sub-histograms, so that runs of equal digits (ties,
     clustered magnitudes) do not serialise on one counter's store and reload.
     """
-    n = bits.shape[0]
     hist = np.zeros((n_chunks, BINS), dtype=np.int64)
-    for c in prange(n_chunks):
+    _histogram_tasks(bits, mask, shift, hist)
+    return hist
+
+
+@task_kernel(tasks=_hist_rows)
+def _histogram_tasks(bits, mask, shift, hist, first, last):
+    n = bits.shape[0]
+    n_chunks = hist.shape[0]
+    for c in range(first, last):
         h = np.zeros((4, BINS), dtype=np.int32)
         stop = (c + 1) * n // n_chunks
         i = c * n // n_chunks
@@ -106,10 +116,8 @@ def cpu_histogram(bits, mask, shift, n_chunks):
             for b in range(BINS):
                 hist[c, b] += np.int64(h[0, b]) + h[1, b] + h[2, b] + h[3, b]
             h[:] = 0
-    return hist
 
 
-@parallel_kernel
 def cpu_histogram_range(bits, mask, lo, span, shift, n_chunks):
     """``hist[c, digit]``: counts of ``(key - lo) >> shift`` for the keys of chunk ``c`` in
     ``[lo, lo + span)`` (``key = bits & mask``; ``span <= 2**63``).
@@ -118,9 +126,16 @@ def cpu_histogram_range(bits, mask, lo, span, shift, n_chunks):
     around to at least ``2**63`` in the unsigned subtraction, so one comparison
     bounds the range on both sides.
     """
-    n = bits.shape[0]
     hist = np.zeros((n_chunks, BINS), dtype=np.int64)
-    for c in prange(n_chunks):
+    _histogram_range_tasks(bits, mask, lo, span, shift, hist)
+    return hist
+
+
+@task_kernel(tasks=_hist_rows)
+def _histogram_range_tasks(bits, mask, lo, span, shift, hist, first, last):
+    n = bits.shape[0]
+    n_chunks = hist.shape[0]
+    for c in range(first, last):
         h = np.zeros(BINS, dtype=np.int32)
         stop = (c + 1) * n // n_chunks
         i = c * n // n_chunks
@@ -134,11 +149,14 @@ def cpu_histogram_range(bits, mask, lo, span, shift, n_chunks):
                 hist[c, b] += h[b]
             h[:] = 0
             i = block
-    return hist
 
 
-@parallel_kernel
-def cpu_compact_selected(bits, mask, above, tie_key, takes, offsets, out_idx):
+def _selected_chunks(bits, mask, above, tie_key, takes, offsets, out_idx):
+    return offsets.shape[0] - 1
+
+
+@task_kernel(tasks=_selected_chunks)
+def cpu_compact_selected(bits, mask, above, tie_key, takes, offsets, out_idx, first, last):
     """Parallel gather of the selected indices, in ascending index order.
 
     Chunk ``c`` (of ``len(offsets) - 1`` equal chunks) fills
@@ -152,7 +170,7 @@ def cpu_compact_selected(bits, mask, above, tie_key, takes, offsets, out_idx):
     """
     n = bits.shape[0]
     n_chunks = offsets.shape[0] - 1
-    for c in prange(n_chunks):
+    for c in range(first, last):
         pos = offsets[c]
         end = offsets[c + 1]
         left = takes[c]
@@ -169,8 +187,12 @@ def cpu_compact_selected(bits, mask, above, tie_key, takes, offsets, out_idx):
                 break
 
 
-@parallel_kernel
-def cpu_compact_ge(bits, mask, lo, offsets, out_idx, out_key):
+def _ge_chunks(bits, mask, lo, offsets, out_idx, out_key):
+    return offsets.shape[0] - 1
+
+
+@task_kernel(tasks=_ge_chunks)
+def cpu_compact_ge(bits, mask, lo, offsets, out_idx, out_key, first, last):
     """Stable gather of every ``i`` with ``bits[i] & mask >= lo``.
 
     Chunk ``c`` (of ``len(offsets) - 1``) fills ``[offsets[c], offsets[c + 1])``
@@ -178,7 +200,7 @@ def cpu_compact_ge(bits, mask, lo, offsets, out_idx, out_key):
     """
     n = bits.shape[0]
     n_chunks = offsets.shape[0] - 1
-    for c in prange(n_chunks):
+    for c in range(first, last):
         pos = offsets[c]
         end = offsets[c + 1]
         if pos == end:
@@ -202,14 +224,15 @@ def cpu_keys(bits, mask):
 
 
 @njit(cache=True)
-def cpu_finish(cand_idx, cand_key, k, lo, shift, cap):
-    """Top ``k`` of the candidates, in order: ``(indices, keys)``.
+def cpu_narrow(cand_idx, cand_key, k, lo, shift, cap):
+    """Narrow the candidates to the top ``k`` and a few more; return how many are left.
 
     The candidates are every entry with key ``>= lo``, in ascending index
     order; the k-th largest key lies in ``[lo, lo + 2**shift)``. Digits are
     resolved until at most ``cap`` candidates are left (or the bucket is one
-    key wide: then the ties taken are the first ones, by index), and only the
-    survivors are sorted.
+    key wide: then the ties taken are the first ones, by index). The survivors
+    stay at the front, in index order, for the caller to sort (with NumPy: a
+    sort compiled here would cost seconds of compilation).
     """
     n = cand_idx.shape[0]
     hist = np.zeros(BINS, dtype=np.int64)
@@ -253,17 +276,9 @@ def cpu_finish(cand_idx, cand_key, k, lo, shift, cap):
                 cand_key[m] = key
                 m += 1
         n = m
-    keys = cand_key[:n]
-    order = np.argsort(_UMAX - keys, kind="mergesort")[:k]  # stable: ties keep index order
-    out_idx = np.empty(k, dtype=np.int64)
-    out_key = np.empty(k, dtype=np.uint64)
-    for t in range(k):
-        out_idx[t] = cand_idx[order[t]]
-        out_key[t] = keys[order[t]]
-    return out_idx, out_key
+    return n
 
 
-@parallel_kernel
 def cpu_radix_pass(src_key, src_idx, dst_key, dst_idx, lo, shift, top_bin, offsets):
     """One stable pass of a least-significant-digit radix sort by descending key.
 
@@ -273,20 +288,36 @@ def cpu_radix_pass(src_key, src_idx, dst_key, dst_idx, lo, shift, top_bin, offse
     scatters from its own offsets in parallel, so the result does not depend on
     the number of chunks. ``offsets`` is ``(chunks, top_bin + 1)`` scratch.
     """
-    n_chunks, bins = offsets.shape
+    _radix_count_tasks(src_key, lo, shift, top_bin, offsets)
+    # Exclusive prefix sum, descending digit first, then chunk order: stable.
+    by_digit = offsets.T.ravel()
+    starts = np.cumsum(by_digit) - by_digit
+    offsets[:] = starts.reshape(offsets.shape[1], offsets.shape[0]).T
+    _radix_scatter_tasks(src_key, src_idx, dst_key, dst_idx, lo, shift, top_bin, offsets)
+
+
+def _offsets_rows(*args):
+    return args[-1].shape[0]
+
+
+@task_kernel(tasks=_offsets_rows)
+def _radix_count_tasks(src_key, lo, shift, top_bin, offsets, first, last):
+    n_chunks = offsets.shape[0]
     n = src_key.shape[0]
-    for c in prange(n_chunks):
+    for c in range(first, last):
         count = offsets[c]
         count[:] = 0
         for t in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             count[np.intp(top_bin - (((np.uint64(src_key[t]) - lo) >> shift) & top_bin))] += 1
-    start = 0
-    for b in range(bins):  # descending digit first, then chunk order: stable
-        for c in range(n_chunks):
-            count = offsets[c, b]
-            offsets[c, b] = start
-            start += count
-    for c in prange(n_chunks):
+
+
+@task_kernel(tasks=_offsets_rows)
+def _radix_scatter_tasks(
+    src_key, src_idx, dst_key, dst_idx, lo, shift, top_bin, offsets, first, last
+):
+    n_chunks = offsets.shape[0]
+    n = src_key.shape[0]
+    for c in range(first, last):
         position = offsets[c]
         for t in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             b = np.intp(top_bin - (((np.uint64(src_key[t]) - lo) >> shift) & top_bin))
@@ -298,32 +329,48 @@ def cpu_radix_pass(src_key, src_idx, dst_key, dst_idx, lo, shift, top_bin, offse
 # --------------------------------------------------------------------- CPU: others
 
 
-@parallel_kernel
 def cpu_threshold(x, tau, n_chunks):
     """Ascending indices ``i`` with ``|x[i]| >= tau`` (count, then parallel stable write)."""
-    n = x.shape[0]
     counts = np.zeros(n_chunks + 1, dtype=np.int64)
-    for c in prange(n_chunks):
+    _threshold_count_tasks(x, tau, counts)
+    np.cumsum(counts, out=counts)
+    out = np.empty(counts[n_chunks], dtype=np.int64)
+    _threshold_write_tasks(x, tau, counts, out)
+    return out
+
+
+def _threshold_chunks(x, tau, counts, *_):
+    return counts.shape[0] - 1
+
+
+@task_kernel(tasks=_threshold_chunks)
+def _threshold_count_tasks(x, tau, counts, first, last):
+    """``counts[c + 1]`` = how many of chunk ``c`` reach ``tau``."""
+    n = x.shape[0]
+    n_chunks = counts.shape[0] - 1
+    for c in range(first, last):
         cnt = 0
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             if abs(np.float64(x[i])) >= tau:
                 cnt += 1
         counts[c + 1] = cnt
-    for c in range(n_chunks):
-        counts[c + 1] += counts[c]
-    out = np.empty(counts[n_chunks], dtype=np.int64)
-    for c in prange(n_chunks):
-        pos = counts[c]
+
+
+@task_kernel(tasks=_threshold_chunks)
+def _threshold_write_tasks(x, tau, starts, out, first, last):
+    n = x.shape[0]
+    n_chunks = starts.shape[0] - 1
+    for c in range(first, last):
+        pos = starts[c]
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             if abs(np.float64(x[i])) >= tau:
                 out[pos] = i
                 pos += 1
-    return out
 
 
 @njit(cache=True)
 def cpu_randomk(state, d, k):
-    """k distinct integers of ``[0, d)``, sorted, by Floyd's algorithm on SplitMix64.
+    """k distinct integers of ``[0, d)``, unsorted, by Floyd's algorithm on SplitMix64.
 
     Bounded draws reject the low ``2**64 mod n`` outputs (no modulo bias);
     membership uses an open-addressing table of ``fmix64``-hashed values.
@@ -354,8 +401,7 @@ def cpu_randomk(state, d, k):
                 slot = np.intp((np.uint64(slot) + _U1) & umask)
         table[slot] = cand
         out[t] = cand
-    out.sort()
-    return out
+    return out  # the caller sorts with NumPy (no sort compiled here)
 
 
 @njit(cache=True)
