@@ -37,8 +37,8 @@ __all__ = ["topk", "randomk", "threshold", "gather", "scatter"]
 
 # Below this many entries the CPU top-k resolves every digit serially.
 _SERIAL_MAX = 1 << 15
-# From this k on, the CPU top-k radix-sorts all its candidates (parallel) rather than
-# narrowing them serially and merge-sorting the survivors.
+# From this k on, the sorted CPU top-k radix-sorts all its candidates (parallel) rather
+# than selecting the k winners among them and sorting those.
 _SORT_CANDIDATES_MIN = 1 << 17
 # The unsorted CPU top-k splits x into chunks of about this many entries (at most
 # _MAX_CHUNKS), fixed by the length alone: enough chunks to keep many threads busy,
@@ -46,9 +46,11 @@ _SORT_CANDIDATES_MIN = 1 << 17
 _CHUNK = 1 << 16
 _MAX_CHUNKS = 256
 # When the top digit leaves at most this many candidates (the k-th largest's bucket
-# and every bucket above), the unsorted top-k gathers them and selects among them
-# (about 30 bytes each with the scratch: 8 MiB at most) instead of two more histogram
-# passes over x and a compaction (faster up to about 10**6 candidates at n = 10**7).
+# and every bucket above), top-k selects the winners among them with NumPy (about 30
+# bytes each with the scratch: 8 MiB at most): the unsorted one instead of two more
+# histogram passes over x and a compaction (faster up to about 10**6 candidates at
+# n = 10**7), the sorted one (k < _SORT_CANDIDATES_MIN) instead of narrowing them
+# digit by digit in a compiled kernel, which only many ties in the top bucket need.
 _UNSORTED_CANDIDATES_MAX = 1 << 18
 _MASK32 = np.uint32(0x7FFFFFFF)
 _MASK64 = np.uint64(0x7FFFFFFFFFFFFFFF)
@@ -156,20 +158,21 @@ def _bitonic_sort(keys, idx, stream) -> None:
 
 
 def _finish(cand_idx, cand_key, k: int, lo, shift: int, cap: int) -> np.ndarray:
-    """The top ``k`` of candidates in index order (see :func:`sel.cpu_narrow`), ordered."""
+    """The top ``k`` of many candidates in index order (see :func:`sel.cpu_narrow`), ordered."""
     n = sel.cpu_narrow(cand_idx, cand_key, k, lo, shift, cap)
-    # Stable: equal keys keep their index order. ~key orders uint64 keys descending.
-    order = np.argsort(~cand_key[:n], kind="stable")[:k]
-    return cand_idx[order]
+    return _by_magnitude(cand_idx[:n], cand_key[:n])[:k]
+
+
+def _by_magnitude(idx: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``idx`` (given in index order) by descending key; equal keys keep index order."""
+    return idx[np.argsort(~keys, kind="stable")].astype(np.int64, copy=False)
 
 
 def _topk_cpu(arr: np.ndarray, k: int) -> np.ndarray:
     d = arr.shape[0]
     bits, mask, width = _key_bits(arr)
-    cap = k + k // 4 + 64
-    if d <= _SERIAL_MAX:
-        keys = sel.cpu_keys(bits, mask)
-        return _finish(np.arange(d, dtype=np.int64), keys, k, np.uint64(0), width, cap)
+    if d <= _SERIAL_MAX:  # every entry is a candidate
+        return _by_magnitude(*_winners(np.arange(d, dtype=np.int64), bits & mask, k))
     shift = width - sel.DIGIT_BITS
     threads = numba.get_num_threads()
     hist = sel.cpu_histogram(bits, mask, np.uint64(shift), threads)
@@ -180,18 +183,17 @@ def _topk_cpu(arr: np.ndarray, k: int) -> np.ndarray:
     offsets = np.zeros(per_chunk.shape[0] + 1, dtype=np.int64)
     np.cumsum(per_chunk, out=offsets[1:])
     n = int(offsets[-1])
-    if k < _SORT_CANDIDATES_MIN:
-        cand_idx = np.empty(n, dtype=np.int64)
-        cand_key = np.empty(n, dtype=np.uint64)
-        sel.cpu_compact_ge(bits, mask, lo, offsets, cand_idx, cand_key)
-        return _finish(cand_idx, cand_key, k, lo, shift, cap)
-    # Many winners: sort every candidate (they are about k) with a parallel radix sort
-    # instead of narrowing them serially and merge-sorting the survivors. Keys keep
-    # their width (uint32 for float32) and indices fit 32 bits below 2**32 entries.
-    index_dtype = np.uint32 if d <= 2**32 else np.int64
-    cand_idx = np.empty(n, dtype=index_dtype)
+    # Candidates keep their key width (uint32 for float32), and indices fit 32 bits
+    # below 2**32 entries: every route gathers them with the same compiled kernel.
+    cand_idx = np.empty(n, dtype=np.uint32 if d <= 2**32 else np.int64)
     cand_key = np.empty(n, dtype=bits.dtype)
     sel.cpu_compact_ge(bits, mask, lo, offsets, cand_idx, cand_key)
+    if k < _SORT_CANDIDATES_MIN:
+        if n <= _UNSORTED_CANDIDATES_MAX:  # select among them, then sort only the k winners
+            return _by_magnitude(*_winners(cand_idx, cand_key, k))
+        cap = k + k // 4 + 64  # many ties in the top bucket: narrow them first
+        return _finish(cand_idx.astype(np.int64), cand_key.astype(np.uint64), k, lo, shift, cap)
+    # Many winners: sort every candidate (they are about k) with a parallel radix sort.
     # The largest key lies in the highest non-empty bucket: no pass needed to find it.
     top = int(np.flatnonzero(hist.sum(axis=0))[-1])
     cand_key, cand_idx = _radix_sort_desc(cand_key, cand_idx, lo, ((top + 1) << shift) - 1, threads)
@@ -202,8 +204,8 @@ def _n_chunks(d: int) -> int:
     return max(1, min(_MAX_CHUNKS, d // _CHUNK))
 
 
-def _first_k_in_index_order(cand_idx: np.ndarray, cand_key: np.ndarray, k: int) -> np.ndarray:
-    """The top ``k`` of candidates given in index order, as int64 indices in that order.
+def _winners(cand_idx: np.ndarray, cand_key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` of candidates given in index order: ``(indices, keys)`` in that order.
 
     The k-th largest key ``T`` by a partition, then every key above ``T`` and
     the first ties by index.
@@ -213,7 +215,7 @@ def _first_k_in_index_order(cand_idx: np.ndarray, cand_key: np.ndarray, k: int) 
     chosen = cand_key > t
     ties = np.flatnonzero(cand_key == t)
     chosen[ties[: k - np.count_nonzero(chosen)]] = True
-    return cand_idx[chosen].astype(np.int64, copy=False)
+    return cand_idx[chosen], cand_key[chosen]
 
 
 def _topk_cpu_unsorted(arr: np.ndarray, k: int, n_chunks: int | None = None) -> np.ndarray:
@@ -232,7 +234,7 @@ def _topk_cpu_unsorted(arr: np.ndarray, k: int, n_chunks: int | None = None) -> 
     d = arr.shape[0]
     bits, mask, width = _key_bits(arr)
     if d <= _SERIAL_MAX:  # every entry is a candidate
-        return _first_k_in_index_order(np.arange(d, dtype=np.int64), bits & mask, k)
+        return _winners(np.arange(d, dtype=np.int64), bits & mask, k)[0]
     n_chunks = _n_chunks(d) if n_chunks is None else n_chunks
     top_shift = width - sel.DIGIT_BITS
     top = sel.cpu_histogram(bits, mask, np.uint64(top_shift), n_chunks)
@@ -249,7 +251,7 @@ def _topk_cpu_unsorted(arr: np.ndarray, k: int, n_chunks: int | None = None) -> 
         cand_idx = np.empty(m, dtype=np.uint32 if d <= 2**32 else np.int64)
         cand_key = np.empty(m, dtype=bits.dtype)
         sel.cpu_compact_ge(bits, mask, np.uint64(b << top_shift), offsets, cand_idx, cand_key)
-        return _first_k_in_index_order(cand_idx, cand_key, k)
+        return _winners(cand_idx, cand_key, k)[0].astype(np.int64, copy=False)
     # Per chunk, the entries above the final bucket: those above the chosen bucket of
     # every digit, folded in as soon as the next digit's range names that bucket, so
     # that one (n_chunks, 2048) histogram at a time is alive.

@@ -62,8 +62,13 @@ def test_topk_matches_reference(device, dtype, kind, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["normal", "ties", "equal"])
 @pytest.mark.parametrize("k", [1, 1000, 30_000, 100_000])
-def test_topk_cpu_parallel_path(dtype, kind, k, rng):
-    """Inputs long enough for the parallel histogram and compaction."""
+@pytest.mark.parametrize("route", ["select", "narrow"])
+def test_topk_cpu_parallel_path(dtype, kind, k, route, rng, monkeypatch):
+    """Inputs long enough for the parallel histogram and compaction; the candidates'
+    winners picked by NumPy, or (as when the top bucket holds very many) narrowed by
+    the compiled kernel first."""
+    if route == "narrow":
+        monkeypatch.setattr(selection, "_UNSORTED_CANDIDATES_MAX", 0)
     check_topk(inputs(rng, 100_000, dtype)[kind], k, "cpu")
 
 
