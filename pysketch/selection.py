@@ -163,8 +163,18 @@ def _finish(cand_idx, cand_key, k: int, lo, shift: int, cap: int) -> np.ndarray:
     return _by_magnitude(cand_idx[:n], cand_key[:n])[:k]
 
 
+def _few(selected: int, d: int) -> bool:
+    """Whether a compaction selects so few entries that branching beats branch-free code."""
+    return selected * 32 < d
+
+
 def _by_magnitude(idx: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """``idx`` (given in index order) by descending key; equal keys keep index order."""
+    if keys.dtype == np.uint32 and (idx.shape[0] == 0 or int(idx.max()) < 2**32):
+        # One 64-bit sort key, (~key, index): 8x faster than a stable argsort (k = 5e4).
+        packed = (~keys).astype(np.uint64) << np.uint64(32) | idx.astype(np.uint64)
+        packed.sort()
+        return (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
     return idx[np.argsort(~keys, kind="stable")].astype(np.int64, copy=False)
 
 
@@ -187,7 +197,7 @@ def _topk_cpu(arr: np.ndarray, k: int) -> np.ndarray:
     # below 2**32 entries: every route gathers them with the same compiled kernel.
     cand_idx = np.empty(n, dtype=np.uint32 if d <= 2**32 else np.int64)
     cand_key = np.empty(n, dtype=bits.dtype)
-    sel.cpu_compact_ge(bits, mask, lo, offsets, cand_idx, cand_key)
+    sel.cpu_compact_ge(bits, mask, lo, offsets, cand_idx, cand_key, _few(n, d))
     if k < _SORT_CANDIDATES_MIN:
         if n <= _UNSORTED_CANDIDATES_MAX:  # select among them, then sort only the k winners
             return _by_magnitude(*_winners(cand_idx, cand_key, k))
@@ -250,7 +260,9 @@ def _topk_cpu_unsorted(arr: np.ndarray, k: int, n_chunks: int | None = None) -> 
         m = int(offsets[-1])
         cand_idx = np.empty(m, dtype=np.uint32 if d <= 2**32 else np.int64)
         cand_key = np.empty(m, dtype=bits.dtype)
-        sel.cpu_compact_ge(bits, mask, np.uint64(b << top_shift), offsets, cand_idx, cand_key)
+        sel.cpu_compact_ge(
+            bits, mask, np.uint64(b << top_shift), offsets, cand_idx, cand_key, _few(m, d)
+        )
         return _winners(cand_idx, cand_key, k)[0].astype(np.int64, copy=False)
     # Per chunk, the entries above the final bucket: those above the chosen bucket of
     # every digit, folded in as soon as the next digit's range names that bucket, so

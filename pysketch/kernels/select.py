@@ -191,16 +191,19 @@ def cpu_compact_selected(bits, mask, above, tie_key, takes, offsets, out_idx, fi
                 break
 
 
-def _ge_chunks(bits, mask, lo, offsets, out_idx, out_key):
+def _ge_chunks(bits, mask, lo, offsets, out_idx, out_key, few):
     return offsets.shape[0] - 1
 
 
 @task_kernel(tasks=_ge_chunks)
-def cpu_compact_ge(bits, mask, lo, offsets, out_idx, out_key, first, last):
+def cpu_compact_ge(bits, mask, lo, offsets, out_idx, out_key, few, first, last):
     """Stable gather of every ``i`` with ``bits[i] & mask >= lo``.
 
     Chunk ``c`` (of ``len(offsets) - 1``) fills ``[offsets[c], offsets[c + 1])``
-    with its entries, in index order; branch-free like :func:`cpu_compact_selected`.
+    with its entries, in index order; branch-free like :func:`cpu_compact_selected`,
+    unless ``few`` are selected (a few percent): then a branch that is almost never
+    taken costs less than the branch-free stores (13 against 20 ms for 0.6 % of
+    10**7 entries, one thread).
     """
     n = bits.shape[0]
     n_chunks = offsets.shape[0] - 1
@@ -208,6 +211,14 @@ def cpu_compact_ge(bits, mask, lo, offsets, out_idx, out_key, first, last):
         pos = offsets[c]
         end = offsets[c + 1]
         if pos == end:
+            continue
+        if few:
+            for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+                key = np.uint64(bits[i] & mask)
+                if key >= lo:
+                    out_idx[pos] = i
+                    out_key[pos] = key
+                    pos += 1
             continue
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             key = np.uint64(bits[i] & mask)
