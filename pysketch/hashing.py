@@ -203,13 +203,17 @@ def hash_block(family, keys, row, cols, indices, start, width, dense, buckets, s
                 buckets[t], signs[t] = mix_bucket_sign(keys, row, start + t, cols)
         else:
             for t in range(width):
-                buckets[t], signs[t] = mix_bucket_sign(keys, row, indices[start + t], cols)
+                buckets[t], signs[t] = mix_bucket_sign(
+                    keys, row, indices[np.uintp(start + t)], cols
+                )
     elif dense:
         for t in range(width):
             buckets[t], signs[t] = polynomial_bucket_sign(keys, row, start + t, cols)
     else:
         for t in range(width):
-            buckets[t], signs[t] = polynomial_bucket_sign(keys, row, indices[start + t], cols)
+            buckets[t], signs[t] = polynomial_bucket_sign(
+                keys, row, indices[np.uintp(start + t)], cols
+            )
 
 
 def bucket_sign_batch(family, keys, row, indices, cols):

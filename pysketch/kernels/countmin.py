@@ -113,7 +113,7 @@ def cpu_update(table, family, keys, indices, dense, values, vstep, n, first, las
             width = min(_BLOCK, n - start)
             hash_block(family, keys, j, cols, indices, start, width, dense, buckets, signs)
             for t in range(width):
-                row[buckets[t]] += table.dtype.type(values[(start + t) * vstep])
+                row[buckets[t]] += table.dtype.type(values[np.uintp((start + t) * vstep)])
 
 
 @njit(cache=True)
@@ -130,7 +130,7 @@ def cpu_update_conservative(table, family, keys, indices, dense, values, vstep, 
             m = table[0, buckets[0, t]]
             for j in range(1, rows):
                 m = smaller(m, table[j, buckets[j, t]])
-            target = conservative_target(table, m, values[(start + t) * vstep])
+            target = conservative_target(table, m, values[np.uintp((start + t) * vstep)])
             for j in range(rows):
                 if table[j, buckets[j, t]] < target:
                     table[j, buckets[j, t]] = target
@@ -169,7 +169,7 @@ def _weight_stats_tasks(w, limit, single, counts, partial, first, last):
     for c in range(first, last):
         bad_c, over_c, neg_c, total_c = 0, 0, 0, 0.0
         for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
-            bad, over, neg, value = weight_class(w[i], limit, single)
+            bad, over, neg, value = weight_class(w[np.uintp(i)], limit, single)
             bad_c += bad
             over_c += over
             neg_c += neg

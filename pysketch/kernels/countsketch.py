@@ -54,7 +54,7 @@ def scatter_owned(row, buckets, signs, values, start, width, first, last, kept):
         m += np.int64(np.uint64(buckets[t] - first) < span)
     for u in range(m):
         t = kept[u]
-        row[buckets[t]] += signs[t] * values[start + t]
+        row[buckets[t]] += signs[t] * values[np.uintp(start + t)]
 
 
 @njit(inline="always")
@@ -75,7 +75,7 @@ def accumulate_row(row, family, keys, j, indices, values, dense, start, stop, fi
         hash_block(family, keys, j, cols, indices, block, width, dense, buckets, signs)
         if whole:
             for t in range(width):
-                row[buckets[t]] += signs[t] * values[block + t]
+                row[buckets[t]] += signs[t] * values[np.uintp(block + t)]
         else:
             scatter_owned(row, buckets, signs, values, block, width, first, last, kept)
 

@@ -16,6 +16,11 @@ parallel kernels at once. Task kernels need no threading layer, so several
 Python threads may call them concurrently (each call waits for its own
 ranges only). Results depend on how a kernel defines its tasks, never on how
 they are cut among threads.
+
+Inside the kernels, an array indexed by a loop variable whose start is not a
+constant (a task's first element, ``c * chunk``) is indexed as ``x[np.uintp(i)]``:
+Numba then skips its negative-index wrap-around test, which otherwise keeps the
+loop from vectorising (the finiteness count ran 2x faster).
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def _count_unfit_tasks(x, scale, limit, counts, first, last):
         nonfinite = 0
         overflow = 0
         for i in range(task * _SPAN, min(x.shape[0], (task + 1) * _SPAN)):
-            bad, over = unfit(x[i], scale, limit)
+            bad, over = unfit(x[np.uintp(i)], scale, limit)
             nonfinite += bad
             overflow += over
         counts[task, 0] = nonfinite
@@ -110,7 +110,7 @@ def _count_out_of_range_tasks(idx, upper, counts, first, last):
     for task in range(first, last):
         count = 0
         for i in range(task * _SPAN, min(idx.shape[0], (task + 1) * _SPAN)):
-            if not 0 <= idx[i] < upper:
+            if not 0 <= idx[np.uintp(i)] < upper:
                 count += 1
         counts[task] = count
 

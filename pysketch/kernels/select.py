@@ -109,13 +109,13 @@ def _histogram_tasks(bits, mask, shift, hist, first, last):
                 h[0, b] = h[1, b] = h[2, b] = h[3, b] = 0
             block = min(stop, i + _FLUSH)
             while i + 4 <= block:
-                h[0, np.intp(np.uint64(bits[i] & mask) >> shift)] += 1
-                h[1, np.intp(np.uint64(bits[i + 1] & mask) >> shift)] += 1
-                h[2, np.intp(np.uint64(bits[i + 2] & mask) >> shift)] += 1
-                h[3, np.intp(np.uint64(bits[i + 3] & mask) >> shift)] += 1
+                h[0, np.intp(np.uint64(bits[np.uintp(i)] & mask) >> shift)] += 1
+                h[1, np.intp(np.uint64(bits[np.uintp(i + 1)] & mask) >> shift)] += 1
+                h[2, np.intp(np.uint64(bits[np.uintp(i + 2)] & mask) >> shift)] += 1
+                h[3, np.intp(np.uint64(bits[np.uintp(i + 3)] & mask) >> shift)] += 1
                 i += 4
             while i < block:
-                h[0, np.intp(np.uint64(bits[i] & mask) >> shift)] += 1
+                h[0, np.intp(np.uint64(bits[np.uintp(i)] & mask) >> shift)] += 1
                 i += 1
             for b in range(BINS):
                 hist[c, b] += np.int64(h[0, b]) + h[1, b] + h[2, b] + h[3, b]
@@ -147,7 +147,7 @@ def _histogram_range_tasks(bits, mask, lo, span, shift, hist, first, last):
                 h[b] = 0
             block = min(stop, i + _FLUSH)
             for j in range(i, block):
-                r = np.uint64(bits[j] & mask) - lo
+                r = np.uint64(bits[np.uintp(j)] & mask) - lo
                 if r < span:
                     h[np.intp(r >> shift)] += 1
             for b in range(BINS):
@@ -181,7 +181,7 @@ def cpu_compact_selected(bits, mask, above, tie_key, takes, offsets, out_idx, fi
         if pos == end:
             continue
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            key = np.uint64(bits[i] & mask)
+            key = np.uint64(bits[np.uintp(i)] & mask)
             tie = key == tie_key
             take = (key >= above) | (tie & (left > 0))
             out_idx[pos] = i
@@ -214,14 +214,14 @@ def cpu_compact_ge(bits, mask, lo, offsets, out_idx, out_key, few, first, last):
             continue
         if few:
             for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-                key = np.uint64(bits[i] & mask)
+                key = np.uint64(bits[np.uintp(i)] & mask)
                 if key >= lo:
                     out_idx[pos] = i
                     out_key[pos] = key
                     pos += 1
             continue
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            key = np.uint64(bits[i] & mask)
+            key = np.uint64(bits[np.uintp(i)] & mask)
             out_idx[pos] = i
             out_key[pos] = key
             pos += np.intp(key >= lo)
@@ -316,7 +316,9 @@ def _radix_count_tasks(src_key, lo, shift, top_bin, offsets, first, last):
         for b in range(count.shape[0]):
             count[b] = 0
         for t in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            count[np.intp(top_bin - (((np.uint64(src_key[t]) - lo) >> shift) & top_bin))] += 1
+            count[
+                np.intp(top_bin - (((np.uint64(src_key[np.uintp(t)]) - lo) >> shift) & top_bin))
+            ] += 1
 
 
 @task_kernel(tasks=_offsets_rows)
@@ -328,9 +330,9 @@ def _radix_scatter_tasks(
     for c in range(first, last):
         position = offsets[c]
         for t in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            b = np.intp(top_bin - (((np.uint64(src_key[t]) - lo) >> shift) & top_bin))
-            dst_key[position[b]] = src_key[t]
-            dst_idx[position[b]] = src_idx[t]
+            b = np.intp(top_bin - (((np.uint64(src_key[np.uintp(t)]) - lo) >> shift) & top_bin))
+            dst_key[position[b]] = src_key[np.uintp(t)]
+            dst_idx[position[b]] = src_idx[np.uintp(t)]
             position[b] += 1
 
 
@@ -359,7 +361,7 @@ def _threshold_count_tasks(x, tau, counts, first, last):
     for c in range(first, last):
         cnt = 0
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            if abs(np.float64(x[i])) >= tau:
+            if abs(np.float64(x[np.uintp(i)])) >= tau:
                 cnt += 1
         counts[c + 1] = cnt
 
@@ -371,7 +373,7 @@ def _threshold_write_tasks(x, tau, starts, out, first, last):
     for c in range(first, last):
         pos = starts[c]
         for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            if abs(np.float64(x[i])) >= tau:
+            if abs(np.float64(x[np.uintp(i)])) >= tau:
                 out[pos] = i
                 pos += 1
 
