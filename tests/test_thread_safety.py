@@ -114,3 +114,20 @@ def test_results_under_concurrency_equal_sequential_ones():
         np.testing.assert_array_equal(table, expected)
         np.testing.assert_array_equal(top, topk(x, 5)[0])
     assert CountMinSketch(2, 4).update([1], 1.0).total_weight == 1.0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_task_kernels_work_in_a_forked_child():
+    """The child has none of the parent's pool threads: it must start its own."""
+    import multiprocessing
+
+    x = np.random.default_rng(2).standard_normal(300_000)
+    expected = CountSketch(300_000, 3, 512).accumulate(x).table  # the parent's pool runs
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        table = pool.apply(_sketch_in_child, (x,))
+    np.testing.assert_array_equal(table, expected)
+
+
+def _sketch_in_child(x):
+    return CountSketch(x.shape[0], 3, 512).accumulate(x).table

@@ -35,17 +35,27 @@ import numba
 
 _POOL_LOCK = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
-_pool_pid: int | None = None
+
+
+def _forget_pool_after_fork() -> None:
+    # A forked child has none of the parent's threads (and maybe a lock taken by one
+    # of them): it starts a pool of its own on its first kernel call.
+    global _pool, _POOL_LOCK
+    _pool = None
+    _POOL_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _thread_pool() -> ThreadPoolExecutor:
-    """The process's worker threads (made again in a child forked after they started)."""
-    global _pool, _pool_pid
+    """The process's worker threads, started on first use."""
+    global _pool
     with _POOL_LOCK:
-        if _pool is None or _pool_pid != os.getpid():
+        if _pool is None:
             workers = max(1, numba.config.NUMBA_NUM_THREADS - 1)
             _pool = ThreadPoolExecutor(workers, thread_name_prefix="pysketch")
-            _pool_pid = os.getpid()
         return _pool
 
 
