@@ -68,6 +68,9 @@ MERSENNE_EXP = 61
 _P_INT = (1 << MERSENNE_EXP) - 1
 MAX_INDEX = _P_INT - 1
 MAX_COLS = (1 << 32) - 1
+# Indices the CPU kernels hash at once with hash_block before using them: the
+# buckets and signs of a block stay in L1 while the hash loop vectorises.
+HASH_BLOCK = 1024
 
 # Typed constants: numba keeps uint64 arithmetic exact only when both operands
 # are uint64 (mixing with int64 would promote to float64).

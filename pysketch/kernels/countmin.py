@@ -21,12 +21,11 @@ import numpy as np
 from numba import njit
 
 from pysketch._cuda import cuda, device_function
-from pysketch.hashing import bucket_sign, hash_block
-from pysketch.kernels.parallel import task_kernel
+from pysketch.hashing import HASH_BLOCK, bucket_sign, hash_block
+from pysketch.kernels.parallel import blocks_of, length_of, task_kernel
 from pysketch.kernels.reductions import MAX_ROWS, add_if_nonzero, ordered, unfit
 
 _CHUNK = 4096  # queries per CPU estimate task, and weights per partial sum
-_BLOCK = 1024  # updates hashed at once
 
 
 @device_function
@@ -87,30 +86,22 @@ def query_one(table, family, keys, index, shift, clamp):
 # --------------------------------------------------------------------- CPU
 
 
-def _rows(table, *_):
-    return table.shape[0]
-
-
-def _chunks(*args):
-    return -(-args[-1].shape[0] // _CHUNK)
-
-
 # The CPU kernels hash a block of updates per row with hashing.hash_block, the
 # Count Sketch's: one family compiled (``family`` from hashing.cpu_family), one
 # compilation shared by both sketches, and loops that vectorise.
 
 
-@task_kernel(tasks=_rows)
+@task_kernel(tasks=length_of(0))
 def cpu_update(table, family, keys, indices, dense, values, vstep, n, first, last):
     """Plain update. Each row is one task: a row's cells are written by one thread only,
     in update order."""
     cols = table.shape[1]
-    buckets = np.empty(_BLOCK, dtype=np.int64)
-    signs = np.empty(_BLOCK, dtype=np.float32)
+    buckets = np.empty(HASH_BLOCK, dtype=np.int64)
+    signs = np.empty(HASH_BLOCK, dtype=np.float32)
     for j in range(first, last):
         row = table[j]
-        for start in range(0, n, _BLOCK):
-            width = min(_BLOCK, n - start)
+        for start in range(0, n, HASH_BLOCK):
+            width = min(HASH_BLOCK, n - start)
             hash_block(family, keys, j, cols, indices, start, width, dense, buckets, signs)
             for t in range(width):
                 row[buckets[t]] += table.dtype.type(values[np.uintp((start + t) * vstep)])
@@ -120,10 +111,10 @@ def cpu_update(table, family, keys, indices, dense, values, vstep, n, first, las
 def cpu_update_conservative(table, family, keys, indices, dense, values, vstep, n):
     """Conservative update, sequential: each update reads the minimum the previous ones left."""
     rows, cols = table.shape
-    buckets = np.empty((rows, _BLOCK), dtype=np.int64)
-    signs = np.empty(_BLOCK, dtype=np.float32)
-    for start in range(0, n, _BLOCK):
-        width = min(_BLOCK, n - start)
+    buckets = np.empty((rows, HASH_BLOCK), dtype=np.int64)
+    signs = np.empty(HASH_BLOCK, dtype=np.float32)
+    for start in range(0, n, HASH_BLOCK):
+        width = min(HASH_BLOCK, n - start)
         for j in range(rows):
             hash_block(family, keys, j, cols, indices, start, width, dense, buckets[j], signs)
         for t in range(width):
@@ -136,7 +127,7 @@ def cpu_update_conservative(table, family, keys, indices, dense, values, vstep, 
                     table[j, buckets[j, t]] = target
 
 
-@task_kernel(tasks=_chunks)
+@task_kernel(tasks=blocks_of(-1, _CHUNK))
 def cpu_query(table, family, keys, indices, shift, clamp, out, first, last):
     """``out[i]`` = :func:`query_one` of ``indices[i]``, a chunk and a row at a time."""
     n = out.shape[0]
@@ -159,8 +150,7 @@ def cpu_query(table, family, keys, indices, shift, clamp, out, first, last):
             out[start + t] = 0.0 if clamp and v < 0.0 else v
 
 
-def _weight_chunks(w, *_):
-    return -(-w.shape[0] // _CHUNK)
+_weight_chunks = blocks_of(0, _CHUNK)
 
 
 @task_kernel(tasks=_weight_chunks)

@@ -17,12 +17,11 @@ import numpy as np
 from numba import njit
 
 from pysketch._cuda import cuda, device_function
-from pysketch.hashing import bucket_sign, hash_block
-from pysketch.kernels.parallel import task_kernel
+from pysketch.hashing import HASH_BLOCK, bucket_sign, hash_block
+from pysketch.kernels.parallel import blocks_of, length_of, task_kernel
 from pysketch.kernels.reductions import MAX_ROWS, combine_columns
 
 _CHUNK = 4096  # indices an estimate task handles with one scratch buffer
-_BLOCK = 1024  # indices an accumulate task hashes before scattering them
 
 
 @device_function
@@ -66,12 +65,12 @@ def accumulate_row(row, family, keys, j, indices, values, dense, start, stop, fi
     added in index order.
     """
     cols = row.shape[0]
-    buckets = np.empty(_BLOCK, dtype=np.int64)
-    signs = np.empty(_BLOCK, dtype=np.float32)
-    kept = np.empty(_BLOCK, dtype=np.int64)
+    buckets = np.empty(HASH_BLOCK, dtype=np.int64)
+    signs = np.empty(HASH_BLOCK, dtype=np.float32)
+    kept = np.empty(HASH_BLOCK, dtype=np.int64)
     whole = first == 0 and last == cols
-    for block in range(start, stop, _BLOCK):
-        width = min(_BLOCK, stop - block)
+    for block in range(start, stop, HASH_BLOCK):
+        width = min(HASH_BLOCK, stop - block)
         hash_block(family, keys, j, cols, indices, block, width, dense, buckets, signs)
         if whole:
             for t in range(width):
@@ -82,14 +81,6 @@ def accumulate_row(row, family, keys, j, indices, values, dense, start, stop, fi
 
 def _pieces(*args):
     return args[-1]
-
-
-def _chunks(*args):
-    return -(-args[-1].shape[0] // _CHUNK)
-
-
-def _rows(table, *_):
-    return table.shape[0]
 
 
 @task_kernel(tasks=_pieces)
@@ -129,7 +120,7 @@ def cpu_accumulate(table, partials, family, keys, indices, values, dense, pieces
                 )
 
 
-@task_kernel(tasks=_chunks)
+@task_kernel(tasks=blocks_of(-1, _CHUNK))
 def cpu_estimate(table, family, keys, indices, dense, mode, out, first, last):
     """``out[i]`` = estimate of index ``i`` (dense) or ``indices[i]``.
 
@@ -185,16 +176,16 @@ def cuda_estimate(table, family, keys, indices, dense, mode, out):
 # ------------------------------------------------ zeroing touched buckets
 
 
-@task_kernel(tasks=_rows)
+@task_kernel(tasks=length_of(0))
 def cpu_zero_buckets(table, family, keys, indices, first, last):
     """``S[j, h_j(i)] = 0`` for every row ``j`` and every ``i`` in ``indices``."""
     cols = table.shape[1]
     n = indices.shape[0]
-    buckets = np.empty(_BLOCK, dtype=np.int64)
-    signs = np.empty(_BLOCK, dtype=np.float32)
+    buckets = np.empty(HASH_BLOCK, dtype=np.int64)
+    signs = np.empty(HASH_BLOCK, dtype=np.float32)
     for j in range(first, last):
-        for start in range(0, n, _BLOCK):
-            width = min(_BLOCK, n - start)
+        for start in range(0, n, HASH_BLOCK):
+            width = min(HASH_BLOCK, n - start)
             hash_block(family, keys, j, cols, indices, start, width, False, buckets, signs)
             for t in range(width):
                 table[j, buckets[t]] = 0

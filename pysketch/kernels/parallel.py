@@ -95,6 +95,24 @@ class TaskKernel:
             future.result()  # re-raise a worker's exception
 
 
+# The usual ways a call's arguments give its number of tasks, for ``task_kernel(tasks=...)``.
+
+
+def length_of(position: int) -> Callable[..., int]:
+    """Tasks: the length of argument ``position`` (one per table row, histogram row, ...)."""
+    return lambda *args: args[position].shape[0]
+
+
+def blocks_of(position: int, size: int) -> Callable[..., int]:
+    """Tasks: argument ``position`` cut into blocks of ``size`` entries (the last one shorter)."""
+    return lambda *args: -(-args[position].shape[0] // size)
+
+
+def intervals_of(position: int) -> Callable[..., int]:
+    """Tasks: the intervals between the boundaries in argument ``position`` (offsets)."""
+    return lambda *args: args[position].shape[0] - 1
+
+
 def task_kernel(tasks: Callable[..., int]) -> Callable[[Any], TaskKernel]:
     """Decorate ``fn(*args, first, last)``: compiled ``njit(nogil=True, cache=True)``.
 

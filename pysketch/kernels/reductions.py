@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from pysketch._cuda import cuda, device_function
-from pysketch.kernels.parallel import task_kernel
+from pysketch.kernels.parallel import blocks_of, length_of, task_kernel
 
 # Upper bound on sketch rows: the CUDA kernels keep one estimate per row in a
 # fixed-size per-thread array.
@@ -76,12 +76,7 @@ def unfit(v, scale, limit):
 _SPAN = 1 << 16  # elements per task of the element-wise counts
 
 
-def _spans(x, *_):
-    return -(-x.shape[0] // _SPAN)
-
-
-def _rows(table, *_):
-    return table.shape[0]
+_spans = blocks_of(0, _SPAN)
 
 
 @task_kernel(tasks=_spans)
@@ -122,7 +117,7 @@ def cpu_count_out_of_range(idx, upper) -> int:
     return int(counts.sum())
 
 
-@task_kernel(tasks=_rows)
+@task_kernel(tasks=length_of(0))
 def cpu_row_max_abs(table, out, first, last):
     for j in range(first, last):
         peak = 0.0
@@ -131,7 +126,7 @@ def cpu_row_max_abs(table, out, first, last):
         out[j] = peak
 
 
-@task_kernel(tasks=_rows)
+@task_kernel(tasks=length_of(0))
 def cpu_row_sumsq(table, out, first, last):
     for j in range(first, last):
         acc = 0.0

@@ -42,7 +42,7 @@ from numba import njit
 
 from pysketch._cuda import THREADS_PER_BLOCK, cuda
 from pysketch.hashing import fmix64, splitmix64
-from pysketch.kernels.parallel import task_kernel
+from pysketch.kernels.parallel import intervals_of, length_of, task_kernel
 
 DIGIT_BITS = 11
 BINS = 1 << DIGIT_BITS
@@ -79,10 +79,6 @@ def pick_bucket(hist, nbins, need):
 _FLUSH = 1 << 30
 
 
-def _hist_rows(*args):
-    return args[-1].shape[0]
-
-
 def cpu_histogram(bits, mask, shift, n_chunks):
     """``hist[c, digit]``: counts of ``(bits & mask) >> shift`` in chunk ``c``.
 
@@ -94,7 +90,7 @@ def cpu_histogram(bits, mask, shift, n_chunks):
     return hist
 
 
-@task_kernel(tasks=_hist_rows)
+@task_kernel(tasks=length_of(-1))
 def _histogram_tasks(bits, mask, shift, hist, first, last):
     n = bits.shape[0]
     n_chunks = hist.shape[0]
@@ -134,7 +130,7 @@ def cpu_histogram_range(bits, mask, lo, span, shift, n_chunks):
     return hist
 
 
-@task_kernel(tasks=_hist_rows)
+@task_kernel(tasks=length_of(-1))
 def _histogram_range_tasks(bits, mask, lo, span, shift, hist, first, last):
     n = bits.shape[0]
     n_chunks = hist.shape[0]
@@ -155,11 +151,7 @@ def _histogram_range_tasks(bits, mask, lo, span, shift, hist, first, last):
             i = block
 
 
-def _selected_chunks(bits, mask, above, tie_key, takes, offsets, out_idx):
-    return offsets.shape[0] - 1
-
-
-@task_kernel(tasks=_selected_chunks)
+@task_kernel(tasks=intervals_of(5))  # the offsets
 def cpu_compact_selected(bits, mask, above, tie_key, takes, offsets, out_idx, first, last):
     """Parallel gather of the selected indices, in ascending index order.
 
@@ -191,11 +183,7 @@ def cpu_compact_selected(bits, mask, above, tie_key, takes, offsets, out_idx, fi
                 break
 
 
-def _ge_chunks(bits, mask, lo, offsets, out_idx, out_key, few):
-    return offsets.shape[0] - 1
-
-
-@task_kernel(tasks=_ge_chunks)
+@task_kernel(tasks=intervals_of(3))  # the offsets
 def cpu_compact_ge(bits, mask, lo, offsets, out_idx, out_key, few, first, last):
     """Stable gather of every ``i`` with ``bits[i] & mask >= lo``.
 
@@ -303,11 +291,7 @@ def cpu_radix_pass(src_key, src_idx, dst_key, dst_idx, lo, shift, top_bin, offse
     _radix_scatter_tasks(src_key, src_idx, dst_key, dst_idx, lo, shift, top_bin, offsets)
 
 
-def _offsets_rows(*args):
-    return args[-1].shape[0]
-
-
-@task_kernel(tasks=_offsets_rows)
+@task_kernel(tasks=length_of(-1))
 def _radix_count_tasks(src_key, lo, shift, top_bin, offsets, first, last):
     n_chunks = offsets.shape[0]
     n = src_key.shape[0]
@@ -321,7 +305,7 @@ def _radix_count_tasks(src_key, lo, shift, top_bin, offsets, first, last):
             ] += 1
 
 
-@task_kernel(tasks=_offsets_rows)
+@task_kernel(tasks=length_of(-1))
 def _radix_scatter_tasks(
     src_key, src_idx, dst_key, dst_idx, lo, shift, top_bin, offsets, first, last
 ):
@@ -349,11 +333,7 @@ def cpu_threshold(x, tau, n_chunks):
     return out
 
 
-def _threshold_chunks(x, tau, counts, *_):
-    return counts.shape[0] - 1
-
-
-@task_kernel(tasks=_threshold_chunks)
+@task_kernel(tasks=intervals_of(2))
 def _threshold_count_tasks(x, tau, counts, first, last):
     """``counts[c + 1]`` = how many of chunk ``c`` reach ``tau``."""
     n = x.shape[0]
@@ -366,7 +346,7 @@ def _threshold_count_tasks(x, tau, counts, first, last):
         counts[c + 1] = cnt
 
 
-@task_kernel(tasks=_threshold_chunks)
+@task_kernel(tasks=intervals_of(2))
 def _threshold_write_tasks(x, tau, starts, out, first, last):
     n = x.shape[0]
     n_chunks = starts.shape[0] - 1
