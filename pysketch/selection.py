@@ -157,20 +157,15 @@ def _bitonic_sort(keys, idx, stream) -> None:
 # ----------------------------------------------------------------- top-k
 
 
-def _finish(cand_idx, cand_key, k: int, lo, shift: int, cap: int) -> np.ndarray:
-    """The top ``k`` of many candidates in index order (see :func:`sel.cpu_narrow`), ordered."""
-    n = sel.cpu_narrow(cand_idx, cand_key, k, lo, shift, cap)
-    return _by_magnitude(cand_idx[:n], cand_key[:n])[:k]
-
-
 def _few(selected: int, d: int) -> bool:
     """Whether a compaction selects so few entries that branching beats branch-free code."""
     return selected * 32 < d
 
 
-def _by_magnitude(idx: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """``idx`` (given in index order) by descending key; equal keys keep index order."""
-    if keys.dtype == np.uint32 and (idx.shape[0] == 0 or int(idx.max()) < 2**32):
+def _by_magnitude(idx: np.ndarray, keys: np.ndarray, d: int) -> np.ndarray:
+    """``idx`` (given in index order, each below ``d``) by descending key; equal keys keep
+    index order."""
+    if keys.dtype == np.uint32 and d <= 2**32:
         # One 64-bit sort key, (~key, index): 8x faster than a stable argsort (k = 5e4).
         packed = (~keys).astype(np.uint64) << np.uint64(32) | idx.astype(np.uint64)
         packed.sort()
@@ -178,31 +173,48 @@ def _by_magnitude(idx: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return idx[np.argsort(~keys, kind="stable")].astype(np.int64, copy=False)
 
 
+def _top_bucket(hist: np.ndarray, k: int) -> tuple[int, int]:
+    """The top digit's bucket that holds the k-th largest key, and how many keys lie in it
+    or above it (``hist``: the top digit's counts per chunk)."""
+    from_top = np.cumsum(hist.sum(axis=0)[::-1])
+    p = int(np.searchsorted(from_top, k))
+    return sel.BINS - 1 - p, int(from_top[p])
+
+
+def _gather(bits, mask, hist: np.ndarray, b: int, shift: int, n: int):
+    """The ``n`` entries whose top digit (counted per chunk in ``hist``, from bit ``shift``)
+    is ``b`` or more, in index order: ``(indices, keys)``.
+
+    Keys keep their width (uint32 for float32) and indices fit 32 bits below 2**32
+    entries: every route of both top-k orders gathers with the same compiled kernel.
+    """
+    d = bits.shape[0]
+    offsets = np.zeros(hist.shape[0] + 1, dtype=np.int64)
+    np.cumsum(hist[:, b:].sum(axis=1), out=offsets[1:])
+    cand_idx = np.empty(n, dtype=np.uint32 if d <= 2**32 else np.int64)
+    cand_key = np.empty(n, dtype=bits.dtype)
+    sel.cpu_compact_ge(bits, mask, np.uint64(b << shift), offsets, cand_idx, cand_key, _few(n, d))
+    return cand_idx, cand_key
+
+
 def _topk_cpu(arr: np.ndarray, k: int) -> np.ndarray:
     d = arr.shape[0]
     bits, mask, width = _key_bits(arr)
     if d <= _SERIAL_MAX:  # every entry is a candidate
-        return _by_magnitude(*_winners(np.arange(d, dtype=np.int64), bits & mask, k))
+        return _by_magnitude(*_winners(np.arange(d, dtype=np.int64), bits & mask, k), d)
     shift = width - sel.DIGIT_BITS
     threads = numba.get_num_threads()
     hist = sel.cpu_histogram(bits, mask, np.uint64(shift), threads)
-    from_top = np.cumsum(hist.sum(axis=0)[::-1])
-    b = sel.BINS - 1 - int(np.searchsorted(from_top, k))
+    b, n = _top_bucket(hist, k)
     lo = np.uint64(b << shift)
-    per_chunk = hist[:, b:].sum(axis=1)
-    offsets = np.zeros(per_chunk.shape[0] + 1, dtype=np.int64)
-    np.cumsum(per_chunk, out=offsets[1:])
-    n = int(offsets[-1])
-    # Candidates keep their key width (uint32 for float32), and indices fit 32 bits
-    # below 2**32 entries: every route gathers them with the same compiled kernel.
-    cand_idx = np.empty(n, dtype=np.uint32 if d <= 2**32 else np.int64)
-    cand_key = np.empty(n, dtype=bits.dtype)
-    sel.cpu_compact_ge(bits, mask, lo, offsets, cand_idx, cand_key, _few(n, d))
+    cand_idx, cand_key = _gather(bits, mask, hist, b, shift, n)
     if k < _SORT_CANDIDATES_MIN:
         if n <= _UNSORTED_CANDIDATES_MAX:  # select among them, then sort only the k winners
-            return _by_magnitude(*_winners(cand_idx, cand_key, k))
+            return _by_magnitude(*_winners(cand_idx, cand_key, k), d)
         cap = k + k // 4 + 64  # many ties in the top bucket: narrow them first
-        return _finish(cand_idx.astype(np.int64), cand_key.astype(np.uint64), k, lo, shift, cap)
+        idx, keys = cand_idx.astype(np.int64), cand_key.astype(np.uint64)
+        n = sel.cpu_narrow(idx, keys, k, lo, shift, cap)
+        return _by_magnitude(idx[:n], keys[:n], d)[:k]
     # Many winners: sort every candidate (they are about k) with a parallel radix sort.
     # The largest key lies in the highest non-empty bucket: no pass needed to find it.
     top = int(np.flatnonzero(hist.sum(axis=0))[-1])
@@ -248,21 +260,10 @@ def _topk_cpu_unsorted(arr: np.ndarray, k: int, n_chunks: int | None = None) -> 
     n_chunks = _n_chunks(d) if n_chunks is None else n_chunks
     top_shift = width - sel.DIGIT_BITS
     top = sel.cpu_histogram(bits, mask, np.uint64(top_shift), n_chunks)
-    from_top = np.cumsum(top.sum(axis=0)[::-1])
-    p = int(np.searchsorted(from_top, k))
-    if from_top[p] <= _UNSORTED_CANDIDATES_MAX:
+    b, m = _top_bucket(top, k)
+    if m <= _UNSORTED_CANDIDATES_MAX:
         # Few candidates (small k): gather them, in index order, and select among them.
-        b = sel.BINS - 1 - p
-        offsets = np.zeros(n_chunks + 1, dtype=np.int64)
-        np.cumsum(top[:, b:].sum(axis=1), out=offsets[1:])
-        # Keys keep their width and indices fit 32 bits below 2**32 entries (as in the
-        # sorted path, whose kernels these dtypes reuse).
-        m = int(offsets[-1])
-        cand_idx = np.empty(m, dtype=np.uint32 if d <= 2**32 else np.int64)
-        cand_key = np.empty(m, dtype=bits.dtype)
-        sel.cpu_compact_ge(
-            bits, mask, np.uint64(b << top_shift), offsets, cand_idx, cand_key, _few(m, d)
-        )
+        cand_idx, cand_key = _gather(bits, mask, top, b, top_shift, m)
         return _winners(cand_idx, cand_key, k)[0].astype(np.int64, copy=False)
     # Per chunk, the entries above the final bucket: those above the chosen bucket of
     # every digit, folded in as soon as the next digit's range names that bucket, so
