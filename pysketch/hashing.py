@@ -200,23 +200,22 @@ def hash_block(family, keys, row, cols, indices, start, width, dense, buckets, s
     dense/sparse branch stays outside the loops, which then vectorise; inside
     them it cost 5x on estimate-all (single thread, d = 4e6, r = 5).
     """
-    if family is None:
-        if dense:
-            for t in range(width):
-                buckets[t], signs[t] = mix_bucket_sign(keys, row, start + t, cols)
-        else:
-            for t in range(width):
-                buckets[t], signs[t] = mix_bucket_sign(
-                    keys, row, indices[np.uintp(start + t)], cols
-                )
-    elif dense:
+    # ``family is None`` is decided when Numba compiles (from the argument's type), so
+    # each compiled loop holds one family's hash only.
+    if dense:
         for t in range(width):
-            buckets[t], signs[t] = polynomial_bucket_sign(keys, row, start + t, cols)
+            index = start + t
+            if family is None:
+                buckets[t], signs[t] = mix_bucket_sign(keys, row, index, cols)
+            else:
+                buckets[t], signs[t] = polynomial_bucket_sign(keys, row, index, cols)
     else:
         for t in range(width):
-            buckets[t], signs[t] = polynomial_bucket_sign(
-                keys, row, indices[np.uintp(start + t)], cols
-            )
+            index = indices[np.uintp(start + t)]
+            if family is None:
+                buckets[t], signs[t] = mix_bucket_sign(keys, row, index, cols)
+            else:
+                buckets[t], signs[t] = polynomial_bucket_sign(keys, row, index, cols)
 
 
 def bucket_sign_batch(family, keys, row, indices, cols):
