@@ -54,7 +54,9 @@ class TableSketch:
         host_keys = hashing.hash_keys(seed, rows, hash)
         _arrays.check_device(device)
         self.rows, self.cols, self.dtype, self.hash, self.seed = rows, cols, dtype, hash, int(seed)
-        self._family = family
+        # The family as this device's kernels take it, like the keys: the CPU kernels take
+        # None for the mix family (hashing.cpu_family), the CUDA kernels the code.
+        self._family = hashing.cpu_family(family) if device == CPU else family
         self._keys = host_keys if device == CPU else _cuda.to_device(host_keys)
         # The unused index argument of dense kernels, copied to the device once, not per call.
         self._no_indices = _NO_INDICES if device == CPU else _cuda.to_device(_NO_INDICES)

@@ -314,10 +314,8 @@ class CountMinSketch(TableSketch):
         self, indices: Any, dense: bool, values: Any, vstep: int, n: int, stream: Any, added: float
     ) -> None:
         if n:
-            cpu = self._device == CPU
-            family = hashing.cpu_family(self._family) if cpu else self._family
-            args = (self._table, family, self._keys, indices, dense, values, vstep, n)
-            if cpu:
+            args = (self._table, self._family, self._keys, indices, dense, values, vstep, n)
+            if self._device == CPU:
                 if self.conservative:
                     kernels.cpu_update_conservative(*args)
                 else:
@@ -429,10 +427,8 @@ class CountMinSketch(TableSketch):
         indices, scalar = self._item_keys(indices)
         inp = _arrays.as_input(indices, "indices", device=self._device, kind="index")
         _arrays.check_index_range(inp, "indices", _INDEX_BOUND)
-        cpu = self._device == CPU
-        family = hashing.cpu_family(self._family) if cpu else self._family
-        args = (self._table, family, self._keys, inp.array, float(shift), clamp)
-        if cpu:
+        args = (self._table, self._family, self._keys, inp.array, float(shift), clamp)
+        if self._device == CPU:
             out = np.empty(inp.size, dtype=self.dtype)
             kernels.cpu_query(*args, out)
         else:

@@ -262,7 +262,7 @@ class CountSketch(TableSketch):
         kernels.cpu_accumulate(
             self._table,
             partials,
-            hashing.cpu_family(self._family),
+            self._family,
             self._keys,
             indices,
             values.array,
@@ -340,8 +340,7 @@ class CountSketch(TableSketch):
             idx, n, dense, stream = inp.array, inp.size, False, inp.stream
         if self._device == CPU:
             out = np.empty(n, dtype=self.dtype)
-            family = hashing.cpu_family(self._family)
-            kernels.cpu_estimate(self._table, family, self._keys, idx, dense, mode, out)
+            kernels.cpu_estimate(self._table, self._family, self._keys, idx, dense, mode, out)
         else:
             out = _cuda.empty(n, self.dtype, stream=stream)
             if n:
@@ -449,8 +448,7 @@ class CountSketch(TableSketch):
         if idx.size == 0:
             return self
         if self._device == CPU:
-            family = hashing.cpu_family(self._family)
-            kernels.cpu_zero_buckets(self._table, family, self._keys, idx.array)
+            kernels.cpu_zero_buckets(self._table, self._family, self._keys, idx.array)
         else:
             _cuda.launch(kernels.cuda_zero_buckets, idx.size, idx.stream)(
                 self._table, self._family, self._keys, idx.array
