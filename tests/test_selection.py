@@ -166,6 +166,14 @@ def test_topk_rejects_bad_x(device):
 # ----------------------------------------------------------------- top-k, sorted=False
 
 
+def spread_values(seed: int, n: int, spread: int | None, dtype) -> np.ndarray:
+    """``n`` values at a random scale: integers in ``[-spread, spread]`` (few distinct
+    magnitudes, so ties) or, with ``spread=None``, normal draws."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n) if spread is None else rng.integers(-spread, spread + 1, n)
+    return (x * 10.0 ** rng.integers(-30, 30)).astype(dtype)
+
+
 def reference_topk_set(x: np.ndarray, k: int) -> np.ndarray:
     """The indices of :func:`reference_topk`, in ascending order."""
     return np.sort(reference_topk(x, k))
@@ -216,9 +224,7 @@ def test_topk_unsorted_is_the_sorted_set_in_index_order(d, dtype, rng):
 )
 @settings(max_examples=10)
 def test_topk_unsorted_property_parallel(n, fraction, dtype, spread, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(n) if spread is None else rng.integers(-spread, spread + 1, n)
-    x = (x * 10.0 ** rng.integers(-30, 30)).astype(dtype)
+    x = spread_values(seed, n, spread, dtype)
     check_topk_unsorted(x, round(fraction * n))
 
 
@@ -429,9 +435,7 @@ def test_scatter_errors(device):
 )
 @settings(max_examples=12)
 def test_topk_large_k_is_the_stable_sort(n, fraction, dtype, spread, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(n) if spread is None else rng.integers(-spread, spread + 1, n)
-    x = (x * 10.0 ** rng.integers(-30, 30)).astype(dtype)
+    x = spread_values(seed, n, spread, dtype)
     k = max(selection._SORT_CANDIDATES_MIN, min(n, round(fraction * n)))
     idx, values = topk(x, k)
     expected = np.argsort(-np.abs(x.astype(np.float64)), kind="stable")[:k]
