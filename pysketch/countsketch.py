@@ -252,25 +252,29 @@ class CountSketch(TableSketch):
                 self._table, self._family, self._keys, indices, values.array, dense
             )
             return
-        # Two chunks of the input (the second into one private table) balance
+        # Two chunks of the input (the second summed apart and added) balance
         # any number of rows on two threads; the chunking depends on the sizes
-        # alone, never on the thread count, so neither do the sums. The
-        # private table costs O(table), so only inputs at least as large as
-        # the table are split: scratch never exceeds one table.
+        # alone, never on the thread count, so neither do the sums. Only inputs
+        # at least as large as the table are split, and the kernel writes only
+        # the rows of ``buffers`` it uses: one per thread and the spilled cells.
         chunks = 2 if n >= self._table.size else 1
-        partials = np.zeros((chunks - 1, self.rows, self.cols), dtype=self.dtype)
+        pieces = numba.get_num_threads()
+        buffers = np.empty((self.rows + pieces if chunks > 1 else 0, self.cols), self.dtype)
+        spilled = np.empty((pieces, 3), dtype=np.int64)
         kernels.cpu_accumulate(
             self._table,
-            partials,
+            buffers,
+            spilled,
             self._family,
             self._keys,
             indices,
             values.array,
             dense,
-            numba.get_num_threads(),
+            chunks,
+            pieces,
         )
-        if chunks > 1:
-            self._table += partials[0]
+        for j, first, last in spilled[spilled[:, 0] >= 0]:
+            self._table[j, first:last] += buffers[j, first:last]
 
     # -------------------------------------------------------------- estimate
     @follows("indices")

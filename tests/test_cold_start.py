@@ -120,9 +120,9 @@ def test_cpu_kernels_see_int64_indices_and_float_values_only():
     cm.estimate(np.array([1], dtype=np.int32))
     threshold(np.arange(5, dtype=np.int32), 2.0)
 
-    # cpu_accumulate(table, partials, family, keys, indices, values, ...)
-    assert _value_types(cs_kernels.cpu_accumulate, 4) <= {"int64"}
-    assert _value_types(cs_kernels.cpu_accumulate, 5) <= {"float32", "float64"}
+    # cpu_accumulate(table, buffers, spilled, family, keys, indices, values, ...)
+    assert _value_types(cs_kernels.cpu_accumulate, 5) <= {"int64"}
+    assert _value_types(cs_kernels.cpu_accumulate, 6) <= {"float32", "float64"}
     assert _value_types(cs_kernels.cpu_estimate, 3) <= {"int64"}
     assert _value_types(cm_kernels.cpu_update, 3) <= {"int64"}
     assert _value_types(cm_kernels.cpu_update, 5) <= {"float32", "float64"}
