@@ -255,11 +255,12 @@ class CountSketch(TableSketch):
         # Two chunks of the input (the second summed apart and added) balance
         # any number of rows on two threads; the chunking depends on the sizes
         # alone, never on the thread count, so neither do the sums. Only inputs
-        # at least as large as the table are split, and the kernel writes only
-        # the rows of ``buffers`` it uses: one per thread and the spilled cells.
+        # at least as large as the table are split; the kernel writes only the
+        # cells of ``buffers`` it uses (scratch rows: one per thread, or at most
+        # the table's cells when threads outnumber rows).
         chunks = 2 if n >= self._table.size else 1
         pieces = numba.get_num_threads()
-        buffers = np.empty((self.rows + pieces if chunks > 1 else 0, self.cols), self.dtype)
+        buffers = np.empty((min(pieces, self.rows) if chunks > 1 else 0, self.cols), self.dtype)
         spilled = np.empty((pieces, 3), dtype=np.int64)
         kernels.cpu_accumulate(
             self._table,
@@ -273,8 +274,10 @@ class CountSketch(TableSketch):
             chunks,
             pieces,
         )
-        for j, first, last in spilled[spilled[:, 0] >= 0]:
-            self._table[j, first:last] += buffers[j, first:last]
+        for p in np.flatnonzero(spilled[:, 0] >= 0):
+            j, first, last = spilled[p]
+            scratch = buffers[p if pieces <= self.rows else j]
+            self._table[j, first:last] += scratch[first:last]
 
     # -------------------------------------------------------------- estimate
     @follows("indices")

@@ -123,8 +123,9 @@ def test_linearity_on_cuda(a, seed):
     np.testing.assert_array_equal(s.table_to_host(), sketch(a).table_to_host())
 
 
-def test_more_threads_than_rows_uses_private_tables(rng):
-    """rows=1 with more inputs than cells: the second chunk goes through the private table."""
+def test_more_threads_than_rows_sums_the_second_chunk_apart(rng):
+    """rows=1 with more inputs than cells: the second chunk is summed apart (by the second
+    thread, into the spill the caller adds) and added to the first."""
     x = integer_vector(rng, 5000)
     sketch = CountSketch(5000, 1, 64).accumulate(x)
     np.testing.assert_array_equal(sketch.table, reference_table(x, d=5000, rows=1, cols=64))

@@ -160,13 +160,11 @@ _RESIDENT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(("threads", "rows_of_scratch"), [(1, 1), (2, 3), (16, 5)])
+@pytest.mark.parametrize(("threads", "rows_of_scratch"), [(1, 1), (2, 2), (16, 5)])
 def test_accumulate_scratch_is_rows_not_a_second_table(threads, rows_of_scratch):
-    """The second chunk of a large input is summed in one scratch row per thread, plus the
-    cells a thread spills for the caller to add: resident memory, measured in a fresh process
-    (the scratch buffer is allocated for every row and thread; only what is used is resident).
-    With 16 pieces on 5 rows no piece holds both chunks of a cell, so every sum is spilled:
-    at most one table."""
+    """The second chunk of a large input is summed in one scratch row per thread: resident
+    memory, measured in a fresh process. With 16 threads on 5 rows each thread owns a part
+    of a row's cells, so the scratch is those parts: one table at most."""
     cols = 1 << 20  # rows of 4 MiB: the 2 MiB huge pages round each row up by at most one
     code = _RESIDENT.format(root=str(ROOT), threads=threads, n=6_000_000, cols=cols)
     env = dict(os.environ, NUMBA_NUM_THREADS="16")

@@ -102,18 +102,21 @@ def cpu_accumulate(
     ``pieces`` divides ``rows * chunks`` (never for 1 or 2 pieces with 2
     chunks).
 
-    A piece sums chunk 1 of its cells of row ``j`` in its scratch row
-    ``buffers[rows + p]`` and adds it to the table when chunk 0 of those cells
-    is its own, done just before. Otherwise chunk 0 belongs to an earlier
-    piece, which may still be running, so the sum stays in ``buffers[j]`` and
-    ``spilled[p]`` records ``(j, first cell, last cell)`` for the caller to
-    add afterwards (``j = -1``: nothing spilled). A piece spills at most its
-    first (row, chunk). ``buffers`` is uninitialised and only the rows used
-    are written, so with 2 threads the working memory is 3 rows, not a
-    second table. The rows come from one NumPy allocation rather than from
-    ``np.empty`` in the kernel: NumPy asks for huge pages for arrays of 4 MiB
-    and more, and the random scatter into a scratch row on 4 KiB pages
-    measured 20% slower (TLB misses).
+    A piece sums chunk 1 of its cells of row ``j`` in a scratch row and adds
+    it to the table when chunk 0 of those cells is its own, done just before.
+    Otherwise chunk 0 belongs to an earlier piece, which may still be
+    running: that can only be the piece's first (row, chunk), which it sums
+    last and leaves in the scratch row, and ``spilled[p]`` records
+    ``(j, first cell, last cell)`` for the caller to add afterwards (``j = -1``:
+    nothing spilled). The scratch row is ``buffers[p]`` when there are at most
+    as many pieces as rows (then each piece reuses one row: 2 rows of
+    resident scratch with 2 threads, not a second table), ``buffers[j]``
+    otherwise (then pieces hold parts of rows, and their cells, disjoint, fill
+    at most one table without gaps, which huge pages would round up).
+    ``buffers`` is uninitialised; only the cells used are written. It comes
+    from NumPy rather than from ``np.empty`` in the kernel: NumPy asks for
+    huge pages for arrays of 4 MiB and more, and the random scatter into a
+    scratch row on 4 KiB pages measured 20% slower (TLB misses).
     """
     rows, cols = table.shape
     n = values.shape[0]
@@ -124,24 +127,26 @@ def cpu_accumulate(
         spilled[p, 0] = -1
         for unit in range(lo // cols, (hi + cols - 1) // cols):
             j, c = unit // chunks, unit % chunks
-            start, stop = c * n // chunks, (c + 1) * n // chunks
             a = max(lo - unit * cols, 0)
             b = min(hi - unit * cols, cols)
             if a >= b:
                 continue
+            start, stop = c * n // chunks, (c + 1) * n // chunks
             if c == 0:
                 accumulate_row(table[j], family, keys, j, indices, values, dense, start, stop, a, b)
             elif lo <= (unit - 1) * cols + a:
-                scratch = buffers[rows + p]
+                scratch = buffers[p if pieces <= rows else j]
                 scratch[a:b] = 0
                 accumulate_row(scratch, family, keys, j, indices, values, dense, start, stop, a, b)
                 for k in range(a, b):
                     table[j, k] += scratch[k]
             else:
-                spill = buffers[j]
-                spill[a:b] = 0
-                accumulate_row(spill, family, keys, j, indices, values, dense, start, stop, a, b)
                 spilled[p, 0], spilled[p, 1], spilled[p, 2] = j, a, b
+        j, a, b = spilled[p, 0], spilled[p, 1], spilled[p, 2]
+        if j >= 0:
+            scratch = buffers[p if pieces <= rows else j]
+            scratch[a:b] = 0
+            accumulate_row(scratch, family, keys, j, indices, values, dense, n // chunks, n, a, b)
 
 
 @task_kernel(tasks=blocks_of(-1, _CHUNK))
