@@ -103,16 +103,18 @@ def cpu_accumulate(
     chunks).
 
     A piece sums chunk 1 of its cells of row ``j`` in a scratch row and adds
-    it to the table when chunk 0 of those cells is its own, done just before.
-    Otherwise chunk 0 belongs to an earlier piece, which may still be
-    running: that can only be the piece's first (row, chunk), which it sums
-    last and leaves in the scratch row, and ``spilled[p]`` records
-    ``(j, first cell, last cell)`` for the caller to add afterwards (``j = -1``:
-    nothing spilled). The scratch row is ``buffers[p]`` when there are at most
-    as many pieces as rows (then each piece reuses one row: 2 rows of
-    resident scratch with 2 threads, not a second table), ``buffers[j]``
-    otherwise (then pieces hold parts of rows, and their cells, disjoint, fill
-    at most one table without gaps, which huge pages would round up).
+    it to the table when it owns chunk 0 of all those cells, done just before.
+    Otherwise an earlier piece, which may still be running, owns some: that
+    happens to one (row, chunk) per piece at most, the first of chunk 1 in its
+    range, which the piece sums last and leaves in the scratch row;
+    ``spilled[p]`` records ``(j, first cell, last cell)`` for the caller to add
+    afterwards (``j = -1``: nothing spilled).
+
+    The scratch row is ``buffers[p]`` when there are at most as many pieces
+    as rows (then each piece reuses one row: 2 rows of resident scratch with
+    2 threads, not a second table), ``buffers[j]`` otherwise (then pieces
+    hold parts of rows, and their cells, disjoint, fill at most one table
+    without gaps, which huge pages would round up).
     ``buffers`` is uninitialised; only the cells used are written. It comes
     from NumPy rather than from ``np.empty`` in the kernel: NumPy asks for
     huge pages for arrays of 4 MiB and more, and the random scatter into a
@@ -125,28 +127,32 @@ def cpu_accumulate(
         lo = p * cells // pieces
         hi = (p + 1) * cells // pieces
         spilled[p, 0] = -1
-        for unit in range(lo // cols, (hi + cols - 1) // cols):
-            j, c = unit // chunks, unit % chunks
-            a = max(lo - unit * cols, 0)
-            b = min(hi - unit * cols, cols)
-            if a >= b:
-                continue
-            start, stop = c * n // chunks, (c + 1) * n // chunks
-            if c == 0:
-                accumulate_row(table[j], family, keys, j, indices, values, dense, start, stop, a, b)
-            elif lo <= (unit - 1) * cols + a:
-                scratch = buffers[p if pieces <= rows else j]
-                scratch[a:b] = 0
-                accumulate_row(scratch, family, keys, j, indices, values, dense, start, stop, a, b)
-                for k in range(a, b):
-                    table[j, k] += scratch[k]
+        end = (hi + cols - 1) // cols
+        for step in range(lo // cols, end + 1):  # the units, then the spilled one
+            if step < end:
+                unit = step
+                a = max(lo - unit * cols, 0)
+                b = min(hi - unit * cols, cols)
+                if a >= b:
+                    continue
+                if unit % chunks == 1 and lo > (unit - 1) * cols + a:
+                    spilled[p, 0], spilled[p, 1], spilled[p, 2] = unit // chunks, a, b
+                    continue
+            elif spilled[p, 0] >= 0:
+                unit = spilled[p, 0] * chunks + 1
+                a, b = spilled[p, 1], spilled[p, 2]
             else:
-                spilled[p, 0], spilled[p, 1], spilled[p, 2] = j, a, b
-        j, a, b = spilled[p, 0], spilled[p, 1], spilled[p, 2]
-        if j >= 0:
-            scratch = buffers[p if pieces <= rows else j]
-            scratch[a:b] = 0
-            accumulate_row(scratch, family, keys, j, indices, values, dense, n // chunks, n, a, b)
+                break
+            j, c = unit // chunks, unit % chunks
+            target = table[j] if c == 0 else buffers[p if pieces <= rows else j]
+            if c == 1:
+                for k in range(a, b):
+                    target[k] = 0
+            start, stop = c * n // chunks, (c + 1) * n // chunks
+            accumulate_row(target, family, keys, j, indices, values, dense, start, stop, a, b)
+            if c == 1 and step < end:
+                for k in range(a, b):
+                    table[j, k] += target[k]
 
 
 @task_kernel(tasks=blocks_of(-1, _CHUNK))
