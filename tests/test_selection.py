@@ -99,15 +99,20 @@ def test_topk_property_floats_cpu(values, data):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_topk_cpu_equals_cuda(dtype, rng):
+@pytest.mark.parametrize(("ordered", "n", "ks"), [(True, 300, (3, 40)), (False, 200, (3, 100))])
+def test_topk_cpu_equals_cuda(dtype, ordered, n, ks, rng):
     if not _cuda.available():
         pytest.skip("no CUDA device and the simulator is off")
-    x = rng.integers(-20, 21, 300).astype(dtype) / dtype(4)
-    for k in (3, 40):
-        i_cpu, v_cpu = topk(x, k)
-        i_gpu, v_gpu = topk(_cuda.to_device(x), k)
+    x = rng.integers(-20, 21, n).astype(dtype) / dtype(4)
+    for k in ks:
+        i_cpu, v_cpu = topk(x, k, sorted=ordered)
+        i_gpu, v_gpu = topk(_cuda.to_device(x), k, sorted=ordered)
         np.testing.assert_array_equal(i_cpu, to_host(i_gpu))
         np.testing.assert_array_equal(v_cpu, to_host(v_gpu))
+        if not ordered:
+            np.testing.assert_array_equal(i_cpu, reference_topk_set(x, k))
+    idx, val = topk(_cuda.to_device(x), 0, sorted=ordered)
+    assert to_host(idx).shape == (0,) and to_host(val).shape == (0,)
 
 
 def test_topk_k_zero_and_integers(device):
@@ -243,22 +248,6 @@ def test_topk_unsorted_does_not_depend_on_the_chunks(kind, route, rng, monkeypat
         expected = reference_topk_set(x, k)
         for chunks in (1, 2, 7, 64, 300):
             np.testing.assert_array_equal(selection._topk_cpu_unsorted(x, k, chunks), expected)
-
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_topk_unsorted_cpu_equals_cuda(dtype, rng):
-    if not _cuda.available():
-        pytest.skip("no CUDA device and the simulator is off")
-    x = rng.integers(-20, 21, 200).astype(dtype) / dtype(4)
-    for k in (3, 100):
-        i_cpu, v_cpu = topk(x, k, sorted=False)
-        i_gpu, v_gpu = topk(_cuda.to_device(x), k, sorted=False)
-        np.testing.assert_array_equal(i_cpu, to_host(i_gpu))
-        np.testing.assert_array_equal(v_cpu, to_host(v_gpu))
-        np.testing.assert_array_equal(i_cpu, reference_topk_set(x, k))
-    idx, val = topk(_cuda.to_device(x), 0, sorted=False)
-    assert to_host(idx).shape == (0,) and to_host(val).shape == (0,)
 
 
 @pytest.mark.parametrize("bad", ["no", None, 1, 0.0])
