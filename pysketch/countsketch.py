@@ -261,7 +261,7 @@ class CountSketch(TableSketch):
         chunks = 2 if n >= self._table.size else 1
         pieces = numba.get_num_threads()
         buffers = np.empty((min(pieces, self.rows) if chunks > 1 else 0, self.cols), self.dtype)
-        spilled = np.empty((pieces, 3), dtype=np.int64)
+        spilled = np.empty((pieces, 4), dtype=np.int64)
         kernels.cpu_accumulate(
             self._table,
             buffers,
@@ -274,10 +274,8 @@ class CountSketch(TableSketch):
             chunks,
             pieces,
         )
-        for p in np.flatnonzero(spilled[:, 0] >= 0):
-            j, first, last = spilled[p]
-            scratch = buffers[p if pieces <= self.rows else j]
-            self._table[j, first:last] += scratch[first:last]
+        for j, first, last, scratch_row in spilled[spilled[:, 0] >= 0]:
+            self._table[j, first:last] += buffers[scratch_row, first:last]
 
     # -------------------------------------------------------------- estimate
     @follows("indices")

@@ -107,8 +107,8 @@ def cpu_accumulate(
     Otherwise an earlier piece, which may still be running, owns some: that
     happens to one (row, chunk) per piece at most, the first of chunk 1 in its
     range, which the piece sums last and leaves in the scratch row;
-    ``spilled[p]`` records ``(j, first cell, last cell)`` for the caller to add
-    afterwards (``j = -1``: nothing spilled).
+    ``spilled[p]`` records ``(j, first cell, last cell, scratch row)`` for the
+    caller to add afterwards (``j = -1``: nothing spilled).
 
     The scratch row is ``buffers[p]`` when there are at most as many pieces
     as rows (then each piece reuses one row: 2 rows of resident scratch with
@@ -144,7 +144,8 @@ def cpu_accumulate(
             else:
                 break
             j, c = unit // chunks, unit % chunks
-            target = table[j] if c == 0 else buffers[p if pieces <= rows else j]
+            scratch_row = p if pieces <= rows else j
+            target = table[j] if c == 0 else buffers[scratch_row]
             if c == 1:
                 for k in range(a, b):
                     target[k] = 0
@@ -153,6 +154,8 @@ def cpu_accumulate(
             if c == 1 and step < end:
                 for k in range(a, b):
                     table[j, k] += target[k]
+            elif step == end:
+                spilled[p, 3] = scratch_row
 
 
 @task_kernel(tasks=blocks_of(-1, _CHUNK))
