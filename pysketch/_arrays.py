@@ -229,11 +229,13 @@ def check_finite(inp: Input, name: str, *, into: Any = None, scale: float = 1.0)
     if inp.device == CPU:
         nonfinite, overflow = reductions.cpu_count_unfit(inp.array, scale, limit)
     else:
-        counts = _cuda.zeros(2, np.int64, stream=inp.stream)
+        status = _cuda.zeros(reductions.STATUS_SLOTS, np.int64, stream=inp.stream)
         _cuda.launch(reductions.cuda_count_unfit, inp.size, inp.stream)(
-            inp.array, scale, limit, counts
+            inp.array, scale, limit, status
         )
-        nonfinite, overflow = _cuda.to_host(counts)
+        counts = _cuda.to_host(status)
+        nonfinite = counts[reductions.STATUS_NONFINITE]
+        overflow = counts[reductions.STATUS_OVERFLOW]
     raise_unfit(name, int(nonfinite), int(overflow), into, scale)
 
 
@@ -260,13 +262,18 @@ def check_index_range(inp: Input, name: str, upper: int) -> None:
     if inp.device == CPU:
         bad = reductions.cpu_count_out_of_range(inp.array, upper)
     else:
-        count = _cuda.zeros(1, np.int64, stream=inp.stream)
+        status = _cuda.zeros(reductions.STATUS_SLOTS, np.int64, stream=inp.stream)
         _cuda.launch(reductions.cuda_count_out_of_range, inp.size, inp.stream)(
-            inp.array, upper, count
+            inp.array, upper, status
         )
-        bad = int(_cuda.to_host(count)[0])
-    if bad:
-        raise IndexError(f"{name} must lie in [0, {upper}): {bad} value(s) outside that range")
+        bad = int(_cuda.to_host(status)[reductions.STATUS_OUT_OF_RANGE])
+    raise_out_of_range(name, bad, upper)
+
+
+def raise_out_of_range(name: str, count: int, upper: int) -> None:
+    """The error for ``count`` indices outside ``[0, upper)``; nothing when it is 0."""
+    if count:
+        raise IndexError(f"{name} must lie in [0, {upper}): {count} value(s) outside that range")
 
 
 def check_same_length(a: Input, a_name: str, b: Input, b_name: str) -> None:

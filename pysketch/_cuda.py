@@ -71,7 +71,79 @@ def _numba_cuda():
         setattr(np, "row_stack", np.vstack)  # noqa: B010 (ruff NPY201 flags the attribute)
     from numba import cuda as real
 
+    if SIMULATOR:
+        _serialise_simulator_races()
     return real
+
+
+_SIMULATOR_PATCHED: list[bool] = []
+
+
+def _serialise_simulator_races() -> None:
+    """Close two races of Numba's simulator, which runs each CUDA thread as a Python thread.
+
+    * ``cuda.shared.array`` looks its line up in a dict and inserts a new array when
+      absent: two threads of a block reaching that line together may get two arrays.
+    * A device function swaps its module's ``numba.cuda`` for the fake module on
+      entry and back on exit; a thread still running another device function of that
+      module then sees the real one (NVIDIA/numba-cuda#690).
+
+    Under a lock, the first allocation wins, and a module's swap is counted: undone
+    by the last thread to leave. Only ever applied under ``NUMBA_ENABLE_CUDASIM=1``.
+    """
+    if _SIMULATOR_PATCHED:
+        return
+    import contextlib
+    import sys
+    import threading
+
+    from numba.core import types
+    from numba.cuda.simulator import kernel as sim_kernel
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+
+    lock = threading.RLock()
+    allocate = kernelapi.FakeCUDAShared.array
+
+    def shared_array(self, shape, dtype):
+        if shape == 0:  # dynamic shared memory: one buffer, no table
+            return allocate(self, shape, dtype)
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        frame = sys._getframe(1)  # one array per line of the caller, as the original
+        line = (frame.f_code.co_filename, frame.f_lineno)
+        with lock:
+            array = self._allocations.get(line)
+            if array is None:
+                array = self._allocations[line] = np.empty(shape, dtype)
+        return array
+
+    swapped: dict[int, list] = {}  # id(globals) -> [threads inside, originals]
+
+    @contextlib.contextmanager
+    def swapped_cuda_module(fn, fake_cuda_module):
+        from numba import cuda as real_cuda
+
+        globs = fn.__globals__
+        with lock:
+            entry = swapped.get(id(globs))
+            if entry is None:
+                originals = {k: v for k, v in globs.items() if v is real_cuda}
+                globs.update(dict.fromkeys(originals, fake_cuda_module))
+                entry = swapped[id(globs)] = [0, originals]
+            entry[0] += 1
+        try:
+            yield
+        finally:
+            with lock:
+                entry[0] -= 1
+                if entry[0] == 0:
+                    globs.update(entry[1])
+                    del swapped[id(globs)]
+
+    kernelapi.FakeCUDAShared.array = shared_array
+    sim_kernel.swapped_cuda_module = swapped_cuda_module
+    _SIMULATOR_PATCHED.append(True)
 
 
 def cuda_imported() -> bool:
@@ -243,9 +315,15 @@ def stream_for(obj: Any):
     return cuda.external_stream(ptr)
 
 
-def launch(kernel, n: int, stream=0):
-    """``kernel`` configured for a grid-stride loop over ``n`` items on ``stream``."""
-    blocks = max(1, min(_MAX_BLOCKS, -(-n // THREADS_PER_BLOCK)))
+def launch(kernel, n: int, stream=0, *, max_blocks: int | None = None):
+    """``kernel`` configured for a grid-stride loop over ``n`` items on ``stream``.
+
+    ``max_blocks`` caps the grid below the usual limit, for kernels whose blocks
+    each pay a fixed cost (zeroing and flushing a shared-memory histogram): fewer
+    blocks that loop over more items each.
+    """
+    cap = _MAX_BLOCKS if max_blocks is None else min(_MAX_BLOCKS, max_blocks)
+    blocks = max(1, min(cap, -(-n // THREADS_PER_BLOCK)))
     return kernel[blocks, THREADS_PER_BLOCK, stream]
 
 

@@ -30,7 +30,7 @@ from pysketch import _arrays, _cuda
 from pysketch._arrays import CPU, CUDA, Input
 from pysketch._frameworks import follows
 from pysketch.hashing import splitmix64_host
-from pysketch.kernels import elementwise
+from pysketch.kernels import elementwise, reductions
 from pysketch.kernels import select as sel
 
 __all__ = ["topk", "randomk", "threshold", "gather", "scatter"]
@@ -54,7 +54,7 @@ _MAX_CHUNKS = 256
 _UNSORTED_CANDIDATES_MAX = 1 << 18
 _MASK32 = np.uint32(0x7FFFFFFF)
 _MASK64 = np.uint64(0x7FFFFFFFFFFFFFFF)
-_MASK_ALL = (1 << 64) - 1
+_U0 = np.uint64(0)
 _INDEX_MAX = int(np.iinfo(np.int64).max)  # indices are int64: a length beyond cannot be indexed
 
 
@@ -126,32 +126,6 @@ def _gather_device(arr, idx, stream):
     if idx.shape[0]:
         _cuda.launch(sel.cuda_gather, idx.shape[0], stream)(arr, idx, out)
     return out
-
-
-def _pow2_at_least(n: int) -> int:
-    return max(sel.SORT_TILE, 1 << max(0, (n - 1).bit_length()))
-
-
-def _bitonic_sort(keys, idx, stream) -> None:
-    """Sort device ``(keys, idx)`` in place by (key descending, index ascending).
-
-    The length is a power of two and at least one tile; strides shorter than a
-    tile run in shared memory, one launch per stage.
-    """
-    m = keys.shape[0]
-    tile = sel.SORT_TILE
-    tile_threads = (m // tile) * (tile // 2)
-    _cuda.launch(sel.cuda_bitonic_tile, tile_threads, stream)(keys, idx, 2, min(m, tile), 1)
-    stage = 2 * tile
-    while stage <= m:
-        stride = stage // 2
-        while stride >= tile:
-            _cuda.launch(sel.cuda_bitonic_global, m, stream)(keys, idx, stage, stride)
-            stride //= 2
-        _cuda.launch(sel.cuda_bitonic_tile, tile_threads, stream)(
-            keys, idx, stage, stage, tile // 2
-        )
-        stage *= 2
 
 
 # ----------------------------------------------------------------- top-k
@@ -355,52 +329,148 @@ def _radix_levels(run_histogram, width: int, need: int) -> tuple[int, int, int, 
     return lo, shift, need, False
 
 
-def _topk_cuda(arr, k: int, stream, ordered: bool = True):
+# ----------------------------------------------------------------- top-k on CUDA
+
+# The digit passes cap their grid (each block zeroes and flushes a 2048-bin
+# shared histogram): about one wave of blocks on a large GPU, each looping over
+# many entries.
+_HISTOGRAM_BLOCKS = 1024
+
+
+def _digits(width: int) -> list[tuple[int, int]]:
+    """``(range_shift, shift)`` of each 11-bit digit of a ``width``-bit key, from the top."""
+    digits = []
+    while width > 0:
+        shift = max(width - sel.DIGIT_BITS, 0)
+        digits.append((width, shift))
+        width = shift
+    return digits
+
+
+def _tiles(n: int) -> int:
+    """Tiles of the tile-based kernels (compaction, sort) over ``n`` entries."""
+    return -(-n // (sel.TILE_ITEMS * _cuda.THREADS_PER_BLOCK))
+
+
+def _candidate_capacity(d: int) -> int:
+    """Room for the keys of the top digit's bucket: beyond it the later digits read ``x``.
+
+    A sixteenth of ``d`` (at least 64 Ki entries): at d = 10**7 and k = 5 * 10**4 of
+    normal values that bucket holds about 55 000 keys.
+    """
+    return min(d, max(1 << 16, d >> 4))
+
+
+class TopkWorkspace:
+    """Device scratch and results of top-k for one ``(d, k, dtype, sorted)``.
+
+    :func:`topk` on a CUDA array allocates one per call; a caller that selects
+    every step (a compression step) makes one and passes it to
+    :func:`_topk_device`, which then allocates nothing and never waits for the
+    device. The returned ``indices`` and ``values`` are this workspace's buffers,
+    overwritten by its next use. Its counters are left zeroed by every call, so a
+    workspace can be reused on one stream at a time.
+
+    Parameters
+    ----------
+    d : int
+        Length of the input.
+    k : int
+        How many entries to select, ``1 <= k <= d``.
+    dtype : numpy dtype
+        The input's dtype: float32 keys are 32-bit, any other 64-bit; the values
+        returned keep it.
+    sorted : bool, default True
+        Whether the result is ordered by magnitude (needs the sort's buffers).
+    stream : CUDA stream, default 0
+        Where the buffers are allocated and zeroed.
+
+    Attributes
+    ----------
+    indices : int64 device array, shape (k,)
+    values : device array of ``dtype``, shape (k,)
+    status : int64 device array, shape (``STATUS_SLOTS``,)
+        The non-finite count of a checked call (``reductions.STATUS_NONFINITE``),
+        when no other status array is given.
+    """
+
+    def __init__(self, d: int, k: int, dtype: Any, *, sorted: bool = True, stream: Any = 0):
+        self.d, self.k, self.dtype, self.sorted = int(d), int(k), np.dtype(dtype), bool(sorted)
+        zeros = lambda shape, dt: _cuda.zeros(shape, dt, stream=stream)  # noqa: E731
+        empty = lambda shape, dt: _cuda.empty(shape, dt, stream=stream)  # noqa: E731
+        self.state = zeros(sel.STATE_SLOTS, np.int64)
+        self.status = zeros(reductions.STATUS_SLOTS, np.int64)
+        self.histogram = zeros(sel.BINS, np.int64)
+        self.candidates = empty((2, _candidate_capacity(self.d)), np.uint64)
+        self.tiles = empty((_tiles(self.d), 2), np.int64)
+        self.indices = empty(self.k, np.int64)
+        self.values = empty(self.k, self.dtype)
+        m = self.k if self.sorted else 0  # the sort's buffers, empty when unsorted
+        self.sort_keys = (empty(m, np.uint64), empty(m, np.uint64))
+        self.sort_indices = empty(m, np.int64)
+        self.sort_counts = tuple(zeros((_tiles(m), sel.SORT_BINS), np.int64) for _ in range(2))
+
+    def fits(self, d: int, k: int, dtype: Any, sorted: bool) -> bool:
+        """Whether this workspace serves a top-k of these parameters."""
+        return (self.d, self.k, self.dtype, self.sorted) == (d, k, np.dtype(dtype), sorted)
+
+
+def _topk_device(
+    arr, values, k: int, *, ordered: bool, stream, workspace=None, status=None
+) -> tuple[Any, Any]:
+    """The top ``k`` of the float device vector ``arr``: ``(indices, values[indices])``.
+
+    ``values`` is the caller's array (``arr`` itself, or the integer array ``arr``
+    was converted from). Launches ``len(digits) + 2`` kernels (3 + 2 for float32,
+    6 + 2 for float64), plus one sort pass per byte of the key when ``ordered``
+    (4 or 8), all on ``stream``; no allocation when ``workspace`` (a
+    :class:`TopkWorkspace` that fits) is given, and never a copy to the host or a
+    wait. With ``status`` (an int64 device array of ``reductions.STATUS_SLOTS``),
+    NaN and Inf in ``arr`` are counted into ``status[STATUS_NONFINITE]`` during
+    the first pass, for the caller to read when it wants; they rank above every
+    finite value.
+    """
     d = arr.shape[0]
-    bits, mask, width = _key_bits(arr)
-    hist = _cuda.empty(sel.BINS, np.int64, stream=stream)
-
-    def key_histogram(lo, span, shift):
-        _cuda.launch(elementwise.cuda_fill, sel.BINS, stream)(hist, 0)
-        _cuda.launch(sel.cuda_histogram, d, stream)(
-            bits, mask, np.uint64(lo), np.uint64(span & _MASK_ALL), np.uint64(shift), hist
+    ws = workspace
+    if ws is None:
+        ws = TopkWorkspace(d, k, values.dtype, sorted=ordered, stream=stream)
+    elif not ws.fits(d, k, values.dtype, ordered):
+        raise ValueError(
+            f"workspace serves d={ws.d}, k={ws.k}, dtype={ws.dtype}, sorted={ws.sorted}; "
+            f"this call needs d={d}, k={k}, dtype={np.dtype(values.dtype)}, sorted={ordered}"
         )
-        return _cuda.to_host(hist)
-
-    lo, _, need, exact = _radix_levels(key_histogram, width, k)
-    if exact:
-        above, tie_key, last_index = lo, lo, -1
-    else:  # lo is the k-th largest key; take the `need` ties of smallest index
-        last = d - 1
-
-        def tie_histogram(rlo, span, shift):
-            _cuda.launch(elementwise.cuda_fill, sel.BINS, stream)(hist, 0)
-            _cuda.launch(sel.cuda_histogram_ties, d, stream)(
-                bits,
-                mask,
-                np.uint64(lo),
-                np.uint64(last),
-                np.uint64(rlo),
-                np.uint64(span & _MASK_ALL),
-                np.uint64(shift),
-                hist,
-            )
-            return _cuda.to_host(hist)
-
-        rlo, _, _, _ = _radix_levels(tie_histogram, max(1, last.bit_length()), need)
-        above, tie_key, last_index = lo + 1, lo, last - rlo
-    m = _pow2_at_least(k)
-    keys = _cuda.empty(m, np.uint64, stream=stream)
-    idx = _cuda.empty(m, np.int64, stream=stream)
-    counter = _cuda.zeros(1, np.int64, stream=stream)
-    _cuda.launch(sel.cuda_compact_selected, d, stream)(
-        bits, mask, np.uint64(above), np.uint64(tie_key), np.int64(last_index), counter, idx, keys
+    bits, mask, width = _key_bits(arr)
+    inf_key = _inf_key(mask)
+    check = status is not None
+    for p, (range_shift, shift) in enumerate(_digits(width)):
+        _cuda.launch(sel.cuda_radix_pass, d, stream, max_blocks=_HISTOGRAM_BLOCKS)(
+            bits, mask, inf_key, k, range_shift, shift, p == 0, p == 1, check and p == 0,
+            ws.state, ws.histogram, ws.candidates, ws.status if status is None else status,
+        )  # fmt: skip
+    tile_threads = _tiles(d) * _cuda.THREADS_PER_BLOCK
+    _cuda.launch(sel.cuda_select_count, tile_threads, stream)(
+        bits, mask, _U0, mask, True, False, inf_key, ws.state, ws.tiles, ws.status
     )
-    if not ordered:  # one key for all: the sort orders by index alone, as on the CPU
-        _cuda.launch(elementwise.cuda_fill, k, stream)(keys, 0)
-    _cuda.launch(sel.cuda_pad, m - k, stream)(keys, idx, k)
-    _bitonic_sort(keys, idx, stream)
-    return idx[:k]
+    keys, indices = ws.sort_keys, (ws.indices, ws.sort_indices)
+    _cuda.launch(sel.cuda_select_write, tile_threads, stream)(
+        bits, mask, _U0, mask, True, ws.state, ws.tiles, values, ws.indices, ws.values,
+        keys[0], ws.sort_counts[0], ordered,
+    )  # fmt: skip
+    if ordered:
+        passes = -(-(width + 1) // sel.SORT_BITS)  # even: the result ends in ws.indices
+        for p in range(passes):
+            src, dst = p % 2, 1 - p % 2
+            _cuda.launch(sel.cuda_sort_pass, _tiles(k) * _cuda.THREADS_PER_BLOCK, stream)(
+                keys[src], indices[src], keys[dst], indices[dst], ws.sort_counts[src],
+                ws.sort_counts[dst], p * sel.SORT_BITS, p == passes - 1, values, ws.values,
+                ws.state,
+            )  # fmt: skip
+    return ws.indices, ws.values
+
+
+def _inf_key(mask):
+    """The key of infinity: every key at or above it is Inf or NaN."""
+    return np.uint64(0x7F800000 if mask == _MASK32 else 0x7FF0000000000000)
 
 
 @follows("x")
@@ -459,9 +529,9 @@ def topk(x: Any, k: int, *, sorted: bool = True, check_finite: bool = True) -> t
     inp = _vector(x, "x")
     k = _check_k(k, inp.size)
     ordered = _arrays.check_bool("sorted", sorted)
-    if check_finite:
-        _arrays.check_finite(inp, "x")
     if inp.device == CPU:
+        if check_finite:
+            _arrays.check_finite(inp, "x")
         original = np.asarray(inp.array)
         if k == 0:
             return np.empty(0, dtype=np.int64), original[:0].copy()
@@ -471,9 +541,28 @@ def topk(x: Any, k: int, *, sorted: bool = True, check_finite: bool = True) -> t
         idx = _topk_cpu(arr, k) if ordered else _topk_cpu_unsorted(arr, k)
         return idx, original[idx]
     if k == 0:
+        if check_finite:
+            _arrays.check_finite(inp, "x")
         return _empty(0, np.int64, CUDA, inp.stream), _empty(0, inp.array.dtype, CUDA, inp.stream)
-    idx = _topk_cuda(_contiguous_float(inp), k, inp.stream, ordered)
-    return idx, _gather_device(inp.array, idx, inp.stream)
+    # The first digit pass counts NaN and Inf as it goes: one read of the count, no extra pass.
+    ws = TopkWorkspace(inp.size, k, inp.array.dtype, sorted=ordered, stream=inp.stream)
+    result = _topk_device(
+        _contiguous_float(inp),
+        inp.array,
+        k,
+        ordered=ordered,
+        stream=inp.stream,
+        workspace=ws,
+        status=ws.status if check_finite else None,
+    )
+    if check_finite:
+        _raise_nonfinite(_cuda.to_host(ws.status), "x")
+    return result
+
+
+def _raise_nonfinite(status: np.ndarray, name: str) -> None:
+    """The check's error, from a status array read back from the device."""
+    _arrays.raise_unfit(name, int(status[reductions.STATUS_NONFINITE]), 0, np.float64)
 
 
 # ----------------------------------------------------------------- random-k
@@ -560,29 +649,51 @@ def threshold(x: Any, tau: float, *, check_finite: bool = True) -> tuple[Any, An
     tau = _arrays.check_real("tau", tau, finite=False)
     if not np.isfinite(tau) or tau < 0:
         raise ValueError(f"tau must be finite and >= 0, got {tau}")
-    if check_finite:
-        _arrays.check_finite(inp, "x")
-    n_in = inp.size
     if inp.device == CPU:
+        if check_finite:
+            _arrays.check_finite(inp, "x")
         arr = np.asarray(inp.array)
         idx = sel.cpu_threshold(_arrays.kernel_values(inp).array, tau, numba.get_num_threads())
         return idx, arr[idx]
+    # One stable compaction, its count read back once (with the non-finite count: the
+    # status and the selection state share one array) to size the result.
     stream = inp.stream
-    counter = _cuda.zeros(1, np.int64, stream=stream)
-    if n_in:
-        _cuda.launch(sel.cuda_count_threshold, n_in, stream)(inp.array, tau, counter)
-    n = int(_cuda.to_host(counter)[0])
-    if n == 0:
-        return _empty(0, np.int64, CUDA, stream), _empty(0, inp.array.dtype, CUDA, stream)
-    m = _pow2_at_least(n)
-    idx = _cuda.empty(m, np.int64, stream=stream)
-    keys = _cuda.zeros(m, np.uint64, stream=stream)
-    _cuda.launch(elementwise.cuda_fill, 1, stream)(counter, 0)
-    _cuda.launch(sel.cuda_compact_threshold, n_in, stream)(inp.array, tau, counter, idx)
-    _cuda.launch(sel.cuda_pad, m - n, stream)(keys, idx, n)
-    _bitonic_sort(keys, idx, stream)  # equal keys: ascending index
-    idx = idx[:n]
-    return idx, _gather_device(inp.array, idx, stream)
+    arr = _contiguous_float(inp)
+    bits, mask, _ = _key_bits(arr)
+    inf_key, above = _inf_key(mask), _threshold_key(tau, arr.dtype)
+    control = _cuda.zeros(reductions.STATUS_SLOTS + sel.STATE_SLOTS, np.int64, stream=stream)
+    status, state = control[: reductions.STATUS_SLOTS], control[reductions.STATUS_SLOTS :]
+    tiles = _cuda.empty((_tiles(inp.size), 2), np.int64, stream=stream)
+    if inp.size:
+        _cuda.launch(sel.cuda_select_count, tiles.shape[0] * _cuda.THREADS_PER_BLOCK, stream)(
+            bits, mask, above, inf_key, False, check_finite, inf_key, state, tiles, status
+        )
+    counts = _cuda.to_host(control)
+    if check_finite:
+        _raise_nonfinite(counts[: reductions.STATUS_SLOTS], "x")
+    n = int(counts[reductions.STATUS_SLOTS + sel.S_TOTAL])
+    idx = _cuda.empty(n, np.int64, stream=stream)
+    values = _cuda.empty(n, inp.array.dtype, stream=stream)
+    if n:
+        no_keys = _cuda.empty(0, np.uint64, stream=stream)  # no sort: unused
+        no_counts = _cuda.empty((0, sel.SORT_BINS), np.int64, stream=stream)
+        _cuda.launch(sel.cuda_select_write, tiles.shape[0] * _cuda.THREADS_PER_BLOCK, stream)(
+            bits, mask, above, inf_key, False, state, tiles, inp.array, idx, values, no_keys,
+            no_counts, False,
+        )  # fmt: skip
+    return idx, values
+
+
+def _threshold_key(tau: float, dtype) -> np.uint64:
+    """The smallest key of ``dtype`` whose magnitude is ``>= tau`` compared in float64
+    (``tau`` finite, ``>= 0``): a key comparison then decides ``|x| >= tau`` exactly."""
+    if np.dtype(dtype) != np.float32:
+        return np.uint64(np.float64(tau).view(np.uint64))
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, which only inf reaches
+        nearest = np.float32(tau)
+    if float(nearest) < tau:
+        nearest = np.nextafter(nearest, np.float32(np.inf))
+    return np.uint64(nearest.view(np.uint32))
 
 
 # ----------------------------------------------------------------- gather / scatter

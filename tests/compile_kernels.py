@@ -48,8 +48,6 @@ def signatures() -> dict[str, list[tuple]]:
         sigs.setdefault("reductions.cuda_row_sumsq", []).append((tab, A(f64)))
     for dtype in (f32, f64):
         sigs.setdefault("reductions.cuda_max_abs", []).append((A(dtype), A(f64)))
-        sigs.setdefault("select.cuda_count_threshold", []).append((A(dtype), f64, A(i64)))
-        sigs.setdefault("select.cuda_compact_threshold", []).append((A(dtype), f64, A(i64), A(i64)))
         sigs.setdefault("select.cuda_gather", []).append((A(dtype), A(i64), A(dtype)))
         sigs.setdefault("select.cuda_scatter_add", []).append((A(dtype), A(i64), A(dtype), i64))
         sigs.setdefault("select.cuda_set_at", []).append((A(dtype), A(i64), i64))
@@ -66,17 +64,21 @@ def signatures() -> dict[str, list[tuple]]:
     for val in (f32, f64, i64, u64, i32):
         sigs.setdefault("countmin.cuda_weight_stats", []).append((A(val), f64, b1, A(f64)))
         sigs.setdefault("reductions.cuda_count_unfit", []).append((A(val), f64, f64, A(i64)))
-    for bits in (u32, u64):
-        sigs.setdefault("select.cuda_histogram", []).append((A(bits), bits, u64, u64, u64, A(i64)))
-        sigs.setdefault("select.cuda_histogram_ties", []).append(
-            (A(bits), bits, u64, u64, u64, u64, u64, A(i64))
+    state, tiles, counts = A(i64), A(i64, 2), A(i64, 2)
+    for bits, values in ((u32, f32), (u64, f64), (u64, i64)):
+        sigs.setdefault("select.cuda_radix_pass", []).append(
+            (A(bits), bits, u64, i64, i64, i64, b1, b1, b1, state, A(i64), A(u64, 2), A(i64))
         )
-        sigs.setdefault("select.cuda_compact_selected", []).append(
-            (A(bits), bits, u64, u64, i64, A(i64), A(i64), A(u64))
+        sigs.setdefault("select.cuda_select_count", []).append(
+            (A(bits), bits, u64, u64, b1, b1, u64, state, tiles, A(i64))
         )
-    sigs["select.cuda_pad"] = [(A(u64), A(i64), i64)]
-    sigs["select.cuda_bitonic_global"] = [(A(u64), A(i64), i64, i64)]
-    sigs["select.cuda_bitonic_tile"] = [(A(u64), A(i64), i64, i64, i64)]
+        sigs.setdefault("select.cuda_select_write", []).append(
+            (A(bits), bits, u64, u64, b1, state, tiles, A(values), A(i64), A(values), A(u64),
+             counts, b1)
+        )  # fmt: skip
+        sigs.setdefault("select.cuda_sort_pass", []).append(
+            (A(u64), A(i64), A(u64), A(i64), counts, counts, i64, b1, A(values), A(values), state)
+        )
     return sigs
 
 

@@ -24,9 +24,9 @@ def recorded(monkeypatch):
     streams = []
     real_launch = _cuda.launch
 
-    def launch(kernel, n, stream=0):
+    def launch(kernel, n, stream=0, **options):
         streams.append(stream)
-        return real_launch(kernel, n, stream)
+        return real_launch(kernel, n, stream, **options)
 
     monkeypatch.setattr(_cuda, "stream_for", lambda obj: caller)
     monkeypatch.setattr(_cuda, "launch", launch)

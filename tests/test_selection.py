@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pysketch import _cuda, gather, randomk, scatter, selection, threshold, topk
+from pysketch.kernels import reductions
 from tests.conftest import on_device, to_host
 
 DTYPES = [np.float32, np.float64]
@@ -113,6 +114,98 @@ def test_topk_cpu_equals_cuda(dtype, ordered, n, ks, rng):
             np.testing.assert_array_equal(i_cpu, reference_topk_set(x, k))
     idx, val = topk(_cuda.to_device(x), 0, sorted=ordered)
     assert to_host(idx).shape == (0,) and to_host(val).shape == (0,)
+
+
+@pytest.mark.cuda
+@settings(max_examples=10)
+@given(
+    values=st.lists(st.integers(-4, 4), min_size=1, max_size=70),
+    k=st.integers(0, 70),
+    dtype=st.sampled_from(DTYPES),
+    ordered=st.booleans(),
+    scale=st.sampled_from([0.75, 1e-30, 1e30]),
+)
+@example(values=[1, -1, 1, 0, 2], k=0, dtype=np.float32, ordered=True, scale=0.75)
+@example(values=[2, -2, 1, 3, 0, -3], k=6, dtype=np.float64, ordered=False, scale=0.75)
+@example(values=[2, -2, 1, 3, 0, -3], k=6, dtype=np.float32, ordered=True, scale=1e-30)
+def test_topk_property_cpu_equals_cuda(values, k, dtype, ordered, scale):
+    """Many ties (few distinct magnitudes), both orders, k from 0 to d."""
+    if not _cuda.available():
+        pytest.skip("no CUDA device and the simulator is off")
+    x = (np.array(values, dtype=np.float64) * scale).astype(dtype)
+    k = min(k, x.shape[0])
+    i_cpu, v_cpu = topk(x, k, sorted=ordered)
+    i_gpu, v_gpu = topk(_cuda.to_device(x), k, sorted=ordered)
+    np.testing.assert_array_equal(to_host(i_gpu), i_cpu)
+    np.testing.assert_array_equal(to_host(v_gpu), v_cpu)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_topk_cuda_without_candidates(dtype, rng, monkeypatch):
+    """When the top digit's bucket does not fit the candidate buffer, the later digits
+    are counted on the whole input instead: the same indices."""
+    if not _cuda.available():
+        pytest.skip("no CUDA device and the simulator is off")
+    monkeypatch.setattr(selection, "_candidate_capacity", lambda d: 1)
+    x = rng.integers(-40, 41, 300).astype(dtype) / dtype(8)
+    for k, ordered in ((5, True), (150, False), (300, True)):
+        idx, val = topk(_cuda.to_device(x), k, sorted=ordered)
+        np.testing.assert_array_equal(to_host(idx), topk(x, k, sorted=ordered)[0])
+
+
+@pytest.fixture
+def device_calls(monkeypatch):
+    """Counts of the ``_cuda`` helpers that copy to the host, wait or allocate."""
+    counts = dict.fromkeys(("to_host", "synchronize", "empty", "zeros", "to_device"), 0)
+    for name in counts:
+        real = getattr(_cuda, name)
+
+        def counted(*args, _name=name, _real=real, **kwargs):
+            counts[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(_cuda, name, counted)
+    return counts
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("ordered", [True, False])
+def test_topk_cuda_workspace_allocates_and_reads_nothing(ordered, rng, device_calls):
+    """The seam for a compression step: with a workspace, top-k of a CUDA array makes no
+    allocation and no copy to the host; NaN are counted into the caller's status."""
+    if not _cuda.available():
+        pytest.skip("no CUDA device and the simulator is off")
+    d, k = 200, 17
+    ws = selection.TopkWorkspace(d, k, np.float32, sorted=ordered)
+    status = _cuda.zeros(reductions.STATUS_SLOTS, np.int64)
+    for _ in range(2):  # reused: its counters are left zeroed
+        x = rng.integers(-9, 10, d).astype(np.float32)
+        x[[3, 50]] = np.nan
+        device_calls.update(dict.fromkeys(device_calls, 0))
+        arr = _cuda.to_device(x)
+        device_calls["to_device"] = 0
+        idx, val = selection._topk_device(
+            arr, arr, k, ordered=ordered, stream=0, workspace=ws, status=status
+        )
+        assert device_calls == dict.fromkeys(device_calls, 0)
+        assert idx is ws.indices and val is ws.values
+        expected = topk(x, k, sorted=ordered, check_finite=False)[0]
+        np.testing.assert_array_equal(to_host(idx), expected)
+    assert to_host(status)[reductions.STATUS_NONFINITE] == 4
+    with pytest.raises(ValueError, match="workspace serves d=200, k=17"):
+        selection._topk_device(arr, arr, 16, ordered=ordered, stream=0, workspace=ws)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("check", [True, False])
+def test_topk_cuda_reads_back_only_the_check(check, rng, device_calls):
+    """A checked top-k of a CUDA array reads one status array back; unchecked, nothing."""
+    if not _cuda.available():
+        pytest.skip("no CUDA device and the simulator is off")
+    x = _cuda.to_device(rng.standard_normal(100).astype(np.float32))
+    topk(x, 5, check_finite=check)
+    assert device_calls["to_host"] == int(check) and device_calls["synchronize"] == 0
 
 
 def test_topk_k_zero_and_integers(device):
@@ -342,6 +435,31 @@ def test_threshold_matches_numpy(device, dtype, rng):
         np.testing.assert_array_equal(idx, expected)
         np.testing.assert_array_equal(val, x[expected])
         assert idx.dtype == np.int64 and val.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threshold_compares_in_float64(device, dtype):
+    """tau between two values of x's dtype: |x| >= tau decided exactly, as in float64."""
+    one = dtype(1.0)
+    above = np.nextafter(one, dtype(2.0))
+    x = np.array([one, above, -above, np.nextafter(one, dtype(0.0)), 0.0, -0.0], dtype=dtype)
+    for tau in (0.0, 1.0, float(one) + 1e-300, (float(one) + float(above)) / 2, float(above)):
+        idx, val = threshold(on_device(x, device), tau)
+        expected = np.flatnonzero(np.abs(x.astype(np.float64)) >= tau)
+        np.testing.assert_array_equal(to_host(idx), expected)
+        np.testing.assert_array_equal(to_host(val), x[expected])
+
+
+@pytest.mark.cuda
+def test_threshold_cuda_reads_one_count(rng, device_calls):
+    """One read: the selected count and the non-finite count come back together."""
+    if not _cuda.available():
+        pytest.skip("no CUDA device and the simulator is off")
+    x = _cuda.to_device(rng.standard_normal(300).astype(np.float32))
+    idx, _ = threshold(x, 1.0)
+    assert device_calls["to_host"] == 1 and device_calls["synchronize"] == 0
+    expected = np.flatnonzero(np.abs(to_host(x).astype(np.float64)) >= 1.0)
+    np.testing.assert_array_equal(to_host(idx), expected)
 
 
 def test_threshold_cpu_large(rng):

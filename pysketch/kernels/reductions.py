@@ -2,7 +2,9 @@
 
 Scalar logic (the median of a row's estimates, the finiteness test) is
 written once as ``@numba.njit`` functions that both the CPU and the CUDA
-kernels call.
+kernels call. The CUDA side also holds the block-wide building blocks of the
+device kernels (a block's prefix sum, the last block of a grid, the status
+slots that kernels count bad input into).
 """
 
 from __future__ import annotations
@@ -11,13 +13,18 @@ import math
 
 import numpy as np
 
-from pysketch._cuda import cuda, device_function
+from pysketch._cuda import THREADS_PER_BLOCK, cuda, device_function
 from pysketch.kernels.parallel import blocks_of, length_of, task_kernel
 
 # Upper bound on sketch rows: the CUDA kernels keep one estimate per row in a
 # fixed-size per-thread array.
 MAX_ROWS = 64
 MEDIAN, MEAN = 0, 1
+
+# Slots of a device status array (int64[STATUS_SLOTS]) into which kernels count bad
+# input instead of stopping: the host reads it once, when the caller asked for checks.
+STATUS_NONFINITE, STATUS_OVERFLOW, STATUS_OUT_OF_RANGE = 0, 1, 2
+STATUS_SLOTS = 3
 
 
 @device_function
@@ -135,7 +142,78 @@ def cpu_row_sumsq(table, out, first, last):
         out[j] = acc
 
 
-# --------------------------------------------------------------------- CUDA
+# --------------------------------------------------------------------- CUDA: block-wide
+#
+# Every thread of a block must call these (they synchronise the block), and the
+# block must be launched with THREADS_PER_BLOCK threads (a power of two), as
+# pysketch._cuda.launch does. They take their shared memory from the kernel
+# (``scratch = cuda.shared.array(THREADS_PER_BLOCK, np.int64)``): a device function
+# that declares a shared array breaks the link of a kernel that calls it twice
+# (Numba names the array ``_cudapy_smem_N`` with external linkage).
+
+
+@cuda.jit(device=True)
+def block_scan(scratch, value):
+    """``(inclusive prefix sum, block total)`` of the int64 ``value`` over the block's threads.
+
+    Hillis-Steele in the shared ``scratch``: log2(threads) steps.
+    """
+    tid = cuda.threadIdx.x
+    scratch[tid] = value
+    cuda.syncthreads()
+    offset = 1
+    while offset < cuda.blockDim.x:
+        add = scratch[tid - offset] if tid >= offset else 0
+        cuda.syncthreads()
+        scratch[tid] += add
+        cuda.syncthreads()
+        offset *= 2
+    inclusive = scratch[tid]
+    total = scratch[cuda.blockDim.x - 1]
+    cuda.syncthreads()
+    return inclusive, total
+
+
+@cuda.jit(device=True)
+def block_sum_f64(scratch, value):
+    """The block's float64 sum of ``value``, added in a fixed tree order (deterministic);
+    ``scratch``: a shared float64 array of THREADS_PER_BLOCK."""
+    tid = cuda.threadIdx.x
+    scratch[tid] = value
+    cuda.syncthreads()
+    stride = cuda.blockDim.x // 2
+    while stride > 0:
+        if tid < stride:
+            scratch[tid] += scratch[tid + stride]
+        cuda.syncthreads()
+        stride //= 2
+    total = scratch[0]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit(device=True)
+def last_block(scratch, tickets, slot):
+    """Whether this block is the last of its grid to get here; every block's global writes
+    made before the call are visible to that block.
+
+    Each block takes a ticket (one atomic per block) from ``tickets[slot]``, which
+    the last block resets to 0 for the next launch: the classic "last block done"
+    pattern, which lets a kernel finish with a grid-wide step (a scan of per-block
+    counts, a pick) without a second launch or a trip to the host.
+    """
+    cuda.threadfence()
+    cuda.syncthreads()
+    if cuda.threadIdx.x == 0:
+        ticket = cuda.atomic.add(tickets, slot, 1)
+        last = ticket == cuda.gridDim.x - 1
+        if last:
+            tickets[slot] = 0
+        scratch[0] = 1 if last else 0
+    cuda.syncthreads()
+    last = scratch[0] != 0
+    cuda.syncthreads()
+    return last
 
 
 @cuda.jit(device=True)
@@ -145,9 +223,27 @@ def add_if_nonzero(counts, slot, value):
         cuda.atomic.add(counts, slot, value)
 
 
+@cuda.jit(device=True)
+def add_block_count(scratch, counts, slot, value):
+    """``counts[slot] +=`` the block's sum of the int64 ``value``: one atomic per block."""
+    _, total = block_scan(scratch, value)
+    if cuda.threadIdx.x == 0 and total != 0:
+        cuda.atomic.add(counts, slot, total)
+
+
+# --------------------------------------------------------------------- CUDA
+
+
+@device_function
+def out_of_range(index, upper):
+    """1 when ``index`` lies outside ``[0, upper)``, else 0 (``upper`` typed like the index)."""
+    return 0 if 0 <= index < upper else 1
+
+
 @cuda.jit
-def cuda_count_unfit(x, scale, limit, counts):
-    """``counts`` (int64[2], zeroed) += (NaN/Inf count, overflow count) by :func:`unfit`."""
+def cuda_count_unfit(x, scale, limit, status):
+    """``status[STATUS_NONFINITE]``, ``status[STATUS_OVERFLOW]`` += the counts of
+    :func:`unfit` over ``x``: one atomic per block and slot."""
     start, step = cuda.grid(1), cuda.gridsize(1)
     nonfinite = 0
     overflow = 0
@@ -155,19 +251,20 @@ def cuda_count_unfit(x, scale, limit, counts):
         bad, over = unfit(x[i], scale, limit)
         nonfinite += bad
         overflow += over
-    add_if_nonzero(counts, 0, nonfinite)
-    add_if_nonzero(counts, 1, overflow)
+    scratch = cuda.shared.array(THREADS_PER_BLOCK, np.int64)
+    add_block_count(scratch, status, STATUS_NONFINITE, nonfinite)
+    add_block_count(scratch, status, STATUS_OVERFLOW, overflow)
 
 
 @cuda.jit
-def cuda_count_out_of_range(idx, upper, count):
+def cuda_count_out_of_range(idx, upper, status):
+    """``status[STATUS_OUT_OF_RANGE]`` += how many of ``idx`` lie outside ``[0, upper)``."""
     start, step = cuda.grid(1), cuda.gridsize(1)
-    local = 0
+    bad = 0
     for i in range(start, idx.shape[0], step):
-        if not 0 <= idx[i] < upper:
-            local += 1
-    if local:
-        cuda.atomic.add(count, 0, local)
+        bad += out_of_range(idx[i], upper)
+    scratch = cuda.shared.array(THREADS_PER_BLOCK, np.int64)
+    add_block_count(scratch, status, STATUS_OUT_OF_RANGE, bad)
 
 
 @cuda.jit

@@ -23,13 +23,13 @@ return it bit for bit.
   :func:`cpu_compact_selected` writes exactly the ``k`` winners in one
   parallel pass, with no candidate keys stored (unless the top digit leaves
   few candidates: then those are gathered by :func:`cpu_compact_ge`).
-* CUDA: per-block shared-memory histograms merged with global atomics; digits
-  are resolved on the whole array until the k-th key ``T`` is exact, then, if
-  more elements equal ``T`` than are needed, on the (inverted) index bits of
-  the ties, so the selected set is exactly ``k`` elements. Those are compacted
-  with an atomic counter and put in order by a bitonic sort (shared-memory
-  tiles for the short strides), never a sort of all ``d`` entries; unsorted
-  top-k sorts them with one key for all, i.e. by index, as the CPU returns them.
+* CUDA: the same digits, resolved on the device without a trip to the host
+  (see the notes above :func:`cuda_radix_pass`): per-block shared-memory
+  histograms merged with global atomics, the bucket picked by the grid's last
+  block, the later digits counted on a candidate buffer; then one stable
+  compaction (per-tile counts, offsets by a scan) writes the ``k`` winners in
+  index order, the ties at the k-th key taken by index exactly as on the CPU;
+  sorted top-k orders only those by a stable radix sort of their keys.
 
 All keys are handled as ``uint64`` (numba keeps unsigned arithmetic exact only
 when both operands are unsigned).
@@ -40,24 +40,21 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from pysketch._cuda import THREADS_PER_BLOCK, cuda
+from pysketch._cuda import SIMULATOR, THREADS_PER_BLOCK, cuda
 from pysketch.hashing import fmix64, splitmix64
 from pysketch.kernels.parallel import intervals_of, length_of, task_kernel
+from pysketch.kernels.reductions import (
+    STATUS_NONFINITE,
+    add_block_count,
+    block_scan,
+    last_block,
+)
 
 DIGIT_BITS = 11
 BINS = 1 << DIGIT_BITS
-# Bitonic tiles: two elements per thread of a block.
-SORT_TILE = 2 * THREADS_PER_BLOCK
 
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
-_IDX_PAD = np.iinfo(np.int64).max
-
-
-@njit(inline="always")
-def before(key_a, idx_a, key_b, idx_b):
-    """Whether entry a precedes entry b: larger key first, then smaller index."""
-    return key_a > key_b or (key_a == key_b and idx_a < idx_b)
 
 
 @njit(inline="always")
@@ -408,151 +405,419 @@ def cpu_set_at(out, indices, value):
 
 
 # --------------------------------------------------------------------- CUDA: top-k
+#
+# A device radix select that never returns to the host. All its state lives in
+# one int64 array (slots S_*) that each kernel reads at entry and the last block
+# of the previous kernel wrote (pysketch.kernels.reductions.last_block), so the
+# host launches a fixed sequence and never waits:
+#
+# 1. cuda_radix_pass, once per 11-bit digit from the top: a histogram of the keys
+#    in the current bucket, then the grid's last block picks the bucket holding
+#    the k-th largest key, records it and how many keys are still needed from it,
+#    and zeroes the histogram. Once the bucket is taken whole (or is one key wide)
+#    the later passes return at once. The second pass also gathers the keys of the
+#    first pass's bucket into a candidate buffer when they fit, and the later
+#    passes read only those.
+# 2. cuda_select_count: per tile of the input, the keys above the final bucket and
+#    the ties at it; the last block turns those counts into each tile's output
+#    offset and its share of the ties (the first ones by index).
+# 3. cuda_select_write: every tile writes its winners at its offset, in index
+#    order (a block scan ranks them), with their values, or with their inverted
+#    keys for the sort.
+# 4. sorted: cuda_sort_pass, a stable least-significant-digit radix sort of the k
+#    winners by key, 8 bits a pass; each pass counts the next pass's digits as it
+#    scatters, and its last block turns them into offsets; the last pass gathers
+#    the values.
+
+# Slots of the selection state (int64[STATE_SLOTS]).
+S_LO = 0  # the current bucket's smallest key
+S_NEED = 1  # how many keys are still to be taken from that bucket
+S_EXACT = 2  # the bucket is taken whole
+S_DONE = 3  # nothing left to resolve: the later digit passes return at once
+S_TICKET = 4  # blocks done so far in the running kernel (reductions.last_block)
+S_NCAND = 5  # candidates gathered by the second pass
+S_CAND_OK = 6  # the first pass's bucket fits the candidate buffer
+S_TOTAL = 7  # how many entries a compaction selects
+STATE_SLOTS = 8
+
+# Tile-based kernels (compaction, sort): a block handles TILE_ITEMS * blockDim
+# consecutive entries at a time.
+TILE_ITEMS = 4 if SIMULATOR else 16
+SORT_BITS = 8
+SORT_BINS = 1 << SORT_BITS
+_SORT_DIGIT = np.uint64(SORT_BINS - 1)
 
 
 @cuda.jit(device=True)
-def _zero_block_histogram(sh):
-    """Zero a block's shared-memory histogram (all threads of the block call it)."""
-    for b in range(cuda.threadIdx.x, BINS, cuda.blockDim.x):
+def _pick_bucket(scratch, hist, nbins, need):
+    """``(b, above)``: the bucket where the count from the top reaches ``need``, and the
+    count above it. All threads of the block call it and get the result."""
+    tid = cuda.threadIdx.x
+    per = (nbins + cuda.blockDim.x - 1) // cuda.blockDim.x
+    top = nbins - tid * per  # this thread's bins: [top - per, top), from the top down
+    bottom = top - per if top > per else 0
+    own = 0
+    for b in range(bottom, top):
+        own += hist[b]
+    inclusive, _ = block_scan(scratch, own)
+    before = inclusive - own
+    if before < need <= inclusive:
+        b = top - 1
+        while before + hist[b] < need:
+            before += hist[b]
+            b -= 1
+        scratch[0] = b
+        scratch[1] = before
+    cuda.syncthreads()
+    b, above = scratch[0], scratch[1]
+    cuda.syncthreads()
+    return b, above
+
+
+@cuda.jit
+def cuda_radix_pass(
+    bits, mask, inf_key, k, range_shift, shift, first, collect, check, state, hist, cand, status
+):
+    """One digit of the select: keys ``bits & mask`` in ``[lo, lo + 2**range_shift)``
+    counted by ``(key - lo) >> shift``.
+
+    ``first``: the top digit (``lo = 0``, ``k`` keys needed, every key in range);
+    with ``check`` it also counts keys ``>= inf_key`` (NaN, Inf) into
+    ``status[STATUS_NONFINITE]``. ``collect``: the second digit, which also
+    gathers the keys of the first digit's bucket into ``cand`` (``(2, cap)``
+    uint64: index, key) when they fit; later digits then read ``cand`` only.
+    """
+    sh = cuda.shared.array(BINS, np.int32)
+    scratch = cuda.shared.array(THREADS_PER_BLOCK, np.int64)
+    if not first and state[S_DONE] != 0:
+        return
+    tid = cuda.threadIdx.x
+    for b in range(tid, BINS, cuda.blockDim.x):
         sh[b] = 0
     cuda.syncthreads()
+    lo = _U0 if first else np.uint64(state[S_LO])
+    span = _U1 << np.uint64(range_shift)
+    ns = np.uint64(shift)
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    nonfinite = 0
+    if collect and state[S_CAND_OK] != 0:
+        _count_and_gather(bits, mask, lo, span, ns, sh, scratch, state, cand)
+    elif not first and state[S_CAND_OK] != 0:
+        for t in range(start, state[S_NCAND], step):
+            key = cand[1, t]
+            if key >= lo and key - lo < span:
+                cuda.atomic.add(sh, np.intp((key - lo) >> ns), 1)
+    else:
+        for i in range(start, bits.shape[0], step):
+            key = np.uint64(bits[i] & mask)
+            nonfinite += 1 if key >= inf_key else 0
+            if key >= lo and key - lo < span:
+                cuda.atomic.add(sh, np.intp((key - lo) >> ns), 1)
+    cuda.syncthreads()
+    for b in range(tid, BINS, cuda.blockDim.x):
+        if sh[b] != 0:
+            cuda.atomic.add(hist, b, np.int64(sh[b]))
+    if check:
+        add_block_count(scratch, status, STATUS_NONFINITE, nonfinite)
+    if not last_block(scratch, state, S_TICKET):
+        return
+    nbins = 1 << (range_shift - shift)
+    need = k if first else state[S_NEED]
+    b, above = _pick_bucket(scratch, hist, nbins, need)
+    if tid == 0:
+        need -= above
+        in_bucket = hist[b]
+        state[S_LO] = np.int64(lo + (np.uint64(b) << ns))
+        state[S_NEED] = need
+        state[S_EXACT] = in_bucket == need
+        state[S_DONE] = in_bucket == need or shift == 0
+        if first:
+            state[S_CAND_OK] = in_bucket <= cand.shape[1]
+            state[S_NCAND] = 0
+    cuda.syncthreads()
+    for b in range(tid, nbins, cuda.blockDim.x):
+        hist[b] = 0
 
 
 @cuda.jit(device=True)
-def _flush_block_histogram(sh, hist):
-    """Add a block's shared-memory histogram into the global one."""
-    cuda.syncthreads()
-    for b in range(cuda.threadIdx.x, BINS, cuda.blockDim.x):
-        c = sh[b]
-        if c != 0:
-            cuda.atomic.add(hist, b, np.int64(c))
+def _count_and_gather(bits, mask, lo, span, ns, sh, count, state, cand):
+    """The second digit's histogram, gathering every key of ``[lo, lo + span)`` into ``cand``.
 
-
-@cuda.jit
-def cuda_histogram(bits, mask, lo, span, shift, hist):
-    """``hist[(key - lo) >> shift] += 1`` for keys ``bits & mask`` in ``[lo, lo + span)``."""
-    sh = cuda.shared.array(BINS, np.int32)
-    _zero_block_histogram(sh)
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, bits.shape[0], step):
-        key = np.uint64(bits[i] & mask)
-        if key >= lo and key - lo < span:
-            cuda.atomic.add(sh, np.intp((key - lo) >> shift), 1)
-    _flush_block_histogram(sh, hist)
-
-
-@cuda.jit
-def cuda_histogram_ties(bits, mask, key, last, lo, span, shift, hist):
-    """Like :func:`cuda_histogram` over ``r = last - i`` for the ``i`` whose key equals ``key``."""
-    sh = cuda.shared.array(BINS, np.int32)
-    _zero_block_histogram(sh)
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, bits.shape[0], step):
-        if np.uint64(bits[i] & mask) == key:
-            r = last - np.uint64(i)
-            if r >= lo and r - lo < span:
-                cuda.atomic.add(sh, np.intp((r - lo) >> shift), 1)
-    _flush_block_histogram(sh, hist)
-
-
-@cuda.jit
-def cuda_compact_selected(bits, mask, above, key, last_index, counter, out_idx, out_key):
-    """Gather ``i`` with key ``>= above``, or key ``== key`` and ``i <= last_index``."""
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, bits.shape[0], step):
-        k = np.uint64(bits[i] & mask)
-        if k >= above or (k == key and i <= last_index):
-            pos = cuda.atomic.add(counter, 0, 1)
-            out_idx[pos] = i
-            out_key[pos] = k
-
-
-@cuda.jit
-def cuda_pad(keys, idx, start):
-    """Fill ``[start, len)`` with entries that sort after every real one."""
-    first, step = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start + first, keys.shape[0], step):
-        keys[i] = _U0
-        idx[i] = _IDX_PAD
-
-
-@njit(inline="always")
-def out_of_order(key_i, idx_i, key_l, idx_l, up):
-    """Whether a bitonic comparator must swap entries ``i < l`` (``up``: i goes first)."""
-    if up:
-        return before(key_l, idx_l, key_i, idx_i)
-    return before(key_i, idx_i, key_l, idx_l)
-
-
-@cuda.jit
-def cuda_bitonic_global(keys, idx, stage, stride):
-    """One bitonic step with a stride of at least a tile (power-of-two length)."""
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, keys.shape[0], step):
-        partner = i ^ stride
-        if partner > i:
-            ki, kp, ii, ip = keys[i], keys[partner], idx[i], idx[partner]
-            if out_of_order(ki, ii, kp, ip, (i & stage) == 0):
-                keys[i], keys[partner] = kp, ki
-                idx[i], idx[partner] = ip, ii
-
-
-@cuda.jit
-def cuda_bitonic_tile(keys, idx, first_stage, last_stage, first_stride):
-    """Bitonic steps with strides below a tile, in shared memory; blockDim = SORT_TILE // 2."""
-    sk = cuda.shared.array(SORT_TILE, np.uint64)
-    si = cuda.shared.array(SORT_TILE, np.int64)
+    Block-aggregated: a block reserves room for its round's keys with one global
+    atomic; the candidates' order does not matter (only counts are taken from them).
+    ``count``: two slots of shared scratch.
+    """
     tid = cuda.threadIdx.x
-    half = SORT_TILE // 2
-    n_tiles = keys.shape[0] // SORT_TILE
-    for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
-        base = tile * SORT_TILE
-        sk[tid] = keys[base + tid]
-        si[tid] = idx[base + tid]
-        sk[tid + half] = keys[base + tid + half]
-        si[tid + half] = idx[base + tid + half]
+    n = bits.shape[0]
+    for base in range(cuda.blockIdx.x * cuda.blockDim.x, n, cuda.gridsize(1)):
+        i = base + tid
+        key = _U0
+        hit = False
+        if i < n:
+            key = np.uint64(bits[i] & mask)
+            hit = key >= lo and key - lo < span
+            if hit:
+                cuda.atomic.add(sh, np.intp((key - lo) >> ns), 1)
+        if tid == 0:
+            count[0] = 0
         cuda.syncthreads()
-        stage = first_stage
-        stride = first_stride
-        while stage <= last_stage:
-            while stride > 0:
-                i = 2 * stride * (tid // stride) + tid % stride
-                p = i + stride
-                ki, kp, ii, ip = sk[i], sk[p], si[i], si[p]
-                if out_of_order(ki, ii, kp, ip, ((base + i) & stage) == 0):
-                    sk[i], sk[p] = kp, ki
-                    si[i], si[p] = ip, ii
-                cuda.syncthreads()
-                stride //= 2
-            stage *= 2
-            stride = stage // 2
-        keys[base + tid] = sk[tid]
-        idx[base + tid] = si[tid]
-        keys[base + tid + half] = sk[tid + half]
-        idx[base + tid + half] = si[tid + half]
+        slot = cuda.atomic.add(count, 0, 1) if hit else 0
         cuda.syncthreads()
+        if tid == 0 and count[0] != 0:
+            count[1] = cuda.atomic.add(state, S_NCAND, count[0])
+        cuda.syncthreads()
+        if hit:
+            cand[0, count[1] + slot] = np.uint64(i)
+            cand[1, count[1] + slot] = key
+        cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def _selection(state, from_state, above_arg):
+    """``(above, tie, need)``: keys ``>= above`` are selected, and the first ``need`` keys
+    equal to ``tie`` (by index) when ``tie < above``: from the select's state, or every
+    key ``>= above_arg`` (a threshold)."""
+    if from_state:
+        lo = np.uint64(state[S_LO])
+        if state[S_EXACT] != 0:
+            return lo, lo, np.int64(0)
+        return lo + _U1, lo, state[S_NEED]
+    return above_arg, above_arg, np.int64(0)
+
+
+@cuda.jit(device=True)
+def _tiling(n):
+    """``(tile, tiles)``: the entries a block handles at a time, and the tiles over ``n``."""
+    tile = TILE_ITEMS * cuda.blockDim.x
+    return tile, (n + tile - 1) // tile
+
+
+@cuda.jit(device=True)
+def _is_tie(key, above, tie):
+    return key == tie and key < above
+
+
+@cuda.jit
+def cuda_select_count(
+    bits, mask, above_arg, key_max, from_state, check, inf_key, state, tiles, status
+):
+    """Per tile: ``tiles[t] = (selected above, ties)``; then the last block makes them
+    ``(output offset, ties to take)`` and writes the total to ``state[S_TOTAL]``.
+
+    Selected: keys in ``[above, key_max]`` (see :func:`_selection`). With ``check``,
+    keys ``>= inf_key`` are counted into ``status[STATUS_NONFINITE]``.
+    """
+    scratch = cuda.shared.array(THREADS_PER_BLOCK, np.int64)
+    tid, threads = cuda.threadIdx.x, cuda.blockDim.x
+    n = bits.shape[0]
+    tile, n_tiles = _tiling(n)
+    above, tie, need = _selection(state, from_state, above_arg)
+    nonfinite = 0
+    for t in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
+        selected = 0
+        ties = 0
+        for j in range(TILE_ITEMS):
+            i = t * tile + j * threads + tid
+            if i < n:
+                key = np.uint64(bits[i] & mask)
+                selected += 1 if above <= key <= key_max else 0
+                ties += 1 if _is_tie(key, above, tie) else 0
+                nonfinite += 1 if key >= inf_key else 0
+        _, selected = block_scan(scratch, selected)
+        _, ties = block_scan(scratch, ties)
+        if tid == 0:
+            tiles[t, 0] = selected
+            tiles[t, 1] = ties
+    if check:
+        add_block_count(scratch, status, STATUS_NONFINITE, nonfinite)
+    if last_block(scratch, state, S_TICKET):
+        _tile_offsets(scratch, tiles, n_tiles, need, state)
+
+
+@cuda.jit(device=True)
+def _tile_offsets(scratch, tiles, n_tiles, need, state):
+    """``tiles[t] = (selected, ties)`` -> ``(offset, ties taken)``, in tile order: the
+    first ``need`` ties overall are taken. One block; each thread walks a run of tiles."""
+    tid = cuda.threadIdx.x
+    per = (n_tiles + cuda.blockDim.x - 1) // cuda.blockDim.x
+    first = tid * per
+    last = first + per if first + per < n_tiles else n_tiles
+    own_ties = 0
+    for t in range(first, last):
+        own_ties += tiles[t, 1]
+    inclusive, _ = block_scan(scratch, own_ties)
+    ties_before = inclusive - own_ties
+    own = 0
+    for t in range(first, last):
+        ties = tiles[t, 1]
+        take = need - ties_before
+        take = 0 if take < 0 else (ties if take > ties else take)
+        ties_before += ties
+        tiles[t, 1] = take
+        own += tiles[t, 0] + take
+    inclusive, total = block_scan(scratch, own)
+    offset = inclusive - own
+    for t in range(first, last):
+        count = tiles[t, 0] + tiles[t, 1]
+        tiles[t, 0] = offset
+        offset += count
+    if tid == 0:
+        state[S_TOTAL] = total
+
+
+@cuda.jit
+def cuda_select_write(
+    bits, mask, above_arg, key_max, from_state, state, tiles, values, out_idx, out_val,
+    sort_keys, sort_counts, sort,
+):  # fmt: skip
+    """Write the selected indices (and ``values`` at them) at the offsets of
+    :func:`cuda_select_count`, in index order.
+
+    Thread ``t`` of a block owns ``TILE_ITEMS`` consecutive entries of the tile;
+    two block scans give each thread its ties' rank and its output position. With
+    ``sort``, the inverted keys go to ``sort_keys`` instead of the values, and the
+    first sort pass's digits are counted per tile of the output into
+    ``sort_counts``, which the last block turns into that pass's offsets.
+    """
+    scratch = cuda.shared.array(THREADS_PER_BLOCK, np.int64)
+    totals = cuda.shared.array(SORT_BINS, np.int64)
+    tid = cuda.threadIdx.x
+    n = bits.shape[0]
+    tile, n_tiles = _tiling(n)
+    above, tie, _ = _selection(state, from_state, above_arg)
+    for t in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
+        base = t * tile + tid * TILE_ITEMS
+        ties = 0
+        for i in range(base, base + TILE_ITEMS):
+            if i < n:
+                ties += 1 if _is_tie(np.uint64(bits[i] & mask), above, tie) else 0
+        inclusive, _ = block_scan(scratch, ties)
+        tie_rank = inclusive - ties
+        takes = tiles[t, 1]
+        own = 0
+        rank = tie_rank
+        for i in range(base, base + TILE_ITEMS):
+            if i < n:
+                key = np.uint64(bits[i] & mask)
+                if _is_tie(key, above, tie):
+                    own += 1 if rank < takes else 0
+                    rank += 1
+                else:
+                    own += 1 if above <= key <= key_max else 0
+        inclusive, _ = block_scan(scratch, own)
+        pos = tiles[t, 0] + inclusive - own
+        rank = tie_rank
+        for i in range(base, base + TILE_ITEMS):
+            if i < n:
+                key = np.uint64(bits[i] & mask)
+                if _is_tie(key, above, tie):
+                    win = rank < takes
+                    rank += 1
+                else:
+                    win = above <= key <= key_max
+                if win:
+                    out_idx[pos] = i
+                    if sort:
+                        inverted = mask - key
+                        sort_keys[pos] = inverted
+                        cuda.atomic.add(
+                            sort_counts, (pos // tile, np.intp(inverted & _SORT_DIGIT)), 1
+                        )
+                    else:
+                        out_val[pos] = values[i]
+                    pos += 1
+    if sort and last_block(scratch, state, S_TICKET):
+        _digit_offsets(scratch, totals, sort_counts)
+
+
+@cuda.jit(device=True)
+def _digit_offsets(scratch, totals, counts):
+    """``counts[t, g]`` (tile ``t``, digit ``g``) -> where tile ``t``'s first entry of digit
+    ``g`` goes: the digits in order, each digit's tiles in order. One block; ``totals``:
+    SORT_BINS of shared scratch."""
+    tid = cuda.threadIdx.x
+    n_tiles = counts.shape[0]
+    for g in range(tid, SORT_BINS, cuda.blockDim.x):
+        running = np.int64(0)
+        for t in range(n_tiles):
+            c = counts[t, g]
+            counts[t, g] = running
+            running += c
+        totals[g] = running
+    cuda.syncthreads()
+    per = SORT_BINS // cuda.blockDim.x
+    own = 0
+    for g in range(tid * per, (tid + 1) * per):
+        own += totals[g]
+    inclusive, _ = block_scan(scratch, own)
+    start = inclusive - own
+    for g in range(tid * per, (tid + 1) * per):
+        c = totals[g]
+        totals[g] = start
+        start += c
+    cuda.syncthreads()
+    for g in range(tid, SORT_BINS, cuda.blockDim.x):
+        for t in range(n_tiles):
+            counts[t, g] += totals[g]
+
+
+@cuda.jit
+def cuda_sort_pass(
+    src_keys, src_idx, dst_keys, dst_idx, counts, next_counts, shift, last, values, out_val, state
+):
+    """One stable pass of the winners' radix sort on the digit ``(key >> shift) & 255``.
+
+    ``counts[t, g]`` holds where tile ``t``'s entries of digit ``g`` go (it is zeroed
+    once read, for the pass after next). The tile's entries are taken in index
+    order, a block's round at a time, each ranked among the round's entries of the
+    same digit. The next pass's digits are counted into ``next_counts``, which the
+    last block turns into offsets; the ``last`` pass gathers ``values`` instead.
+    """
+    digits = cuda.shared.array(THREADS_PER_BLOCK, np.int32)
+    offsets = cuda.shared.array(SORT_BINS, np.int64)
+    scratch = cuda.shared.array(THREADS_PER_BLOCK, np.int64)
+    tid, threads = cuda.threadIdx.x, cuda.blockDim.x
+    n = src_keys.shape[0]
+    tile, n_tiles = _tiling(n)
+    ns = np.uint64(shift)
+    nn = np.uint64(shift + SORT_BITS)
+    for t in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
+        for g in range(tid, SORT_BINS, threads):
+            offsets[g] = counts[t, g]
+            counts[t, g] = 0
+        cuda.syncthreads()
+        for r in range(TILE_ITEMS):
+            e = t * tile + r * threads + tid
+            key = _U0
+            digit = np.int32(SORT_BINS)  # past the end: matches no digit
+            if e < n:
+                key = src_keys[e]
+                digit = np.int32((key >> ns) & _SORT_DIGIT)
+            digits[tid] = digit
+            cuda.syncthreads()
+            if e < n:
+                rank = 0
+                for u in range(tid):
+                    rank += 1 if digits[u] == digit else 0
+                pos = offsets[digit] + rank
+                dst_keys[pos] = key
+                index = src_idx[e]
+                dst_idx[pos] = index
+                if last:
+                    out_val[pos] = values[index]
+                else:
+                    cuda.atomic.add(
+                        next_counts, (pos // tile, np.intp((key >> nn) & _SORT_DIGIT)), 1
+                    )
+            cuda.syncthreads()
+            if e < n:
+                cuda.atomic.add(offsets, digit, 1)
+            cuda.syncthreads()
+    if not last and last_block(scratch, state, S_TICKET):
+        _digit_offsets(scratch, offsets, next_counts)
 
 
 # --------------------------------------------------------------------- CUDA: others
-
-
-@cuda.jit
-def cuda_count_threshold(x, tau, counter):
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    local = 0
-    for i in range(start, x.shape[0], step):
-        if abs(np.float64(x[i])) >= tau:
-            local += 1
-    if local:
-        cuda.atomic.add(counter, 0, local)
-
-
-@cuda.jit
-def cuda_compact_threshold(x, tau, counter, out_idx):
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, x.shape[0], step):
-        if abs(np.float64(x[i])) >= tau:
-            out_idx[cuda.atomic.add(counter, 0, 1)] = i
 
 
 @cuda.jit
