@@ -332,7 +332,11 @@ class CountSketch(TableSketch):
         """
         return self._unsketch(indices, reductions.MEAN)
 
-    def _unsketch(self, indices: Any, mode: int) -> Any:
+    def _unsketch(self, indices: Any, mode: int, *, out: Any = None) -> Any:
+        """Estimates (``MEDIAN``) or the mean desketch (``MEAN``) at ``indices`` (all ``d``
+        when ``None``), into ``out`` when given: a buffer of the sketch's dtype on its
+        device, of the right length, which is then all this allocates (one launch on
+        CUDA, nothing read back)."""
         if indices is not None and not _cuda.is_cuda_array(indices) and np.ndim(indices) == 0:
             one = np.asarray(indices).reshape(1)  # a single index gives a number
             out = self._unsketch(one if self._device == CPU else _cuda.to_device(one), mode)
@@ -344,12 +348,12 @@ class CountSketch(TableSketch):
             _arrays.check_index_range(inp, "indices", self.d)
             idx, n, dense, stream = inp.array, inp.size, False, inp.stream
         if self._device == CPU:
-            out = np.empty(n, dtype=self.dtype)
+            out = np.empty(n, dtype=self.dtype) if out is None else out
             kernels.cpu_estimate(self._table, self._family, self._keys, idx, dense, mode, out)
         else:
-            out = _cuda.empty(n, self.dtype, stream=stream)
+            out = _cuda.empty(n, self.dtype, stream=stream) if out is None else out
             if n:
-                _cuda.launch(kernels.cuda_estimate, n, stream)(
+                _cuda.launch(kernels.estimate_kernel(self.rows), n, stream)(
                     self._table, self._family, self._keys, idx, dense, mode, out
                 )
         return out
@@ -370,20 +374,28 @@ class CountSketch(TableSketch):
         >>> s.l2_estimate()
         5.0
         """
-        if self._device == CPU:
-            sumsq = np.empty(self.rows)
-            reductions.cpu_row_sumsq(self._table, sumsq)
-        else:
-            stream = self._stream()
-            out = _cuda.zeros(self.rows, np.float64, stream=stream)
-            _cuda.launch(reductions.cuda_row_sumsq, self._table.size, stream)(self._table, out)
-            sumsq = _cuda.to_host(out)
+        if self._device != CPU:
+            return math.sqrt(float(_cuda.to_host(self._l2_device())[0]))
+        sumsq = np.empty(self.rows)
+        reductions.cpu_row_sumsq(self._table, sumsq)
         median = np.empty(1)
         # The kernels' median, run as Python: ``rows`` values need no compilation.
         reductions.combine_columns.py_func(
             sumsq.reshape(self.rows, 1), self.rows, reductions.MEDIAN, median
         )
         return math.sqrt(median[0])
+
+    def _l2_device(self) -> Any:
+        """The median over rows of the sums of squares, in ``out[0]`` of the float64 device
+        array returned (one launch; nothing read back)."""
+        stream = self._stream()
+        blocks = min(kernels.L2_BLOCKS, -(-self.cols // _cuda.THREADS_PER_BLOCK))
+        out = _cuda.empty(kernels.L2_SUMS + self.rows * blocks, np.float64, stream=stream)
+        tickets = _cuda.zeros(1, np.int64, stream=stream)
+        _cuda.launch(kernels.l2_kernel(self.rows), self.cols, stream, max_blocks=blocks)(
+            self._table, tickets, out
+        )
+        return out
 
     @follows()
     def heavy_hitters(
@@ -414,13 +426,31 @@ class CountSketch(TableSketch):
         if (k is None) == (threshold is None):
             raise ValueError("give exactly one of k and threshold")
         if k is not None:
-            _arrays.check_positive_int("k", k, maximum=self.d)
-            return selection.topk(self.estimate(), k, check_finite=False)
+            return self._top_estimates(_arrays.check_positive_int("k", k, maximum=self.d))
         threshold = _arrays.check_real("threshold", threshold, finite=False)
         if not 0 <= threshold < math.inf:
             raise ValueError(f"threshold must be finite and non-negative, got {threshold}")
         tau = threshold * self.l2_estimate()
         return selection.threshold(self.estimate(), tau, check_finite=False)
+
+    def _top_estimates(
+        self, k: int, *, workspace: Any = None, estimates: Any = None
+    ) -> tuple[Any, Any]:
+        """``heavy_hitters(k)`` without validating ``k``: the estimates of all ``d``
+        coordinates (into ``estimates`` when given), then their top ``k``.
+
+        On CUDA it runs on the table's stream and never reads back; given a
+        :class:`~pysketch.selection.TopkWorkspace` of ``(d, k, dtype, sorted=True)``
+        and a length-``d`` buffer of the sketch's dtype for the estimates (what a
+        compression step keeps), it allocates nothing: 1 + 5 + 4 launches (float32)
+        and the result in the workspace's buffers.
+        """
+        est = self._unsketch(None, reductions.MEDIAN, out=estimates)
+        if self._device == CPU:
+            return selection.topk(est, k, check_finite=False)
+        return selection._topk_device(
+            est, est, k, ordered=True, stream=self._stream(), workspace=workspace
+        )
 
     def zero_buckets(self, indices: Any) -> CountSketch:
         """Set to zero every cell ``S[j, h_j(i)]`` that the coordinates ``i`` hash to.

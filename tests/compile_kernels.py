@@ -24,6 +24,20 @@ f32, f64, i32, i64, u32, u64, b1 = (
     t.boolean,
 )
 KEYS = A(u64, 2)
+# Kernels generated per number of sketch rows are compiled for these (1 to MAX_ROWS).
+GENERATED_ROWS = (1, 2, 5, 16, 64)
+
+
+def resolve_kernel(name: str):
+    """The kernel called ``name``: ``module.attribute``, or ``module.factory(rows)``."""
+    import importlib
+
+    module_name, attr = name.split(".", 1)
+    module = importlib.import_module(f"pysketch.kernels.{module_name}")
+    if "(" not in attr:
+        return getattr(module, attr)
+    factory, rows = attr.rstrip(")").split("(")
+    return getattr(module, factory)(int(rows))
 
 
 def signatures() -> dict[str, list[tuple]]:
@@ -38,14 +52,16 @@ def signatures() -> dict[str, list[tuple]]:
                 cm_args = (tab, i64, KEYS, A(idx), b1, A(val), i64, i64)
                 sigs.setdefault("countmin.cuda_update", []).append(cm_args)
                 sigs.setdefault("countmin.cuda_update_conservative", []).append(cm_args)
-            sigs.setdefault("countsketch.cuda_estimate", []).append(
-                (tab, i64, KEYS, A(idx), b1, i64, A(tab_dtype))
-            )
+            for rows in GENERATED_ROWS:
+                sigs.setdefault(f"countsketch.estimate_kernel({rows})", []).append(
+                    (tab, i64, KEYS, A(idx), b1, i64, A(tab_dtype))
+                )
             sigs.setdefault("countsketch.cuda_zero_buckets", []).append((tab, i64, KEYS, A(idx)))
             sigs.setdefault("countmin.cuda_query", []).append(
                 (tab, i64, KEYS, A(idx), f64, b1, A(tab_dtype))
             )
-        sigs.setdefault("reductions.cuda_row_sumsq", []).append((tab, A(f64)))
+        for rows in GENERATED_ROWS:
+            sigs.setdefault(f"countsketch.l2_kernel({rows})", []).append((tab, A(i64), A(f64)))
     for dtype in (f32, f64):
         sigs.setdefault("reductions.cuda_max_abs", []).append((A(dtype), A(f64)))
         sigs.setdefault("select.cuda_gather", []).append((A(dtype), A(i64), A(dtype)))
@@ -109,12 +125,12 @@ def main() -> int:
 
     sigs = signatures()
     modules = ("countsketch", "countmin", "reductions", "select", "elementwise")
-    kernels = {}
+    kernels = {name: resolve_kernel(name) for name in sigs}
     for name in modules:
         module = importlib.import_module(f"pysketch.kernels.{name}")
         for attr in dir(module):
             if attr.startswith("cuda_"):
-                kernels[f"{name}.{attr}"] = getattr(module, attr)
+                kernels.setdefault(f"{name}.{attr}", getattr(module, attr))
     missing = sorted(set(kernels) - set(sigs))
     if missing:
         print(f"kernels with no signature to compile: {missing}", file=sys.stderr)

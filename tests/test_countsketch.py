@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pysketch import CountSketch, _arrays, hashing
+from pysketch import CountSketch, _arrays, _cuda, hashing
+from pysketch.kernels import reductions
 from tests.conftest import on_device, to_host
 
 SMALL = {"d": 300, "rows": 5, "cols": 32}
@@ -157,6 +158,36 @@ def test_estimate_matches_reference_median(device, family, rows, rng):
     np.testing.assert_array_equal(to_host(sketch.estimate()), expected)
     idx = np.array([5, 0, 199, 5])
     np.testing.assert_array_equal(to_host(sketch.estimate(on_device(idx, device))), expected[idx])
+
+
+@pytest.mark.cuda
+@settings(max_examples=8)
+@given(
+    rows=st.integers(1, reductions.MAX_ROWS),
+    d=st.integers(1, 40),
+    cols=st.integers(1, 9),
+    seed=st.integers(0, 2**64 - 1),
+    family=st.sampled_from(hashing.FAMILIES),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+@example(rows=reductions.MAX_ROWS, d=33, cols=5, seed=1, family="mix", dtype=np.float32)
+@example(rows=reductions.MAX_ROWS - 1, d=20, cols=4, seed=2, family="polynomial", dtype=np.float64)
+@example(rows=2, d=25, cols=3, seed=3, family="mix", dtype=np.float64)
+def test_estimates_cpu_equal_cuda_for_every_rows(rows, d, cols, seed, family, dtype):
+    """Estimate (median, odd and even rows), desketch and l2: the kernel generated for the
+    number of rows gives the CPU's values bit for bit (integer inputs: exact sums)."""
+    if not _cuda.available():
+        pytest.skip("no CUDA device and the simulator is off")
+    x = np.random.default_rng(seed % 2**32).integers(-9, 10, d).astype(dtype)
+    params = {"d": d, "rows": rows, "cols": cols, "seed": seed, "hash": family, "dtype": dtype}
+    cpu = CountSketch(**params).accumulate(x)
+    gpu = CountSketch(**params, device="cuda").accumulate(on_device(x, "cuda"))
+    np.testing.assert_array_equal(to_host(gpu.table), cpu.table)
+    np.testing.assert_array_equal(to_host(gpu.estimate()), cpu.estimate())
+    np.testing.assert_array_equal(to_host(gpu.desketch()), cpu.desketch())
+    idx = np.array([d - 1, 0, d // 2], dtype=np.uint64)
+    np.testing.assert_array_equal(to_host(gpu.estimate(on_device(idx, "cuda"))), cpu.estimate(idx))
+    assert gpu.l2_estimate() == cpu.l2_estimate()
 
 
 def test_desketch_is_the_mean_transpose(device, family, rng):

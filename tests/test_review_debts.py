@@ -73,17 +73,32 @@ def test_the_empty_index_array_is_copied_once(monkeypatch):
 
 
 def test_one_median_network_for_both_backends():
-    """The CPU kernel and the CUDA device function use reductions.combine_columns, which
-    matches np.median and np.mean."""
+    """The CPU kernel combines rows with reductions.combine_columns, the CUDA kernels with
+    the lines reductions.combine_source generates; both match np.median and np.mean for
+    every number of rows, and the kernels' module writes no network of its own."""
     rng = np.random.default_rng(0)
-    for rows in range(1, 10):
+    for rows in range(1, reductions.MAX_ROWS + 1):
         per_row = rng.integers(-5, 5, (rows, 37)).astype(np.float64)
+        names = [f"v{j}" for j in range(rows)]
+        lines = reductions.combine_source(names, "out", exchange="ordered", mode="mode")
+        loads = [f"    {v} = columns[{j}]" for j, v in enumerate(names)]
+        body = [
+            "def combine(columns, mode):",
+            *loads,
+            *["    " + x for x in lines],
+            "    return out",
+        ]
+        generated = reductions.compile_source(
+            "combine", body, {"ordered": reductions.ordered.py_func, "MEAN": reductions.MEAN}
+        )
         for mode, reference in ((reductions.MEDIAN, np.median), (reductions.MEAN, np.mean)):
             out = np.empty(37)
             reductions.combine_columns(per_row.copy(), rows, mode, out)
             np.testing.assert_array_equal(out, reference(per_row, axis=0))
+            by_column = [generated(per_row[:, i], mode) for i in range(37)]
+            np.testing.assert_array_equal(by_column, out)
     source = inspect.getsource(cs_kernels)
-    assert "ordered(" not in source  # the network is not written again there
+    assert "median_network" not in source and "for sweep" not in source
     assert not hasattr(reductions, "median_inplace")
 
 

@@ -13,26 +13,26 @@ sums are exact (integer values, say) and up to rounding otherwise.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
-from pysketch._cuda import cuda, device_function
+from pysketch import _cuda
+from pysketch._cuda import cuda
 from pysketch.hashing import HASH_BLOCK, bucket_sign, hash_block
 from pysketch.kernels.parallel import blocks_of, length_of, task_kernel
-from pysketch.kernels.reductions import MAX_ROWS, combine_columns
+from pysketch.kernels.reductions import (
+    MEAN,
+    block_sum_f64,
+    combine_columns,
+    combine_source,
+    compile_source,
+    last_block,
+    ordered,
+)
 
 _CHUNK = 4096  # indices an estimate task handles with one scratch buffer
-
-
-@device_function
-def estimate_one(table, family, keys, index, buf, result, mode):
-    """The estimate of one index; ``buf`` is ``(>= rows, 1)`` scratch, ``result`` one element."""
-    rows = table.shape[0]
-    for j in range(rows):
-        bucket, sign = bucket_sign(family, keys, j, index, table.shape[1])
-        buf[j, 0] = sign * np.float64(table[j, bucket])
-    combine_columns(buf, rows, mode, result)
-    return result[0]
 
 
 # --------------------------------------------------------------------- CPU
@@ -201,14 +201,107 @@ def cuda_accumulate(table, family, keys, indices, values, dense):
             cuda.atomic.add(table, (j, bucket), sign * value)
 
 
-@cuda.jit
-def cuda_estimate(table, family, keys, indices, dense, mode, out):
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    buf = cuda.local.array((MAX_ROWS, 1), np.float64)
-    result = cuda.local.array(1, np.float64)
-    for i in range(start, out.shape[0], step):
-        index = i if dense else indices[i]
-        out[i] = estimate_one(table, family, keys, index, buf, result, mode)
+# Blocks of the l2 kernel: each row's partial sums are added in block order at the end.
+L2_BLOCKS = 256
+# Slots of the l2 kernel's float64 output: the median of the rows' sums of squares,
+# then each row's partial sum per block.
+L2_SUMS = 1
+
+
+# Estimate, desketch and l2 keep one value per row in registers: a kernel is
+# generated for each number of rows (the loops over rows unrolled, the median a
+# fixed network of compare-exchanges) and cached, instead of a per-thread array
+# sized to MAX_ROWS, which numba-cuda zero-fills in local memory at every entry.
+# They are made with the lazy ``_cuda.cuda.jit`` even after this module's ``cuda``
+# was bound to numba.cuda, so that binding the kernel binds its own namespace.
+# Called, not inlined into the generated kernels at Numba's level (NVVM inlines them):
+# inlined, rows copies of both hash families and hundreds of compare-exchanges made
+# Numba's compile time grow past a minute at 16 rows.
+@cuda.jit(device=True)
+def _signed_cell(table, family, keys, row, index, cols):
+    """``s_row(index) * S[row, h_row(index)]`` as a float64."""
+    bucket, sign = bucket_sign(family, keys, row, index, cols)
+    return sign * np.float64(table[row, bucket])
+
+
+@cuda.jit(device=True)
+def _exchange(a, b):
+    return ordered(a, b)
+
+
+_GENERATED = {
+    "cuda": _cuda.cuda,
+    "np": np,
+    "_signed_cell": _signed_cell,
+    "_exchange": _exchange,
+    "MEAN": MEAN,
+    "block_sum_f64": block_sum_f64,
+    "last_block": last_block,
+    "L2_SUMS": L2_SUMS,
+    "THREADS_PER_BLOCK": _cuda.THREADS_PER_BLOCK,
+}
+
+
+@functools.cache
+def estimate_kernel(rows: int):
+    """The CUDA estimate (``mode`` MEDIAN) / mean desketch (MEAN) for ``rows`` rows.
+
+    ``kernel(table, family, keys, indices, dense, mode, out)``: ``out[i]`` for index
+    ``i`` (``dense``) or ``indices[i]``; the same values as :func:`cpu_estimate`.
+    """
+    values = [f"v{j}" for j in range(rows)]
+    lines = [
+        "def cuda_estimate(table, family, keys, indices, dense, mode, out):",
+        "    start, step = cuda.grid(1), cuda.gridsize(1)",
+        "    cols = table.shape[1]",
+        "    for i in range(start, out.shape[0], step):",
+        "        index = np.int64(i) if dense else np.int64(indices[i])",
+    ]
+    for j, v in enumerate(values):
+        # np.int64(j): one compiled _signed_cell for every row (a literal j types apart)
+        lines.append(f"        {v} = _signed_cell(table, family, keys, np.int64({j}), index, cols)")
+    lines += [
+        "        " + line
+        for line in combine_source(values, "out[i]", exchange="_exchange", mode="mode")
+    ]
+    return _cuda.cuda.jit(compile_source("cuda_estimate", lines, _GENERATED))
+
+
+@functools.cache
+def l2_kernel(rows: int):
+    """The CUDA l2 estimate for ``rows`` rows: ``kernel(table, tickets, out)``.
+
+    Each thread adds ``S[j, b]**2`` over its columns for every row ``j`` (in
+    registers), each block reduces them, and the grid's last block adds the blocks'
+    sums in block order and writes the median over rows to ``out[0]`` (``out``:
+    float64, ``L2_SUMS + rows * gridDim`` long; ``tickets``: int64, zeroed).
+    Deterministic: no float atomics.
+    """
+    lines = [
+        "def cuda_l2(table, tickets, out):",
+        "    scratch = cuda.shared.array(THREADS_PER_BLOCK, np.float64)",
+        "    flag = cuda.shared.array(1, np.int64)",
+        "    start, step = cuda.grid(1), cuda.gridsize(1)",
+        "    cols = table.shape[1]",
+        "    blocks = cuda.gridDim.x",
+    ]
+    sums = [f"a{j}" for j in range(rows)]  # each row's sum of squares, in a register
+    lines += [f"    {a} = 0.0" for a in sums]
+    lines.append("    for c in range(start, cols, step):")
+    for j, a in enumerate(sums):
+        lines.append(f"        {a} += np.float64(table[{j}, c]) * np.float64(table[{j}, c])")
+    for j, a in enumerate(sums):
+        lines.append(f"    {a} = block_sum_f64(scratch, {a})")
+        lines.append("    if cuda.threadIdx.x == 0:")
+        lines.append(f"        out[L2_SUMS + {j} * blocks + cuda.blockIdx.x] = {a}")
+    lines += [
+        "    if last_block(flag, tickets, 0) and cuda.threadIdx.x == 0:",
+        *[f"        {a} = 0.0" for a in sums],
+        "        for b in range(blocks):",
+        *[f"            {a} += out[L2_SUMS + {j} * blocks + b]" for j, a in enumerate(sums)],
+        *["        " + line for line in combine_source(sums, "out[0]", exchange="_exchange")],
+    ]
+    return _cuda.cuda.jit(compile_source("cuda_l2", lines, _GENERATED))
 
 
 # ------------------------------------------------ zeroing touched buckets

@@ -65,6 +65,86 @@ def combine_columns(per_row, n, mode, out):
             out[i] = 0.5 * (per_row[half - 1, i] + per_row[half, i])
 
 
+def median_network(n: int) -> list[tuple[int, int]]:
+    """Compare-exchanges ``(i, j)``, ``i < j``, that leave the median of ``n`` values in place.
+
+    Batcher's odd-even merge sort for the next power of two, less the comparators
+    that touch the padding (``+inf`` at positions ``>= n``, which never moves) and
+    those the middle position(s) do not depend on. Applied with :func:`ordered`,
+    positions ``n // 2`` (odd ``n``) or ``n // 2 - 1`` and ``n // 2`` (even) hold
+    what a full sort puts there, so the median equals :func:`combine_columns`'s.
+    """
+    size = 1 << max(0, (n - 1).bit_length())
+    network: list[tuple[int, int]] = []
+
+    def merge(lo: int, hi: int, r: int) -> None:  # Batcher's merge of [lo, hi], stride r
+        step = 2 * r
+        if step < hi - lo:
+            merge(lo, hi, step)
+            merge(lo + r, hi, step)
+            network.extend((i, i + r) for i in range(lo + r, hi - r, step))
+        else:
+            network.append((lo, lo + r))
+
+    def sort(lo: int, hi: int) -> None:
+        if hi > lo:
+            mid = (lo + hi) // 2
+            sort(lo, mid)
+            sort(mid + 1, hi)
+            merge(lo, hi, 1)
+
+    sort(0, size - 1)
+    live = {n // 2} if n % 2 else {n // 2 - 1, n // 2}
+    kept = []
+    for i, j in reversed(network):
+        if j < n and (i in live or j in live):
+            kept.append((i, j))
+            live |= {i, j}
+    return kept[::-1]
+
+
+def combine_source(
+    names: list[str], out: str, *, exchange: str, mode: str | None = None
+) -> list[str]:
+    """Python lines that store into ``out`` the median of the variables ``names``, or,
+    with ``mode`` (the name of a variable), their mean when ``mode == MEAN``: for
+    generated kernels that hold one value per row in registers.
+
+    The same arithmetic as :func:`combine_columns`: the mean adds the values in
+    order, the median's middle values come from :func:`median_network`'s
+    compare-exchanges, each a call of ``exchange``, a function that returns
+    :func:`ordered` of its two arguments.
+    """
+    n = len(names)
+    median = [
+        f"{names[i]}, {names[j]} = {exchange}({names[i]}, {names[j]})" for i, j in median_network(n)
+    ]
+    if n % 2:
+        median.append(f"{out} = {names[n // 2]}")
+    else:
+        median.append(f"{out} = 0.5 * ({names[n // 2 - 1]} + {names[n // 2]})")
+    if mode is None:
+        return median
+    mean = f"{out} = ({' + '.join(names)}) / {n}"
+    return [f"if {mode} == MEAN:", f"    {mean}", "else:", *["    " + line for line in median]]
+
+
+def compile_source(name: str, lines: list[str], namespace: dict):
+    """The function ``name`` defined by ``lines`` in a copy of ``namespace``.
+
+    For kernels generated per number of rows: the source is registered with
+    :mod:`linecache` so that tracebacks and Numba's error messages can show it.
+    """
+    import linecache
+
+    source = "\n".join(lines) + "\n"
+    filename = f"<pysketch generated {name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    scope = dict(namespace)
+    exec(compile(source, filename, "exec"), scope)
+    return scope[name]
+
+
 @device_function
 def unfit(v, scale, limit):
     """``(1, 0)`` for NaN or Inf, ``(0, 1)`` for a finite ``v`` with ``|scale * v| > limit``,
@@ -278,13 +358,3 @@ def cuda_max_abs(x, out):
             peak = v
     if peak > 0.0:
         cuda.atomic.max(out, 0, peak)
-
-
-@cuda.jit
-def cuda_row_sumsq(table, out):
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    cols = table.shape[1]
-    for flat in range(start, table.shape[0] * cols, step):
-        j = flat // cols
-        v = np.float64(table[j, flat - j * cols])
-        cuda.atomic.add(out, j, v * v)
