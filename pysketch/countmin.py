@@ -33,6 +33,7 @@ from pysketch._arrays import CPU, Input
 from pysketch._base import TableSketch
 from pysketch._frameworks import follows
 from pysketch.kernels import countmin as kernels
+from pysketch.kernels import elementwise
 from pysketch.kernels.reductions import MAX_ROWS
 
 __all__ = ["CountMinSketch"]
@@ -64,9 +65,15 @@ class CountMinSketch(TableSketch):
     conservative : bool, default False
         Conservative update [EV02]_: an update raises only the cells below
         ``min + w`` to ``min + w`` instead of adding ``w`` to all of them. Never
-        worse than the plain update and still never an under-estimate, but
-        order dependent, so it runs sequentially over updates (in parallel
-        over rows on the GPU), and the table is no longer linear in the input.
+        worse than the plain update and still never an under-estimate, but the
+        table is no longer linear in the input. One call is one batch: the
+        weights of each key in the call are summed first, every key's
+        ``min + W`` is taken from the table as it was before the call, and each
+        cell is raised to the largest of those of the keys hitting it. So the
+        result does not depend on the order of the updates within a call (only
+        the float64 sums of a key's repeated weights do, in their last bits,
+        and only on CUDA) and it runs in parallel; updating one key per call
+        gives Estan and Varghese's sequential update.
     device : {"cpu", "cuda"}, default "cpu"
         Where the table lives and the kernels run; inputs must be on the same
         device.
@@ -202,7 +209,8 @@ class CountMinSketch(TableSketch):
         -------
         CountMinSketch
             ``self``. On any invalid input it raises (naming the argument)
-            before changing anything.
+            before changing anything. One call of a conservative sketch is
+            one batch (see ``conservative``).
 
         Examples
         --------
@@ -214,15 +222,15 @@ class CountMinSketch(TableSketch):
         """
         indices, _ = self._item_keys(indices)
         idx = _arrays.as_input(indices, "indices", device=self._device, kind="index")
-        _arrays.check_index_range(idx, "indices", _INDEX_BOUND)
-        idx = _arrays.detached(idx, self._table)
         if _is_scalar(weights):
             values, vstep, added = self._scalar_weight(weights, idx.size)
+            self._check_inputs(idx, None, "weights")
         else:
             val = _arrays.kernel_values(_arrays.as_input(weights, "weights", device=self._device))
             _arrays.check_same_length(idx, "indices", val, "weights")
-            added = self._check_weights(val, "weights")
+            added = self._check_inputs(idx, val, "weights")
             values, vstep = _arrays.detached(val, self._table).array, 1
+        idx = _arrays.detached(idx, self._table)
         self._check_total(added, "weights")
         self._apply(idx.array, False, values, vstep, idx.size, idx.stream, added)
         return self
@@ -254,7 +262,7 @@ class CountMinSketch(TableSketch):
         inp = _arrays.kernel_values(_arrays.as_input(x, "x", device=self._device))
         if inp.size > _INDEX_BOUND:
             raise ValueError(f"x must have at most {_INDEX_BOUND} entries, got {inp.size}")
-        added = self._check_weights(inp, "x")
+        added = self._check_inputs(None, inp, "x")
         self._check_total(added, "x")
         values = _arrays.detached(inp, self._table).array
         self._apply(self._no_indices, True, values, 1, inp.size, inp.stream, added)
@@ -275,18 +283,34 @@ class CountMinSketch(TableSketch):
         values = host if self._device == CPU else _cuda.to_device(host)
         return values, 0, float(self.dtype.type(w)) * n
 
-    def _check_weights(self, inp: Input, name: str) -> float:
-        """Refuse non-finite, overflowing or negative weights; their float64 sum otherwise.
+    def _check_inputs(self, idx: Input | None, weights: Input | None, name: str) -> float:
+        """Refuse keys outside ``[0, 2**61 - 1)`` and non-finite, overflowing or negative
+        weights (named ``name``); the float64 sum of the weights otherwise.
 
         The sum is of the weights as the table stores them (converted to its dtype).
+        On CUDA one kernel checks both and one read brings its counts back.
         """
-        args = (inp.array, _arrays.fit_limit(self.dtype), self.dtype == np.float32)
-        if inp.device == CPU:
+        if self._device == CPU:
+            if idx is not None:
+                _arrays.check_index_range(idx, "indices", _INDEX_BOUND)
+            if weights is None:
+                return 0.0
+            args = (weights.array, _arrays.fit_limit(self.dtype), self.dtype == np.float32)
             nonfinite, overflow, negative, total = kernels.cpu_weight_stats(*args)
+            outside = 0
         else:
-            stats = _cuda.zeros(4, np.float64, stream=inp.stream)
-            _cuda.launch(kernels.cuda_weight_stats, inp.size, inp.stream)(*args, stats)
-            nonfinite, overflow, negative, total = _cuda.to_host(stats)
+            stats = self._device_stats(idx, weights)
+            nonfinite, overflow, negative, outside, total = (
+                stats[c]
+                for c in (
+                    kernels.STAT_NONFINITE,
+                    kernels.STAT_OVERFLOW,
+                    kernels.STAT_NEGATIVE,
+                    kernels.STAT_OUT_OF_RANGE,
+                    kernels.STAT_TOTAL,
+                )
+            )
+        _arrays.raise_out_of_range("indices", int(outside), _INDEX_BOUND)
         _arrays.raise_unfit(name, int(nonfinite), int(overflow), self.dtype)
         if negative:
             raise ValueError(
@@ -294,6 +318,30 @@ class CountMinSketch(TableSketch):
                 f"found {int(negative)} negative value(s)"
             )
         return float(total)
+
+    def _device_stats(self, idx: Input | None, weights: Input | None) -> np.ndarray:
+        """Row 0 of :func:`~pysketch.kernels.countmin.cuda_weight_stats`, read back once."""
+        inp = weights if weights is not None else idx
+        n, stream = inp.size, inp.stream
+        blocks = max(1, min(kernels.STATS_BLOCKS, -(-n // _cuda.THREADS_PER_BLOCK)))
+        out = _cuda.empty((1 + blocks, kernels.STATS), np.float64, stream=stream)
+        tickets = _cuda.zeros(1, np.int64, stream=stream)
+        indices = self._no_indices if idx is None else idx.array
+        upper = np.uint64(_INDEX_BOUND) if np.dtype(indices.dtype).kind == "u" else _INDEX_BOUND
+        values = self._no_indices if weights is None else weights.array
+        _cuda.launch(kernels.cuda_weight_stats, n, stream, max_blocks=blocks)(
+            n,
+            indices,
+            upper,
+            idx is not None,
+            values,
+            _arrays.fit_limit(self.dtype),
+            self.dtype == np.float32,
+            weights is not None,
+            tickets,
+            out,
+        )
+        return _cuda.to_host(out[0])
 
     def _check_total(self, added: float, name: str) -> None:
         """Refuse what would take ``total_weight`` past half the dtype's largest value.
@@ -314,18 +362,56 @@ class CountMinSketch(TableSketch):
         self, indices: Any, dense: bool, values: Any, vstep: int, n: int, stream: Any, added: float
     ) -> None:
         if n:
-            args = (self._table, self._family, self._keys, indices, dense, values, vstep, n)
-            if self._device == CPU:
-                if self.conservative:
-                    kernels.cpu_update_conservative(*args)
-                else:
-                    kernels.cpu_update(*args)
-            elif self.conservative:
-                # One block, one thread per row: the kernel serialises the updates.
-                kernels.cuda_update_conservative[1, self.rows, stream](*args)
+            if self.conservative:
+                self._raise_conservatively(indices, dense, values, vstep, n, stream)
+            elif self._device == CPU:
+                kernels.cpu_update(
+                    self._table, self._family, self._keys, indices, dense, values, vstep, n, False
+                )
             else:
-                _cuda.launch(kernels.cuda_update, n, stream)(*args)
+                _cuda.launch(kernels.cuda_update, n, stream)(
+                    self._table, self._family, self._keys, indices, dense, values, vstep, n
+                )
         self._total_weight += added
+
+    def _raise_conservatively(
+        self, indices: Any, dense: bool, values: Any, vstep: int, n: int, stream: Any
+    ) -> None:
+        """The conservative update of one batch (see ``conservative``): the keys' weight
+        sums, their targets from the table as it is, then the cells raised to them."""
+        single = self.dtype == np.float32
+        sketch = (self._table, self._family, self._keys)
+        if self._device == CPU:
+            if dense:
+                keys, weights = self._no_indices, values
+            else:
+                keys, weights = kernels.cpu_sum_by_key(indices, values, vstep, n, single)
+            targets = np.empty(weights.shape[0])
+            kernels.cpu_query(*sketch, keys, dense, 0.0, False, targets)
+            kernels.cpu_targets(targets, weights, dense, single)
+            kernels.cpu_update(*sketch, keys, dense, targets, 1, targets.shape[0], True)
+            return
+        if dense:  # the keys are the positions: no table needed to gather them
+            slot_keys, targets, weights = (
+                self._no_indices,
+                _cuda.empty(n, np.float64, stream),
+                values,
+            )
+        else:
+            size = kernels.slots_for(n)
+            slot_keys = _cuda.empty(size, np.int64, stream=stream)
+            _cuda.launch(elementwise.cuda_fill, size, stream)(slot_keys, kernels.EMPTY)
+            targets = weights = _cuda.zeros(size, np.float64, stream=stream)
+            _cuda.launch(kernels.cuda_sum_by_key, n, stream)(
+                indices, values, vstep, n, single, slot_keys, weights
+            )
+        size = targets.shape[0]
+        _cuda.launch(kernels.cuda_conservative_targets, size, stream)(
+            *sketch, slot_keys, weights, dense, single, targets
+        )
+        _cuda.launch(kernels.cuda_conservative_raise, size, stream)(
+            *sketch, slot_keys, dense, targets
+        )
 
     # ------------------------------------------------------------ queries
     @follows("indices")
@@ -427,14 +513,16 @@ class CountMinSketch(TableSketch):
         indices, scalar = self._item_keys(indices)
         inp = _arrays.as_input(indices, "indices", device=self._device, kind="index")
         _arrays.check_index_range(inp, "indices", _INDEX_BOUND)
-        args = (self._table, self._family, self._keys, inp.array, float(shift), clamp)
+        sketch = (self._table, self._family, self._keys, inp.array)
         if self._device == CPU:
             out = np.empty(inp.size, dtype=self.dtype)
-            kernels.cpu_query(*args, out)
+            kernels.cpu_query(*sketch, False, float(shift), clamp, out)
         else:
             out = _cuda.empty(inp.size, self.dtype, stream=inp.stream)
             if inp.size:
-                _cuda.launch(kernels.cuda_query, inp.size, inp.stream)(*args, out)
+                _cuda.launch(kernels.cuda_query, inp.size, inp.stream)(
+                    *sketch, float(shift), clamp, out
+                )
         if scalar:
             return float(out[0] if self._device == CPU else _cuda.to_host(out)[0])
         return out

@@ -51,7 +51,13 @@ def signatures() -> dict[str, list[tuple]]:
                 )
                 cm_args = (tab, i64, KEYS, A(idx), b1, A(val), i64, i64)
                 sigs.setdefault("countmin.cuda_update", []).append(cm_args)
-                sigs.setdefault("countmin.cuda_update_conservative", []).append(cm_args)
+                sigs.setdefault("countmin.cuda_sum_by_key", []).append(
+                    (A(idx), A(val), i64, i64, b1, A(i64), A(f64))
+                )
+            for weights in (A(f64), A(tab_dtype)):  # a key's sum, or one dense weight
+                sigs.setdefault("countmin.cuda_conservative_targets", []).append(
+                    (tab, i64, KEYS, A(i64), weights, b1, b1, A(f64))
+                )
             for rows in GENERATED_ROWS:
                 sigs.setdefault(f"countsketch.estimate_kernel({rows})", []).append(
                     (tab, i64, KEYS, A(idx), b1, i64, A(tab_dtype))
@@ -60,6 +66,9 @@ def signatures() -> dict[str, list[tuple]]:
             sigs.setdefault("countmin.cuda_query", []).append(
                 (tab, i64, KEYS, A(idx), f64, b1, A(tab_dtype))
             )
+        sigs.setdefault("countmin.cuda_conservative_raise", []).append(
+            (tab, i64, KEYS, A(i64), b1, A(f64))
+        )
         for rows in GENERATED_ROWS:
             sigs.setdefault(f"countsketch.l2_kernel({rows})", []).append((tab, A(i64), A(f64)))
     for dtype in (f32, f64):
@@ -78,7 +87,10 @@ def signatures() -> dict[str, list[tuple]]:
     for idx, upper in ((i32, i64), (i64, i64), (u64, u64)):
         sigs.setdefault("reductions.cuda_count_out_of_range", []).append((A(idx), upper, A(i64)))
     for val in (f32, f64, i64, u64, i32):
-        sigs.setdefault("countmin.cuda_weight_stats", []).append((A(val), f64, b1, A(f64)))
+        for idx, upper in ((i64, i64), (u64, u64)):
+            sigs.setdefault("countmin.cuda_weight_stats", []).append(
+                (i64, A(idx), upper, b1, A(val), f64, b1, b1, A(i64), A(f64, 2))
+            )
         sigs.setdefault("reductions.cuda_count_unfit", []).append((A(val), f64, f64, A(i64)))
     state, tiles, counts = A(i64), A(i64, 2), A(i64, 2)
     for bits, values in ((u32, f32), (u64, f64), (u64, i64)):

@@ -43,13 +43,32 @@ def reference_plain(rows, cols, seed, family, indices, weights, dtype=np.float64
 
 
 def reference_conservative(rows, cols, seed, family, indices, weights, dtype=np.float64):
+    """One call on an empty table: each key's weights (as the table stores them) summed
+    in order, its target ``min + sum`` (in float64, rounded once to ``dtype``) taken
+    before any cell moves, every cell raised to the largest target of its keys."""
     table = np.zeros((rows, cols), dtype=dtype)
-    b = buckets(rows, cols, seed, family, indices)
     w = np.broadcast_to(np.asarray(weights, dtype=dtype), (len(indices),))
+    sums: dict[int, float] = {}
+    for key, weight in zip(
+        np.asarray(indices).tolist(), w.astype(np.float64).tolist(), strict=True
+    ):
+        sums[key] = sums.get(key, 0.0) + weight
+    keys = list(sums)
+    b = buckets(rows, cols, seed, family, keys)
     rr = np.arange(rows)
-    for t in range(len(indices)):
-        target = table[rr, b[:, t]].min() + w[t]
+    targets = [dtype(np.float64(table[rr, b[:, t]].min()) + sums[k]) for t, k in enumerate(keys)]
+    for t, target in enumerate(targets):
         table[rr, b[:, t]] = np.maximum(table[rr, b[:, t]], target)
+    return table
+
+
+def reference_sequential(rows, cols, seed, family, indices, weights):
+    """Estan and Varghese's update, one key at a time (float64)."""
+    table = np.zeros((rows, cols))
+    b = buckets(rows, cols, seed, family, indices)
+    rr = np.arange(rows)
+    for t, weight in enumerate(np.broadcast_to(np.asarray(weights, dtype=float), len(indices))):
+        table[rr, b[:, t]] = np.maximum(table[rr, b[:, t]], table[rr, b[:, t]].min() + weight)
     return table
 
 
@@ -130,15 +149,51 @@ def test_plain_matches_numpy_reference(device, data, shape, family, dtype):
 
 
 @fixture_ok
-@given(data=updates, shape=shapes, family=families)
-def test_conservative_matches_sequential_reference(device, data, shape, family):
+@given(data=updates, shape=shapes, family=families, dtype=st.sampled_from([np.float32, np.float64]))
+def test_conservative_matches_batch_reference(device, data, shape, family, dtype):
     (indices, weights), (rows, cols, seed) = data, shape
     w = np.asarray(weights) / 3.0  # non-dyadic: rounding must also agree
-    cms = sketch_of(
-        device, indices, w, rows=rows, cols=cols, seed=seed, hash=family, conservative=True
+    kw = {"rows": rows, "cols": cols, "seed": seed, "hash": family, "dtype": dtype}
+    cms = sketch_of(device, indices, w, conservative=True, **kw)
+    expected = reference_conservative(rows, cols, seed, family, indices, w, dtype)
+    if device == "cpu":  # the sums of repeated keys in update order
+        np.testing.assert_array_equal(cms.table, expected)
+    else:  # added by atomics, in no fixed order: equal up to their rounding
+        np.testing.assert_allclose(
+            to_host(cms.table), expected, rtol=1e-6 if dtype == np.float32 else 1e-14
+        )
+    np.testing.assert_array_equal(to_host(cms.table) > 0, expected > 0)
+
+
+few_updates = st.integers(1, 12).flatmap(
+    lambda n: st.tuples(
+        st.lists(st.integers(0, 20), min_size=n, max_size=n),
+        st.lists(st.integers(0, 9), min_size=n, max_size=n),
     )
-    expected = reference_conservative(rows, cols, seed, family, indices, w)
+)
+
+
+@settings(fixture_ok, max_examples=10)
+@given(data=few_updates, shape=shapes, family=families)
+def test_conservative_one_key_per_call_is_the_sequential_update(device, data, shape, family):
+    (indices, weights), (rows, cols, seed) = data, shape
+    cms = CountMinSketch(rows, cols, seed=seed, hash=family, conservative=True, device=device)
+    for key, weight in zip(indices, weights, strict=True):
+        cms.update(on_device(np.array([key]), device), float(weight))
+    expected = reference_sequential(rows, cols, seed, family, indices, weights)
     np.testing.assert_array_equal(to_host(cms.table), expected)
+
+
+def test_conservative_order_within_a_call_does_not_matter(device, rng):
+    """Colliding keys in one call: every order gives the same table (integer weights)."""
+    indices = rng.integers(0, 30, 200)
+    weights = rng.integers(1, 5, 200).astype(float)
+    first = sketch_of(device, indices, weights, rows=3, cols=4, seed=2, conservative=True)
+    order = rng.permutation(200)
+    second = sketch_of(
+        device, indices[order], weights[order], rows=3, cols=4, seed=2, conservative=True
+    )
+    np.testing.assert_array_equal(to_host(first.table), to_host(second.table))
 
 
 def test_float_weights_match_reference(device, rng):
@@ -158,9 +213,9 @@ def test_cpu_and_cuda_tables_equal(conservative, dtype):
     needs_cuda()
     rng = np.random.default_rng(3)
     indices = rng.integers(0, 2**61 - 1, 60)
-    indices[::3] = indices[0]  # repeats: order matters for the conservative update
-    # Integers keep plain sums exact in any order; conservative is exact for any weights.
-    weights = rng.random(60) if conservative else rng.integers(0, 100, 60).astype(float)
+    indices[::3] = indices[0]  # repeats: summed per key by the conservative update
+    # Integers keep the sums exact in any order: the CUDA atomics add in no fixed one.
+    weights = rng.integers(0, 100, 60).astype(float)
     kw = {"rows": 5, "cols": 23, "seed": 77, "dtype": dtype, "conservative": conservative}
     cpu = sketch_of("cpu", indices, weights, **kw)
     gpu = sketch_of("cuda", indices, weights, **kw)

@@ -13,6 +13,14 @@ Conventions shared by the update kernels:
   for a scalar weight passed as a one-element array, so one kernel serves both.
 * weights are cast to the table's dtype before any arithmetic, so a float32
   table is updated in float32 on both backends (same rounding).
+
+The conservative update treats one call as a batch, on both backends: each key's
+weights in the call are summed (float64), each key's target ``min_j S[j, h_j(key)]
++ W`` is taken from the table as it was before the call, and every cell is raised
+to the largest target of the keys that hit it. Nothing depends on the order of the
+updates but those sums (exact for integer weights), so it runs in parallel over
+keys and rows: an open-addressing table gathers the keys (sparse updates), one pass
+computes the targets, one raises the cells (``atomic.max`` on CUDA).
 """
 
 from __future__ import annotations
@@ -20,10 +28,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from pysketch._cuda import cuda, device_function
-from pysketch.hashing import HASH_BLOCK, bucket_sign, hash_block
+from pysketch._cuda import THREADS_PER_BLOCK, cuda, device_function
+from pysketch.hashing import HASH_BLOCK, bucket_sign, fmix64, hash_block
 from pysketch.kernels.parallel import blocks_of, length_of, task_kernel
-from pysketch.kernels.reductions import MAX_ROWS, add_if_nonzero, ordered, unfit
+from pysketch.kernels.reductions import (
+    block_scan,
+    block_sum_f64,
+    last_block,
+    ordered,
+    out_of_range,
+    unfit,
+)
 
 _CHUNK = 4096  # queries per CPU estimate task, and weights per partial sum
 
@@ -56,18 +71,23 @@ def weight_class(v, limit, single):
     bad, over = unfit(v, 1.0, limit)
     if bad or over:
         return bad, over, 0, 0.0
-    f = np.float64(v)
-    if f < 0:
+    if np.float64(v) < 0:
         return 0, 0, 1, 0.0
-    if single:
-        return 0, 0, 0, np.float64(np.float32(f))
-    return 0, 0, 0, f
+    return 0, 0, 0, stored(v, single)
 
 
 @device_function
-def conservative_target(table, m, w):
-    """The value every hit cell must reach: ``min + w``, in the table's dtype."""
-    return table.dtype.type(m) + table.dtype.type(w)
+def stored(w, single):
+    """The weight ``w`` as the table stores it (float32 when ``single``), as a float64."""
+    return np.float64(np.float32(w)) if single else np.float64(w)
+
+
+@device_function
+def conservative_target(m, w, single):
+    """The value every cell of a key must reach: ``min + W`` (float64), rounded once to the
+    table's dtype (``single``: float32), returned as a float64."""
+    target = np.float64(m) + np.float64(w)
+    return np.float64(np.float32(target)) if single else target
 
 
 @device_function
@@ -92,9 +112,10 @@ def query_one(table, family, keys, index, shift, clamp):
 
 
 @task_kernel(tasks=length_of(0))
-def cpu_update(table, family, keys, indices, dense, values, vstep, n, first, last):
-    """Plain update. Each row is one task: a row's cells are written by one thread only,
-    in update order."""
+def cpu_update(table, family, keys, indices, dense, values, vstep, n, maximum, first, last):
+    """Add each weight to its key's cells or, with ``maximum``, raise each cell to it
+    (the conservative update's last step, ``values`` its targets). Each row is one
+    task: a row's cells are written by one thread only, in update order."""
     cols = table.shape[1]
     buckets = np.empty(HASH_BLOCK, dtype=np.int64)
     signs = np.empty(HASH_BLOCK, dtype=np.float32)
@@ -104,32 +125,70 @@ def cpu_update(table, family, keys, indices, dense, values, vstep, n, first, las
             width = min(HASH_BLOCK, n - start)
             hash_block(family, keys, j, cols, indices, start, width, dense, buckets, signs)
             for t in range(width):
-                row[buckets[t]] += table.dtype.type(values[np.uintp((start + t) * vstep)])
+                w = table.dtype.type(values[np.uintp((start + t) * vstep)])
+                if not maximum:
+                    row[buckets[t]] += w
+                elif row[buckets[t]] < w:
+                    row[buckets[t]] = w
+
+
+EMPTY = -1  # a free slot of the keys' open-addressing table (keys are >= 0)
+
+
+@device_function
+def slots_for(n):
+    """Slots of the open-addressing table for ``n`` updates: a power of two, at least ``2n``."""
+    size = 2
+    while size < 2 * n:
+        size *= 2
+    return size
+
+
+@device_function
+def first_slot(key, mask):
+    return np.intp(fmix64(np.uint64(key)) & np.uint64(mask))
 
 
 @njit(cache=True)
-def cpu_update_conservative(table, family, keys, indices, dense, values, vstep, n):
-    """Conservative update, sequential: each update reads the minimum the previous ones left."""
-    rows, cols = table.shape
-    buckets = np.empty((rows, HASH_BLOCK), dtype=np.int64)
-    signs = np.empty(HASH_BLOCK, dtype=np.float32)
-    for start in range(0, n, HASH_BLOCK):
-        width = min(HASH_BLOCK, n - start)
-        for j in range(rows):
-            hash_block(family, keys, j, cols, indices, start, width, dense, buckets[j], signs)
-        for t in range(width):
-            m = table[0, buckets[0, t]]
-            for j in range(1, rows):
-                m = smaller(m, table[j, buckets[j, t]])
-            target = conservative_target(table, m, values[np.uintp((start + t) * vstep)])
-            for j in range(rows):
-                if table[j, buckets[j, t]] < target:
-                    table[j, buckets[j, t]] = target
+def cpu_sum_by_key(indices, values, vstep, n, single):
+    """The distinct keys of ``indices[:n]`` in order of first appearance, and each key's
+    float64 sum of its weights ``values[t * vstep]`` as the table stores them
+    (:func:`stored`), added in update order."""
+    size = slots_for(n)
+    mask = size - 1
+    slot_of = np.full(size, -1, dtype=np.int64)  # slot -> position in the output
+    keys = np.empty(n, dtype=np.int64)
+    sums = np.empty(n, dtype=np.float64)
+    m = 0
+    for t in range(n):
+        key = np.int64(indices[t])
+        w = stored(values[np.uintp(t * vstep)], single)
+        s = first_slot(key, mask)
+        while slot_of[s] >= 0 and keys[slot_of[s]] != key:
+            s = (s + 1) & mask
+        if slot_of[s] < 0:
+            slot_of[s] = m
+            keys[m] = key
+            sums[m] = w
+            m += 1
+        else:
+            sums[slot_of[s]] += w
+    return keys[:m], sums[:m]
+
+
+@njit(cache=True)
+def cpu_targets(minima, weights, dense, single):
+    """``minima[t]`` (float64) becomes :func:`conservative_target` of it and the weight
+    ``weights[t]``: one update's (``dense``: converted by :func:`stored`) or a key's sum."""
+    for t in range(minima.shape[0]):
+        w = stored(weights[t], single) if dense else np.float64(weights[t])
+        minima[t] = conservative_target(minima[t], w, single)
 
 
 @task_kernel(tasks=blocks_of(-1, _CHUNK))
-def cpu_query(table, family, keys, indices, shift, clamp, out, first, last):
-    """``out[i]`` = :func:`query_one` of ``indices[i]``, a chunk and a row at a time."""
+def cpu_query(table, family, keys, indices, dense, shift, clamp, out, first, last):
+    """``out[i]`` = :func:`query_one` of index ``i`` (``dense``) or ``indices[i]``, a chunk
+    and a row at a time."""
     n = out.shape[0]
     rows, cols = table.shape
     buckets = np.empty(_CHUNK, dtype=np.int64)
@@ -138,11 +197,11 @@ def cpu_query(table, family, keys, indices, shift, clamp, out, first, last):
     for c in range(first, last):
         start = c * _CHUNK
         width = min(n, start + _CHUNK) - start
-        hash_block(family, keys, 0, cols, indices, start, width, False, buckets, signs)
+        hash_block(family, keys, 0, cols, indices, start, width, dense, buckets, signs)
         for t in range(width):
             low[t] = table[0, buckets[t]]
         for j in range(1, rows):
-            hash_block(family, keys, j, cols, indices, start, width, False, buckets, signs)
+            hash_block(family, keys, j, cols, indices, start, width, dense, buckets, signs)
             for t in range(width):
                 low[t] = smaller(low[t], table[j, buckets[t]])
         for t in range(width):
@@ -203,34 +262,51 @@ def cuda_update(table, family, keys, indices, dense, values, vstep, n):
 
 
 @cuda.jit
-def cuda_update_conservative(table, family, keys, indices, dense, values, vstep, n):
-    """Conservative update in update order: launch as ONE block of ``rows`` threads.
+def cuda_sum_by_key(indices, values, vstep, n, single, slot_keys, slot_sums):
+    """Add update ``t``'s weight (:func:`stored`) into its key's slot of the open-addressing
+    table (``slot_keys`` filled with -1, ``slot_sums`` zeroed; a power of two, ``>= 2n``)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    mask = slot_keys.shape[0] - 1
+    for t in range(start, n, step):
+        key = np.int64(indices[t])
+        s = first_slot(key, mask)
+        while True:
+            found = cuda.atomic.cas(slot_keys, s, EMPTY, key)
+            if found == EMPTY or found == key:
+                break
+            s = (s + 1) & mask
+        cuda.atomic.add(slot_sums, s, stored(values[t * vstep], single))
 
-    Thread ``j`` owns row ``j``; per update the threads publish their cell,
-    all take the same minimum, and each raises its own cell. Updates are
-    serialised exactly as on the CPU, so the tables match bit for bit; the
-    parallelism is only across rows (an atomicMax variant over updates would
-    be faster but its result would depend on scheduling).
-    """
-    current = cuda.shared.array(MAX_ROWS, np.float64)
-    j = cuda.threadIdx.x
+
+@cuda.jit
+def cuda_conservative_targets(table, family, keys, slot_keys, weights, dense, single, targets):
+    """``targets[s]`` = :func:`conservative_target` of key ``s`` (dense, weight
+    ``weights[s]``) or ``slot_keys[s]`` (its weights' sum ``weights[s]``; free slots
+    skipped), from the table as it is before any cell is raised."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for s in range(start, targets.shape[0], step):
+        key = np.int64(s) if dense else slot_keys[s]
+        if key != EMPTY:
+            m = query_one(table, family, keys, key, 0.0, False)
+            w = stored(weights[s], single) if dense else np.float64(weights[s])
+            targets[s] = conservative_target(m, w, single)
+
+
+@cuda.jit
+def cuda_conservative_raise(table, family, keys, slot_keys, dense, targets):
+    """``S[j, h_j(key)] = max(S[j, h_j(key)], target)`` for every key of
+    :func:`cuda_conservative_targets`, with ``atomic.max``: the result is the largest
+    target whatever the order. Frees the slots (-1) for the table's next use."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
     rows, cols = table.shape
-    bucket = 0
-    for t in range(n):
-        index = update_index(indices, dense, t)
-        if j < rows:
-            bucket = bucket_of(family, keys, j, index, cols)
-            current[j] = table[j, bucket]
-        cuda.syncthreads()
-        m = current[0]
-        for k in range(1, rows):
-            m = smaller(m, current[k])
-        # Nobody may overwrite ``current`` for update t + 1 before all have read it.
-        cuda.syncthreads()
-        if j < rows:
-            target = conservative_target(table, m, values[t * vstep])
-            if table[j, bucket] < target:
-                table[j, bucket] = target
+    for s in range(start, targets.shape[0], step):
+        key = np.int64(s) if dense else slot_keys[s]
+        if key != EMPTY:
+            target = table.dtype.type(targets[s])
+            for j in range(rows):
+                cuda.atomic.max(table, (j, bucket_of(family, keys, j, key, cols)), target)
+            if not dense:
+                slot_keys[s] = EMPTY
 
 
 @cuda.jit
@@ -240,21 +316,56 @@ def cuda_query(table, family, keys, indices, shift, clamp, out):
         out[t] = query_one(table, family, keys, np.int64(indices[t]), shift, clamp)
 
 
+# Columns of the weight statistics: counts, then the float64 sum.
+STAT_NONFINITE, STAT_OVERFLOW, STAT_NEGATIVE, STAT_OUT_OF_RANGE, STAT_TOTAL = range(5)
+STATS = 5
+STATS_BLOCKS = 1024  # blocks of cuda_weight_stats: their partial sums are added in order
+
+
 @cuda.jit
-def cuda_weight_stats(w, limit, single, stats):
-    """``stats`` (float64[4], zeroed) += (non-finite, overflowing, negative counts, sum)."""
+def cuda_weight_stats(
+    n, indices, upper, check_indices, w, limit, single, check_weights, tickets, out
+):
+    """Row 0 of ``out`` (float64, ``(1 + gridDim, STATS)``) = the counts of non-finite,
+    overflowing and negative weights ``w[:n]`` (when ``check_weights``) and of keys
+    ``indices[:n]`` outside ``[0, upper)`` (when ``check_indices``), and the float64 sum of
+    the weights as the table stores them.
+
+    Block reductions write each block's row; the grid's last block adds the rows
+    in block order, so the sum does not depend on scheduling. No float atomics.
+    """
+    scratch = cuda.shared.array(THREADS_PER_BLOCK, np.int64)
+    sums = cuda.shared.array(THREADS_PER_BLOCK, np.float64)
     start, step = cuda.grid(1), cuda.gridsize(1)
-    nonfinite = 0.0
-    overflow = 0.0
-    negative = 0.0
+    nonfinite = 0
+    overflow = 0
+    negative = 0
+    outside = 0
     total = 0.0
-    for i in range(start, w.shape[0], step):
-        bad, over, neg, value = weight_class(w[i], limit, single)
-        nonfinite += bad
-        overflow += over
-        negative += neg
-        total += value
-    add_if_nonzero(stats, 0, nonfinite)
-    add_if_nonzero(stats, 1, overflow)
-    add_if_nonzero(stats, 2, negative)
-    add_if_nonzero(stats, 3, total)
+    for i in range(start, n, step):
+        if check_weights:
+            bad, over, neg, value = weight_class(w[i], limit, single)
+            nonfinite += bad
+            overflow += over
+            negative += neg
+            total += value
+        if check_indices:
+            outside += out_of_range(indices[i], upper)
+    _, nonfinite = block_scan(scratch, nonfinite)
+    _, overflow = block_scan(scratch, overflow)
+    _, negative = block_scan(scratch, negative)
+    _, outside = block_scan(scratch, outside)
+    total = block_sum_f64(sums, total)
+    if cuda.threadIdx.x == 0:
+        row = 1 + cuda.blockIdx.x
+        out[row, STAT_NONFINITE] = nonfinite
+        out[row, STAT_OVERFLOW] = overflow
+        out[row, STAT_NEGATIVE] = negative
+        out[row, STAT_OUT_OF_RANGE] = outside
+        out[row, STAT_TOTAL] = total
+    if last_block(scratch, tickets, 0):
+        for column in range(cuda.threadIdx.x, STATS, cuda.blockDim.x):
+            acc = 0.0
+            for b in range(1, 1 + cuda.gridDim.x):
+                acc += out[b, column]
+            out[0, column] = acc

@@ -297,13 +297,6 @@ def last_block(scratch, tickets, slot):
 
 
 @cuda.jit(device=True)
-def add_if_nonzero(counts, slot, value):
-    """``counts[slot] += value`` atomically; skipped for 0, which most threads hold."""
-    if value:
-        cuda.atomic.add(counts, slot, value)
-
-
-@cuda.jit(device=True)
 def add_block_count(scratch, counts, slot, value):
     """``counts[slot] +=`` the block's sum of the int64 ``value``: one atomic per block."""
     _, total = block_scan(scratch, value)
