@@ -223,20 +223,72 @@ def check_finite(inp: Input, name: str, *, into: Any = None, scale: float = 1.0)
     that enters a sketch or a buffer. One pass, no allocation on the host.
     """
     into = np.dtype(np.float64 if into is None else into)
-    limit = fit_limit(into)
-    if np.dtype(inp.array.dtype).kind != "f" and abs(scale) * 2.0**64 <= limit:
-        return  # integers are finite, and in range unless scaled by a huge factor
+    if not _may_be_unfit(inp, into, scale):
+        return
     if inp.device == CPU:
-        nonfinite, overflow = reductions.cpu_count_unfit(inp.array, scale, limit)
-    else:
-        status = _cuda.zeros(reductions.STATUS_SLOTS, np.int64, stream=inp.stream)
+        nonfinite, overflow = reductions.cpu_count_unfit(inp.array, scale, fit_limit(into))
+        raise_unfit(name, nonfinite, overflow, into, scale)
+        return
+    status = new_status(inp.stream)
+    count_unfit(inp, status, into=into, scale=scale)
+    raise_status(_cuda.to_host(status), values=name, into=into, scale=scale)
+
+
+def _may_be_unfit(inp: Input, into: np.dtype, scale: float) -> bool:
+    """False for integers, which are finite, and in range unless scaled by a huge factor."""
+    return np.dtype(inp.array.dtype).kind == "f" or abs(scale) * 2.0**64 > fit_limit(into)
+
+
+def new_status(stream: Any = 0) -> Any:
+    """A zeroed device status array (int64, ``reductions.STATUS_SLOTS``) for kernels to
+    count bad input into."""
+    return _cuda.zeros(reductions.STATUS_SLOTS, np.int64, stream=stream)
+
+
+def count_unfit(inp: Input, status: Any, *, into: Any = None, scale: float = 1.0) -> None:
+    """Queue (one launch on ``inp``'s stream, nothing read back) the count of the CUDA
+    ``inp``'s values whose ``scale * x`` is not finite in ``into`` into ``status``."""
+    into = np.dtype(np.float64 if into is None else into)
+    if inp.size and _may_be_unfit(inp, into, scale):
         _cuda.launch(reductions.cuda_count_unfit, inp.size, inp.stream)(
-            inp.array, scale, limit, status
+            inp.array, scale, fit_limit(into), status
         )
-        counts = _cuda.to_host(status)
-        nonfinite = counts[reductions.STATUS_NONFINITE]
-        overflow = counts[reductions.STATUS_OVERFLOW]
-    raise_unfit(name, int(nonfinite), int(overflow), into, scale)
+
+
+def count_out_of_range(inp: Input, status: Any, upper: int) -> None:
+    """Queue the count of the CUDA ``inp``'s indices outside ``[0, upper)`` into ``status``."""
+    if inp.size:
+        _cuda.launch(reductions.cuda_count_out_of_range, inp.size, inp.stream)(
+            inp.array, index_bound(inp, upper), status
+        )
+
+
+def index_bound(inp: Input, upper: int) -> Any:
+    """``upper`` typed like the indices: uint64 against int64 would compare in float64 and
+    misjudge indices above 2**53."""
+    return np.uint64(upper) if np.dtype(inp.array.dtype).kind == "u" else np.int64(upper)
+
+
+def raise_status(
+    counts: np.ndarray,
+    *,
+    values: str | None = None,
+    into: Any = None,
+    scale: float = 1.0,
+    indices: str | None = None,
+    upper: int = 0,
+) -> None:
+    """The error a status array read back from the device records, if any: the indices'
+    (named ``indices``, bound ``upper``) first, then the values' (named ``values``)."""
+    if indices is not None:
+        raise_out_of_range(indices, int(counts[reductions.STATUS_OUT_OF_RANGE]), upper)
+    if values is not None:
+        nonfinite, overflow = (
+            counts[reductions.STATUS_NONFINITE],
+            counts[reductions.STATUS_OVERFLOW],
+        )
+        into = np.dtype(np.float64 if into is None else into)
+        raise_unfit(values, int(nonfinite), int(overflow), into, scale)
 
 
 def raise_unfit(name: str, nonfinite: int, overflow: int, into: Any, scale: float = 1.0) -> None:
@@ -256,18 +308,13 @@ def raise_unfit(name: str, nonfinite: int, overflow: int, into: Any, scale: floa
 
 def check_index_range(inp: Input, name: str, upper: int) -> None:
     """Raise unless every index lies in ``[0, upper)``."""
-    # Typed like the indices: uint64 against int64 would compare in float64 and misjudge
-    # indices above 2**53.
-    upper = np.uint64(upper) if np.dtype(inp.array.dtype).kind == "u" else np.int64(upper)
     if inp.device == CPU:
-        bad = reductions.cpu_count_out_of_range(inp.array, upper)
-    else:
-        status = _cuda.zeros(reductions.STATUS_SLOTS, np.int64, stream=inp.stream)
-        _cuda.launch(reductions.cuda_count_out_of_range, inp.size, inp.stream)(
-            inp.array, upper, status
-        )
-        bad = int(_cuda.to_host(status)[reductions.STATUS_OUT_OF_RANGE])
-    raise_out_of_range(name, bad, upper)
+        bad = reductions.cpu_count_out_of_range(inp.array, index_bound(inp, upper))
+        raise_out_of_range(name, bad, upper)
+        return
+    status = new_status(inp.stream)
+    count_out_of_range(inp, status, upper)
+    raise_status(_cuda.to_host(status), indices=name, upper=upper)
 
 
 def raise_out_of_range(name: str, count: int, upper: int) -> None:

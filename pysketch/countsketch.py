@@ -197,9 +197,17 @@ class CountSketch(TableSketch):
         inp = _arrays.kernel_values(_arrays.as_input(x, "x", device=self._device))
         if inp.size != self.d:
             raise ValueError(f"x must have length d={self.d}, got {inp.size}")
-        if check_finite:
+        inp = _arrays.detached(inp, self._table)
+        if not check_finite:
+            self._accumulate(self._no_indices, inp, dense=True)
+        elif self._device == CPU:
             _arrays.check_finite(inp, "x", into=self.dtype)
-        self._accumulate(self._no_indices, _arrays.detached(inp, self._table), dense=True)
+            self._accumulate(self._no_indices, inp, dense=True)
+        else:  # the check, then the accumulate that it guards, then one read
+            status = _arrays.new_status(inp.stream)
+            _arrays.count_unfit(inp, status, into=self.dtype)
+            self._accumulate(self._no_indices, inp, dense=True, status=status)
+            _arrays.raise_status(_cuda.to_host(status), values="x", into=self.dtype)
         return self
 
     @follows("values", "indices", record=True)
@@ -238,18 +246,69 @@ class CountSketch(TableSketch):
         idx = _arrays.as_input(indices, "indices", device=self._device, kind="index")
         val = _arrays.kernel_values(_arrays.as_input(values, "values", device=self._device))
         _arrays.check_same_length(idx, "indices", val, "values")
-        _arrays.check_index_range(idx, "indices", self.d)
-        if check_finite:
-            _arrays.check_finite(val, "values", into=self.dtype)
         idx, val = (_arrays.detached(arg, self._table) for arg in (idx, val))
-        self._accumulate(idx.array, val, dense=False)
+        if self._device == CPU:
+            _arrays.check_index_range(idx, "indices", self.d)
+            if check_finite:
+                _arrays.check_finite(val, "values", into=self.dtype)
+            self._accumulate(idx.array, val, dense=False)
+            return self
+        # The checks, then the accumulate that they guard, then one read.
+        status = _arrays.new_status(val.stream)
+        _arrays.count_out_of_range(idx, status, self.d)
+        if check_finite:
+            _arrays.count_unfit(val, status, into=self.dtype)
+        self._accumulate(idx.array, val, dense=False, status=status)
+        counts = _cuda.to_host(status)
+        _arrays.raise_status(
+            counts, indices="indices", upper=self.d, values="values", into=self.dtype
+        )
         return self
 
-    def _accumulate(self, indices: Any, values: _arrays.Input, *, dense: bool) -> None:
+    def _accumulate(
+        self,
+        indices: Any,
+        values: _arrays.Input,
+        *,
+        dense: bool,
+        status: Any = None,
+        check: bool = False,
+    ) -> None:
+        """Add ``values`` at the positions (``dense``) or at ``indices``: no validation.
+
+        On CUDA, one launch on ``values.stream`` and nothing read back: the seam of a
+        compression step, which reads its ``status`` once per step.
+
+        * ``status`` (an int64 device array of ``reductions.STATUS_SLOTS``, zeroed by
+          its owner) without ``check``: the launch adds nothing when a slot already
+          holds a count, so a check queued before it (or a failure earlier in the
+          step) leaves the table unchanged.
+        * ``check`` (needs ``status``): in the same launch, values that are NaN or Inf
+          or overflow the table, and sparse indices outside ``[0, d)``, are counted
+          into ``status`` and left out; the others are added (whatever ``status``
+          held before), so use it on a table whose content is dropped when the
+          status reports a failure. Indices the library made itself need no check:
+          ``check`` only where they come from a user.
+
+        On the CPU ``status`` and ``check`` are ignored (validate first).
+        """
         n = values.size
+        if check and status is None:
+            raise ValueError("check=True counts into a status array: give status")
         if self._device != CPU:
+            idx = _arrays.Input(indices, self._device, values.stream)
             _cuda.launch(kernels.cuda_accumulate, n, values.stream)(
-                self._table, self._family, self._keys, indices, values.array, dense
+                self._table,
+                self._family,
+                self._keys,
+                indices,
+                values.array,
+                dense,
+                status is not None and not check,
+                check,
+                _arrays.fit_limit(self.dtype),
+                _arrays.index_bound(idx, self.d),
+                self._no_indices if status is None else status,
             )
             return
         # Two chunks of the input (the second summed apart and added) balance
@@ -332,11 +391,14 @@ class CountSketch(TableSketch):
         """
         return self._unsketch(indices, reductions.MEAN)
 
-    def _unsketch(self, indices: Any, mode: int, *, out: Any = None) -> Any:
+    def _unsketch(
+        self, indices: Any, mode: int, *, out: Any = None, check_range: bool = True
+    ) -> Any:
         """Estimates (``MEDIAN``) or the mean desketch (``MEAN``) at ``indices`` (all ``d``
         when ``None``), into ``out`` when given: a buffer of the sketch's dtype on its
         device, of the right length, which is then all this allocates (one launch on
-        CUDA, nothing read back)."""
+        CUDA, nothing read back). ``check_range=False`` for indices the library made
+        (the check reads a count back from the device)."""
         if indices is not None and not _cuda.is_cuda_array(indices) and np.ndim(indices) == 0:
             one = np.asarray(indices).reshape(1)  # a single index gives a number
             out = self._unsketch(one if self._device == CPU else _cuda.to_device(one), mode)
@@ -345,7 +407,8 @@ class CountSketch(TableSketch):
             idx, n, dense, stream = self._no_indices, self.d, True, self._stream()
         else:
             inp = _arrays.as_input(indices, "indices", device=self._device, kind="index")
-            _arrays.check_index_range(inp, "indices", self.d)
+            if check_range:
+                _arrays.check_index_range(inp, "indices", self.d)
             idx, n, dense, stream = inp.array, inp.size, False, inp.stream
         if self._device == CPU:
             out = np.empty(n, dtype=self.dtype) if out is None else out
@@ -480,15 +543,20 @@ class CountSketch(TableSketch):
         """
         idx = _arrays.as_input(indices, "indices", device=self._device, kind="index")
         _arrays.check_index_range(idx, "indices", self.d)
+        self._zero_buckets(idx)
+        return self
+
+    def _zero_buckets(self, idx: _arrays.Input) -> None:
+        """:meth:`zero_buckets` of validated indices, or of indices the library made (no
+        range check: on CUDA one launch on ``idx.stream``, nothing read back)."""
         if idx.size == 0:
-            return self
+            return
         if self._device == CPU:
             kernels.cpu_zero_buckets(self._table, self._family, self._keys, idx.array)
         else:
             _cuda.launch(kernels.cuda_zero_buckets, idx.size, idx.stream)(
                 self._table, self._family, self._keys, idx.array
             )
-        return self
 
     # ----------------------------------------------------------- arithmetic
     def add(self, other: CountSketch) -> CountSketch:

@@ -778,17 +778,33 @@ def scatter(
     ind = _arrays.as_input(indices, "indices", device=val.device, kind="index")
     _arrays.check_same_length(ind, "indices", val, "values")
     d = _arrays.check_positive_int("d", d, maximum=_INDEX_MAX)
-    _arrays.check_index_range(ind, "indices", d)
     accumulate = _arrays.check_bool("accumulate", accumulate)
     if accumulate and out is None:
         raise ValueError("accumulate=True needs out")
     target = None if out is None else _out_vector(out, d, val.device)
     dtype = _float_result(val.array.dtype) if target is None else np.dtype(target.dtype)
-    if check_finite:
-        _arrays.check_finite(val, "values", into=dtype)
+    if val.device == CPU:
+        _arrays.check_index_range(ind, "indices", d)
+        if check_finite:
+            _arrays.check_finite(val, "values", into=dtype)
+    else:  # both checks counted on the device, then one read
+        status = _arrays.new_status(val.stream)
+        _arrays.count_out_of_range(ind, status, d)
+        if check_finite:
+            _arrays.count_unfit(val, status, into=dtype)
+        counts = _cuda.to_host(status)
+        _arrays.raise_status(counts, indices="indices", upper=d, values="values", into=dtype)
     if target is not None:
         val = _arrays.detached(val, target)
         ind = _arrays.detached(ind, target)
+    result = _scatter(ind, val, d, target, accumulate, dtype)
+    return result if out is None else out
+
+
+def _scatter(ind: Input, val: Input, d: int, target: Any, accumulate: bool, dtype) -> Any:
+    """:func:`scatter` of validated inputs, or of indices the library made (no range
+    check: on CUDA no read back): into ``target`` (zeroed first unless ``accumulate``),
+    or into a new zeroed vector of ``dtype`` when ``target`` is None; returns it."""
     if val.device == CPU:
         if target is None:
             target = np.zeros(d, dtype=dtype)
@@ -796,7 +812,7 @@ def scatter(
             target[...] = 0
         if ind.size:
             sel.cpu_scatter_add(target, ind.array, val.array, 1)
-        return target if out is None else out
+        return target
     stream = val.stream
     if target is None:
         target = _cuda.zeros(d, dtype, stream=stream)
@@ -804,4 +820,4 @@ def scatter(
         _cuda.launch(elementwise.cuda_fill, d, stream)(target, 0)
     if ind.size:
         _cuda.launch(sel.cuda_scatter_add, ind.size, stream)(target, ind.array, val.array, 1)
-    return target if out is None else out
+    return target

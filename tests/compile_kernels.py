@@ -44,10 +44,10 @@ def signatures() -> dict[str, list[tuple]]:
     sigs: dict[str, list[tuple]] = {}
     for tab_dtype in (f32, f64):
         tab = A(tab_dtype, 2)
-        for idx in (i32, i64):
+        for idx, upper in ((i32, i64), (i64, i64)):
             for val in (f32, f64, i64):
                 sigs.setdefault("countsketch.cuda_accumulate", []).append(
-                    (tab, i64, KEYS, A(idx), A(val), b1)
+                    (tab, i64, KEYS, A(idx), A(val), b1, b1, b1, f64, upper, A(i64))
                 )
                 cm_args = (tab, i64, KEYS, A(idx), b1, A(val), i64, i64)
                 sigs.setdefault("countmin.cuda_update", []).append(cm_args)

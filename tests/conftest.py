@@ -32,3 +32,18 @@ def to_host(array) -> np.ndarray:
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def device_calls(monkeypatch):
+    """Counts of the ``_cuda`` helpers that copy to the host, wait or allocate."""
+    counts = dict.fromkeys(("to_host", "synchronize", "empty", "zeros", "to_device"), 0)
+    for name in counts:
+        real = getattr(_cuda, name)
+
+        def counted(*args, _name=name, _real=real, **kwargs):
+            counts[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(_cuda, name, counted)
+    return counts

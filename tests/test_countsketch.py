@@ -460,6 +460,56 @@ def test_bad_threshold_and_factor():
         sketch.scale("2")
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("check", [True, False])
+def test_cuda_accumulate_reads_back_only_its_check(check, rng, device_calls):
+    """A checked accumulate counts on the device and reads the counts once, after the
+    accumulate it guards is queued; unchecked, nothing comes back. The sparse one checks
+    its indices always, its values too when asked: one read either way."""
+    if not _cuda.available():
+        pytest.skip("no CUDA device and the simulator is off")
+    sketch = CountSketch(**SMALL, device="cuda")
+    x = on_device(integer_vector(rng, 300), "cuda")
+    device_calls["to_host"] = 0
+    sketch.accumulate(x, check_finite=check)
+    assert device_calls["to_host"] == int(check) and device_calls["synchronize"] == 0
+    idx = on_device(np.array([3, 7, 7]), "cuda")
+    device_calls["to_host"] = 0
+    sketch.accumulate_sparse(idx, on_device(np.ones(3), "cuda"), check_finite=check)
+    assert device_calls["to_host"] == 1
+
+
+@pytest.mark.cuda
+def test_cuda_accumulate_status_seam(rng, device_calls):
+    """The compression step's seam: one launch counts NaN/Inf, values that overflow the
+    table and indices outside [0, d) into the caller's status and adds the others,
+    reading nothing back; a status that holds a count stops the next launch."""
+    if not _cuda.available():
+        pytest.skip("no CUDA device and the simulator is off")
+    d = 60
+    params = {"d": d, "rows": 3, "cols": 16, "seed": 4, "dtype": np.float32}
+    idx = rng.integers(0, d, 40)
+    val = rng.integers(-5, 6, 40).astype(np.float64)
+    idx[[1, 2]] = [d, -1]
+    val[[5, 6, 7]] = [np.nan, 1e39, -np.inf]  # 1e39 overflows float32
+    good = np.ones(40, dtype=bool)
+    good[[1, 2, 5, 6, 7]] = False
+    sketch = CountSketch(**params, device="cuda")
+    status = _arrays.new_status()
+    values = _arrays.Input(on_device(val, "cuda"), "cuda")
+    device_calls["to_host"] = 0
+    sketch._accumulate(on_device(idx, "cuda"), values, dense=False, status=status, check=True)
+    assert device_calls["to_host"] == 0
+    counts = to_host(status)
+    assert counts[reductions.STATUS_NONFINITE] == 2
+    assert counts[reductions.STATUS_OVERFLOW] == 1
+    assert counts[reductions.STATUS_OUT_OF_RANGE] == 2
+    expected = CountSketch(**params).accumulate_sparse(idx[good], val[good]).table
+    np.testing.assert_array_equal(to_host(sketch.table), expected)
+    sketch._accumulate(on_device(idx, "cuda"), values, dense=False, status=status)
+    np.testing.assert_array_equal(to_host(sketch.table), expected)
+
+
 def test_check_finite_false_skips_the_scan():
     sketch = CountSketch(**SMALL)
     x = np.ones(300)

@@ -154,21 +154,6 @@ def test_topk_cuda_without_candidates(dtype, rng, monkeypatch):
         np.testing.assert_array_equal(to_host(idx), topk(x, k, sorted=ordered)[0])
 
 
-@pytest.fixture
-def device_calls(monkeypatch):
-    """Counts of the ``_cuda`` helpers that copy to the host, wait or allocate."""
-    counts = dict.fromkeys(("to_host", "synchronize", "empty", "zeros", "to_device"), 0)
-    for name in counts:
-        real = getattr(_cuda, name)
-
-        def counted(*args, _name=name, _real=real, **kwargs):
-            counts[_name] += 1
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(_cuda, name, counted)
-    return counts
-
-
 @pytest.mark.cuda
 @pytest.mark.parametrize("ordered", [True, False])
 def test_topk_cuda_workspace_allocates_and_reads_nothing(ordered, rng, device_calls):

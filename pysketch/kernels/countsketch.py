@@ -19,17 +19,23 @@ import numpy as np
 from numba import njit
 
 from pysketch import _cuda
-from pysketch._cuda import cuda
+from pysketch._cuda import THREADS_PER_BLOCK, cuda
 from pysketch.hashing import HASH_BLOCK, bucket_sign, hash_block
 from pysketch.kernels.parallel import blocks_of, length_of, task_kernel
 from pysketch.kernels.reductions import (
     MEAN,
+    STATUS_NONFINITE,
+    STATUS_OUT_OF_RANGE,
+    STATUS_OVERFLOW,
+    add_block_count,
     block_sum_f64,
     combine_columns,
     combine_source,
     compile_source,
     last_block,
     ordered,
+    out_of_range,
+    unfit,
 )
 
 _CHUNK = 4096  # indices an estimate task handles with one scratch buffer
@@ -189,16 +195,45 @@ def cpu_estimate(table, family, keys, indices, dense, mode, out, first, last):
 
 
 @cuda.jit
-def cuda_accumulate(table, family, keys, indices, values, dense):
-    """Add ``values[i]`` at index ``i`` (dense) or ``indices[i]``, with atomics."""
+def cuda_accumulate(
+    table, family, keys, indices, values, dense, guard, check, limit, upper, status
+):
+    """Add ``values[i]`` at index ``i`` (dense) or ``indices[i]``, with atomics.
+
+    ``status``: an int64 device array of ``STATUS_SLOTS``. With ``guard``, nothing is
+    added when any slot already holds a count (a check queued before, of this input
+    or of an earlier one of the same step, failed). With ``check`` (never with
+    ``guard``: the blocks that start last would see the counts of the first), in the
+    same pass, a value that is NaN or Inf or whose magnitude exceeds ``limit`` (what
+    the table stores finitely), and a sparse index outside ``[0, upper)``, are
+    counted into their slots (one atomic per block and slot) and left out.
+    """
+    scratch = cuda.shared.array(THREADS_PER_BLOCK, np.int64)
+    if guard and (status[STATUS_NONFINITE] | status[STATUS_OVERFLOW] | status[STATUS_OUT_OF_RANGE]):
+        return
     start, step = cuda.grid(1), cuda.gridsize(1)
     rows, cols = table.shape
+    nonfinite = 0
+    overflow = 0
+    outside = 0
     for i in range(start, values.shape[0], step):
         value = values[i]
-        index = i if dense else indices[i]
+        index = np.int64(i) if dense else np.int64(indices[i])
+        if check:
+            bad, over = unfit(value, 1.0, limit)
+            wild = 0 if dense else out_of_range(indices[i], upper)
+            nonfinite += bad
+            overflow += over
+            outside += wild
+            if bad or over or wild:
+                continue
         for j in range(rows):
             bucket, sign = bucket_sign(family, keys, j, index, cols)
             cuda.atomic.add(table, (j, bucket), sign * value)
+    if check:
+        add_block_count(scratch, status, STATUS_NONFINITE, nonfinite)
+        add_block_count(scratch, status, STATUS_OVERFLOW, overflow)
+        add_block_count(scratch, status, STATUS_OUT_OF_RANGE, outside)
 
 
 # Blocks of the l2 kernel: each row's partial sums are added in block order at the end.
