@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,22 @@ def device_calls(monkeypatch):
 
         monkeypatch.setattr(_cuda, name, counted)
     return counts
+
+
+def contended(array):
+    """The device ``array`` whose element reads, under the simulator, give way to the
+    block's other threads before they return: a read-modify-write that is not atomic
+    (``table[i] += v``) then loses updates, as on a GPU when threads hit one cell at
+    once (the simulator's atomics hold a lock across their read and write). On a GPU
+    the array itself."""
+    if not _cuda.SIMULATOR:
+        return array
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    class Contended(FakeCUDAArray):
+        def __getitem__(self, index):
+            value = super().__getitem__(index)
+            time.sleep(1e-4)
+            return value
+
+    return Contended(array._ary)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pysketch import CountSketch, _cuda, hashing
 from pysketch.countmin import CountMinSketch
-from tests.conftest import on_device, to_host
+from tests.conftest import contended, on_device, to_host
 
 # The device fixture is a constant per test item, so reusing it across examples is safe.
 fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -241,6 +241,18 @@ def test_sparse_and_dense_agree(device, rng, conservative):
     sparse = sketch_of(device, np.arange(40), x, **kw)
     np.testing.assert_array_equal(to_host(dense.table), to_host(sparse.table))
     assert dense.total_weight == sparse.total_weight == x.sum()
+
+
+@pytest.mark.cuda
+def test_cuda_update_threads_of_one_block_hitting_one_cell_lose_nothing():
+    """32 threads of one block add into the same cells at once (one key, 32 times): the
+    counters are exact only if the kernel adds with atomics."""
+    needs_cuda()
+    cms = CountMinSketch(3, 8, seed=2, device="cuda")
+    cms._table = contended(cms._table)
+    cms.update(on_device(np.full(32, 7), "cuda"), on_device(np.full(32, 2.0), "cuda"))
+    np.testing.assert_array_equal(to_host(cms.estimate(on_device(np.array([7]), "cuda"))), [64.0])
+    assert to_host(cms.table).sum() == 3 * 64.0
 
 
 def test_scalar_weight_equals_array(device):

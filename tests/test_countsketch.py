@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pysketch import CountSketch, _arrays, _cuda, hashing
 from pysketch.kernels import reductions
-from tests.conftest import on_device, to_host
+from tests.conftest import contended, on_device, to_host
 
 SMALL = {"d": 300, "rows": 5, "cols": 32}
 
@@ -508,6 +508,27 @@ def test_cuda_accumulate_status_seam(rng, device_calls):
     np.testing.assert_array_equal(to_host(sketch.table), expected)
     sketch._accumulate(on_device(idx, "cuda"), values, dense=False, status=status)
     np.testing.assert_array_equal(to_host(sketch.table), expected)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dense", [False, True])
+def test_cuda_accumulate_threads_of_one_block_hitting_one_cell_lose_nothing(dense):
+    """32 threads of one block add into the same cell of every row at once: the sum is
+    exact only if the kernel adds with atomics."""
+    if not _cuda.available():
+        pytest.skip("no CUDA device and the simulator is off")
+    sketch = CountSketch(32, 3, 1, seed=5, device="cuda")  # one column: every index collides
+    sketch._table = contended(sketch._table)
+    values = np.full(32, 3.0, dtype=np.float32)
+    reference = CountSketch(32, 3, 1, seed=5)
+    if dense:
+        sketch.accumulate(on_device(values, "cuda"))
+        reference.accumulate(values)
+    else:
+        sketch.accumulate_sparse(on_device(np.full(32, 5), "cuda"), on_device(values, "cuda"))
+        reference.accumulate_sparse(np.full(32, 5), values)
+        assert (np.abs(reference.table) == 96.0).all()
+    np.testing.assert_array_equal(to_host(sketch.table), reference.table)
 
 
 def test_check_finite_false_skips_the_scan():

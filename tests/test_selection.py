@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pysketch import _cuda, gather, randomk, scatter, selection, threshold, topk
 from pysketch.kernels import reductions
-from tests.conftest import on_device, to_host
+from tests.conftest import contended, on_device, to_host
 
 DTYPES = [np.float32, np.float64]
 
@@ -492,6 +492,16 @@ def test_scatter_out_and_duplicates(device):
     np.testing.assert_array_equal(to_host(out), [0, 1.5, 0, 2, 0])
     scatter(idx, val, 5, out=out, accumulate=True)
     np.testing.assert_array_equal(to_host(out), [0, 3, 0, 4, 0])
+
+
+@pytest.mark.cuda
+def test_scatter_threads_of_one_block_hitting_one_index_lose_nothing():
+    """32 threads of one block add into out[3] at once: exact only with atomics."""
+    if not _cuda.available():
+        pytest.skip("no CUDA device and the simulator is off")
+    out = contended(_cuda.to_device(np.zeros(8)))
+    scatter(_cuda.to_device(np.full(32, 3)), _cuda.to_device(np.full(32, 0.5)), 8, out=out)
+    np.testing.assert_array_equal(to_host(out), [0, 0, 0, 16.0, 0, 0, 0, 0])
 
 
 def test_scatter_errors(device):
