@@ -1,6 +1,7 @@
 """The machine a figure was measured on, and the instruction set Numba compiled for.
 
-Every benchmark script prints :func:`cpu_description` with its figures. On a
+Every benchmark script prints :func:`cpu_description` with its figures (and
+:func:`gpu_description`, from :func:`require_gpu`, with GPU figures). On a
 machine with AVX-512, ``--target avx2`` (see :func:`add_target_argument`)
 reruns a script with Numba generating code for an AVX2 CPU (Haswell: AVX2,
 FMA, BMI2, no AVX-512), the level of most users' CPUs. Both variables are
@@ -92,3 +93,32 @@ def use_target(target: str) -> None:
     if "numba" in sys.modules:
         raise RuntimeError("use_target must run before numba is imported")
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **wanted})
+
+
+def require_gpu(what: str):
+    """CuPy, once a CUDA device is known to be there; else exit with a message naming
+    ``what`` and what is missing (GPU figures need a GPU: no fallback)."""
+    try:
+        import cupy
+    except ImportError:
+        sys.exit(f"{what} needs CuPy and a CUDA GPU: pip install 'pysketch[cuda12]' (or [cuda13])")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # no driver, or a broken one
+        sys.exit(f"{what} needs a CUDA GPU: the CUDA runtime reports {exc}")
+    if count == 0:
+        sys.exit(f"{what} needs a CUDA GPU: CuPy sees none")
+    return cupy
+
+
+def gpu_description() -> str:
+    """The current CUDA device, its SM count and the driver (after :func:`require_gpu`)."""
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    driver = cupy.cuda.runtime.driverGetVersion()
+    return (
+        f"{name}, {props['multiProcessorCount']} SMs, CUDA driver API "
+        f"{driver // 1000}.{driver % 1000 // 10}, CuPy {cupy.__version__}"
+    )

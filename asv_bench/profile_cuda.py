@@ -4,9 +4,10 @@
 Builds ``CountSketch(d=1e7, rows=5, cols=5e5, device="cuda")``, then runs
 ``--warmups`` rounds of accumulate (a CuPy float32 vector) + estimate-all
 (JIT compilation, module load, allocator) followed by ``--rounds`` profiled
-rounds. Each round launches ``cuda_accumulate`` once and ``cuda_estimate``
-once (``check_finite=False``, so no other pysketch kernel runs), so skipping
-``2 * warmups`` matched launches leaves the profiled ones::
+rounds. Each round launches ``cuda_accumulate`` once and ``cuda_estimate`` (the
+kernel generated for 5 rows) once (``check_finite=False``, so no other pysketch
+kernel runs), so skipping ``2 * warmups`` matched launches leaves the profiled
+ones::
 
     ncu --clock-control none -k regex:'cuda_accumulate|cuda_estimate' \\
         --launch-skip 4 --launch-count 2 \\
@@ -15,7 +16,11 @@ once (``check_finite=False``, so no other pysketch kernel runs), so skipping
         python3 asv_bench/profile_cuda.py
 
 Numba mangles kernel names (``_ZN...cuda_accumulate...``), hence the regex.
-Run alone (no ncu), it also prints event-timed medians of each kernel call.
+Run alone (no ncu), it also prints event-timed medians of each call, and of the
+device top-k of the estimates (sorted and not), heavy hitters (estimate + top-k)
+and a Count-Min update of ``d`` keys. The top-k's kernels, for ncu:
+``-k regex:'cuda_radix_pass|cuda_select_count|cuda_select_write|cuda_sort_pass'``
+(3 digit passes, 2 compaction kernels and 4 sort passes per sorted float32 call).
 
 ``--crosscheck`` instead checks, at ``--d`` (1e6 suits), that the same seed
 gives the same results on the CPU and the GPU: every bucket and sign of every
@@ -36,6 +41,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # machine.py
 
 
 def main(argv=None) -> None:
@@ -46,6 +52,7 @@ def main(argv=None) -> None:
     ap.add_argument("--warmups", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--hash", default="mix", choices=["mix", "polynomial"])
+    ap.add_argument("--k", type=int, default=50_000, help="top-k of the estimates")
     ap.add_argument("--crosscheck", action="store_true", help="CPU vs GPU, no timing")
     args = ap.parse_args(argv)
     if args.crosscheck:
@@ -53,9 +60,10 @@ def main(argv=None) -> None:
             crosscheck(args.d, args.rows, args.cols, family)
         return
 
-    import cupy as cp
+    from machine import gpu_description, require_gpu
 
-    from pysketch import CountSketch
+    cp = require_gpu("profile_cuda.py")
+    from pysketch import CountMinSketch, CountSketch, topk
 
     x = cp.asarray(np.random.default_rng(0).standard_normal(args.d, dtype=np.float32))
     sketch = CountSketch(args.d, args.rows, args.cols, seed=1, hash=args.hash, device="cuda")
@@ -82,16 +90,43 @@ def main(argv=None) -> None:
         acc_ms.append(cp.cuda.get_elapsed_time(start, mid))
         est_ms.append(cp.cuda.get_elapsed_time(mid, stop))
     err = float(cp.linalg.norm(est - x) / cp.linalg.norm(x))
+    print(f"# GPU: {gpu_description()}")
     print(
         f"d={args.d} rows={args.rows} cols={args.cols} hash={args.hash}: "
         f"accumulate {np.median(acc_ms):.3f} ms, estimate-all {np.median(est_ms):.3f} ms "
         f"(median of {args.rounds}); ||est - x|| / ||x|| = {err:.3f} (noise: x is dense)"
     )
+    keys = cp.asarray(np.random.default_rng(1).integers(0, 10 * args.d, args.d))
+    cms = CountMinSketch(args.rows, args.cols, dtype=np.float32, device="cuda")
+    weights = cp.abs(x)
+    for label, call in (
+        (f"top-k k={args.k}", lambda: topk(est, args.k, check_finite=False)),
+        (f"top-k k={args.k} unsorted", lambda: topk(est, args.k, sorted=False, check_finite=False)),
+        (f"heavy_hitters k={args.k}", lambda: sketch.heavy_hitters(k=args.k)),
+        ("count-min update n=d", lambda: cms.update(keys, weights)),
+    ):
+        print(f"{label}: {event_timed(cp, call, args.warmups, args.rounds):.3f} ms (median)")
+
+
+def event_timed(cp, call, warmups: int, rounds: int) -> float:
+    """Median milliseconds of ``call`` between two CUDA events, after ``warmups`` calls."""
+    for _ in range(warmups):
+        call()
+    start, stop, times = cp.cuda.Event(), cp.cuda.Event(), []
+    for _ in range(rounds):
+        start.record()
+        call()
+        stop.record()
+        stop.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, stop))
+    return float(np.median(times))
 
 
 def crosscheck(d: int, rows: int, cols: int, family: str, k: int = 1000) -> None:
     """Raise unless CPU and GPU agree exactly at dimension ``d`` (see the docstring)."""
-    import cupy as cp
+    from machine import require_gpu
+
+    cp = require_gpu("profile_cuda.py --crosscheck")
 
     from pysketch import CountSketch, randomk, topk
 
