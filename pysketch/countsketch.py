@@ -438,7 +438,7 @@ class CountSketch(TableSketch):
         5.0
         """
         if self._device != CPU:
-            return math.sqrt(float(_cuda.to_host(self._l2_device())[0]))
+            return math.sqrt(float(_cuda.to_host(self._l2_device())[kernels.L2_MEDIAN]))
         sumsq = np.empty(self.rows)
         reductions.cpu_row_sumsq(self._table, sumsq)
         median = np.empty(1)
@@ -448,15 +448,16 @@ class CountSketch(TableSketch):
         )
         return math.sqrt(median[0])
 
-    def _l2_device(self) -> Any:
-        """The median over rows of the sums of squares, in ``out[0]`` of the float64 device
-        array returned (one launch; nothing read back)."""
+    def _l2_device(self, phi: float = 0.0) -> Any:
+        """The median over rows of the sums of squares and ``phi * sqrt(median)``, in the
+        float64 device array returned (``kernels.L2_MEDIAN``, ``L2_THRESHOLD``): one
+        launch, nothing read back."""
         stream = self._stream()
         blocks = min(kernels.L2_BLOCKS, -(-self.cols // _cuda.THREADS_PER_BLOCK))
         out = _cuda.empty(kernels.L2_SUMS + self.rows * blocks, np.float64, stream=stream)
         tickets = _cuda.zeros(1, np.int64, stream=stream)
         _cuda.launch(kernels.l2_kernel(self.rows), self.cols, stream, max_blocks=blocks)(
-            self._table, tickets, out
+            self._table, tickets, float(phi), out
         )
         return out
 
@@ -493,8 +494,15 @@ class CountSketch(TableSketch):
         threshold = _arrays.check_real("threshold", threshold, finite=False)
         if not 0 <= threshold < math.inf:
             raise ValueError(f"threshold must be finite and non-negative, got {threshold}")
-        tau = threshold * self.l2_estimate()
-        return selection.threshold(self.estimate(), tau, check_finite=False)
+        if self._device == CPU:
+            tau = threshold * self.l2_estimate()
+            return selection.threshold(self.estimate(), tau, check_finite=False)
+        # tau = threshold * sqrt(median) stays on the device: one read, the result's size.
+        tau = self._l2_device(threshold)[kernels.L2_THRESHOLD : kernels.L2_THRESHOLD + 1]
+        estimates = _arrays.Input(
+            self._unsketch(None, reductions.MEDIAN), self._device, self._stream()
+        )
+        return selection._threshold_device(estimates, tau)
 
     def _top_estimates(
         self, k: int, *, workspace: Any = None, estimates: Any = None

@@ -54,7 +54,6 @@ _MAX_CHUNKS = 256
 _UNSORTED_CANDIDATES_MAX = 1 << 18
 _MASK32 = np.uint32(0x7FFFFFFF)
 _MASK64 = np.uint64(0x7FFFFFFFFFFFFFFF)
-_U0 = np.uint64(0)
 _INDEX_MAX = int(np.iinfo(np.int64).max)  # indices are int64: a length beyond cannot be indexed
 
 
@@ -401,6 +400,7 @@ class TopkWorkspace:
         self.state = zeros(sel.STATE_SLOTS, np.int64)
         self.status = zeros(reductions.STATUS_SLOTS, np.int64)
         self.histogram = zeros(sel.BINS, np.int64)
+        self.no_tau = zeros(1, np.float64)  # the kernels' threshold argument, unused by top-k
         self.candidates = empty((2, _candidate_capacity(self.d)), np.uint64)
         self.tiles = empty((_tiles(self.d), 2), np.int64)
         self.indices = empty(self.k, np.int64)
@@ -448,12 +448,13 @@ def _topk_device(
             ws.state, ws.histogram, ws.candidates, ws.status if status is None else status,
         )  # fmt: skip
     tile_threads = _tiles(d) * _cuda.THREADS_PER_BLOCK
+    # By key (the select's state), not by value: the threshold argument ws.no_tau is unread.
     _cuda.launch(sel.cuda_select_count, tile_threads, stream)(
-        bits, mask, _U0, mask, True, False, inf_key, ws.state, ws.tiles, ws.status
+        bits, values, mask, mask, ws.no_tau, False, False, inf_key, ws.state, ws.tiles, ws.status
     )
     keys, indices = ws.sort_keys, (ws.indices, ws.sort_indices)
     _cuda.launch(sel.cuda_select_write, tile_threads, stream)(
-        bits, mask, _U0, mask, True, ws.state, ws.tiles, values, ws.indices, ws.values,
+        bits, values, mask, mask, ws.no_tau, False, ws.state, ws.tiles, ws.indices, ws.values,
         keys[0], ws.sort_counts[0], ordered,
     )  # fmt: skip
     if ordered:
@@ -655,18 +656,27 @@ def threshold(x: Any, tau: float, *, check_finite: bool = True) -> tuple[Any, An
         arr = np.asarray(inp.array)
         idx = sel.cpu_threshold(_arrays.kernel_values(inp).array, tau, numba.get_num_threads())
         return idx, arr[idx]
-    # One stable compaction, its count read back once (with the non-finite count: the
-    # status and the selection state share one array) to size the result.
+    tau_device = _cuda.to_device(np.array([tau], dtype=np.float64), stream=inp.stream)
+    return _threshold_device(inp, tau_device, check_finite=check_finite)
+
+
+def _threshold_device(inp: Input, tau: Any, *, check_finite: bool = False) -> tuple[Any, Any]:
+    """:func:`threshold` of a CUDA input, ``tau`` a float64 device array whose element 0
+    holds the threshold (maybe written by an earlier kernel: it is never read back).
+
+    One stable compaction (2 launches) and one read, of the count that sizes the result
+    and the non-finite count together (status and selection state share one array).
+    """
     stream = inp.stream
-    arr = _contiguous_float(inp)
-    bits, mask, _ = _key_bits(arr)
-    inf_key, above = _inf_key(mask), _threshold_key(tau, arr.dtype)
+    bits, mask, _ = _key_bits(_contiguous_float(inp))
+    inf_key = _inf_key(mask)
     control = _cuda.zeros(reductions.STATUS_SLOTS + sel.STATE_SLOTS, np.int64, stream=stream)
     status, state = control[: reductions.STATUS_SLOTS], control[reductions.STATUS_SLOTS :]
     tiles = _cuda.empty((_tiles(inp.size), 2), np.int64, stream=stream)
+    blocks = tiles.shape[0] * _cuda.THREADS_PER_BLOCK
     if inp.size:
-        _cuda.launch(sel.cuda_select_count, tiles.shape[0] * _cuda.THREADS_PER_BLOCK, stream)(
-            bits, mask, above, inf_key, False, check_finite, inf_key, state, tiles, status
+        _cuda.launch(sel.cuda_select_count, blocks, stream)(
+            bits, inp.array, mask, inf_key, tau, True, check_finite, inf_key, state, tiles, status
         )
     counts = _cuda.to_host(control)
     if check_finite:
@@ -677,23 +687,11 @@ def threshold(x: Any, tau: float, *, check_finite: bool = True) -> tuple[Any, An
     if n:
         no_keys = _cuda.empty(0, np.uint64, stream=stream)  # no sort: unused
         no_counts = _cuda.empty((0, sel.SORT_BINS), np.int64, stream=stream)
-        _cuda.launch(sel.cuda_select_write, tiles.shape[0] * _cuda.THREADS_PER_BLOCK, stream)(
-            bits, mask, above, inf_key, False, state, tiles, inp.array, idx, values, no_keys,
+        _cuda.launch(sel.cuda_select_write, blocks, stream)(
+            bits, inp.array, mask, inf_key, tau, True, state, tiles, idx, values, no_keys,
             no_counts, False,
         )  # fmt: skip
     return idx, values
-
-
-def _threshold_key(tau: float, dtype) -> np.uint64:
-    """The smallest key of ``dtype`` whose magnitude is ``>= tau`` compared in float64
-    (``tau`` finite, ``>= 0``): a key comparison then decides ``|x| >= tau`` exactly."""
-    if np.dtype(dtype) != np.float32:
-        return np.uint64(np.float64(tau).view(np.uint64))
-    with np.errstate(over="ignore"):  # beyond float32's range: inf, which only inf reaches
-        nearest = np.float32(tau)
-    if float(nearest) < tau:
-        nearest = np.nextafter(nearest, np.float32(np.inf))
-    return np.uint64(nearest.view(np.uint32))
 
 
 # ----------------------------------------------------------------- gather / scatter

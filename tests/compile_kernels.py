@@ -87,7 +87,9 @@ def signatures() -> dict[str, list[tuple]]:
         )
         for rows in GENERATED_ROWS:
             if rows == FULL_ROWS or tab_dtype == f32:
-                sigs.setdefault(f"countsketch.l2_kernel({rows})", []).append((tab, A(i64), A(f64)))
+                sigs.setdefault(f"countsketch.l2_kernel({rows})", []).append(
+                    (tab, A(i64), f64, A(f64))
+                )
     for dtype in (f32, f64):
         sigs.setdefault("reductions.cuda_max_abs", []).append((A(dtype), A(f64)))
         sigs.setdefault("select.cuda_gather", []).append((A(dtype), A(i64), A(dtype)))
@@ -115,11 +117,11 @@ def signatures() -> dict[str, list[tuple]]:
             (A(bits), bits, u64, i64, i64, i64, b1, b1, b1, state, A(i64), A(u64, 2), A(i64))
         )
         sigs.setdefault("select.cuda_select_count", []).append(
-            (A(bits), bits, u64, u64, b1, b1, u64, state, tiles, A(i64))
+            (A(bits), A(values), bits, u64, A(f64), b1, b1, u64, state, tiles, A(i64))
         )
         sigs.setdefault("select.cuda_select_write", []).append(
-            (A(bits), bits, u64, u64, b1, state, tiles, A(values), A(i64), A(values), A(u64),
-             counts, b1)
+            (A(bits), A(values), bits, u64, A(f64), b1, state, tiles, A(i64), A(values),
+             A(u64), counts, b1)
         )  # fmt: skip
         sigs.setdefault("select.cuda_sort_pass", []).append(
             (A(u64), A(i64), A(u64), A(i64), counts, counts, i64, b1, A(values), A(values), state)

@@ -283,6 +283,26 @@ def test_heavy_hitters_on_both_devices_agree(rng):
     for cpu_part, gpu_part in zip(cpu.heavy_hitters(k=3), gpu.heavy_hitters(k=3), strict=True):
         np.testing.assert_array_equal(cpu_part, to_host(gpu_part))
     assert sorted(cpu.heavy_hitters(k=3)[0].tolist()) == [7, 100, 250]
+    for phi in (0.0, 0.05, 0.3, 2.0):  # everything, some, the planted ones, nothing
+        cpu_hh, gpu_hh = cpu.heavy_hitters(threshold=phi), gpu.heavy_hitters(threshold=phi)
+        for cpu_part, gpu_part in zip(cpu_hh, gpu_hh, strict=True):
+            np.testing.assert_array_equal(cpu_part, to_host(gpu_part))
+
+
+@pytest.mark.cuda
+def test_cuda_heavy_hitters_read_back_only_a_threshold_count(rng, device_calls):
+    """heavy_hitters(k) reads nothing back; heavy_hitters(threshold) one count, the
+    threshold phi * l2 staying on the device."""
+    if not _cuda.available():
+        pytest.skip("no CUDA device and the simulator is off")
+    sketch = CountSketch(**SMALL, device="cuda").accumulate(
+        on_device(integer_vector(rng, 300), "cuda")
+    )
+    device_calls["to_host"] = 0
+    sketch.heavy_hitters(k=5)
+    assert device_calls["to_host"] == 0
+    sketch.heavy_hitters(threshold=0.1)
+    assert device_calls["to_host"] == 1 and device_calls["synchronize"] == 0
 
 
 # ------------------------------------------------------- algebra, copy, io

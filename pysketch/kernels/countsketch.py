@@ -14,6 +14,7 @@ sums are exact (integer values, say) and up to rounding otherwise.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 from numba import njit
@@ -238,9 +239,10 @@ def cuda_accumulate(
 
 # Blocks of the l2 kernel: each row's partial sums are added in block order at the end.
 L2_BLOCKS = 256
-# Slots of the l2 kernel's float64 output: the median of the rows' sums of squares,
-# then each row's partial sum per block.
-L2_SUMS = 1
+# The l2 kernel's float64 output: the median of the rows' sums of squares, the
+# threshold phi * sqrt(median) of heavy_hitters(threshold=phi), then each row's
+# partial sum per block.
+L2_MEDIAN, L2_THRESHOLD, L2_SUMS = 0, 1, 2
 
 
 # Estimate, desketch and l2 keep one value per row in registers: a kernel is
@@ -273,6 +275,9 @@ _GENERATED = {
     "block_sum_f64": block_sum_f64,
     "last_block": last_block,
     "L2_SUMS": L2_SUMS,
+    "L2_MEDIAN": L2_MEDIAN,
+    "L2_THRESHOLD": L2_THRESHOLD,
+    "math": math,
     "THREADS_PER_BLOCK": _cuda.THREADS_PER_BLOCK,
 }
 
@@ -304,16 +309,17 @@ def estimate_kernel(rows: int):
 
 @functools.cache
 def l2_kernel(rows: int):
-    """The CUDA l2 estimate for ``rows`` rows: ``kernel(table, tickets, out)``.
+    """The CUDA l2 estimate for ``rows`` rows: ``kernel(table, tickets, phi, out)``.
 
     Each thread adds ``S[j, b]**2`` over its columns for every row ``j`` (in
     registers), each block reduces them, and the grid's last block adds the blocks'
-    sums in block order and writes the median over rows to ``out[0]`` (``out``:
-    float64, ``L2_SUMS + rows * gridDim`` long; ``tickets``: int64, zeroed).
-    Deterministic: no float atomics.
+    sums in block order and writes the median over rows to ``out[L2_MEDIAN]`` and
+    ``phi * sqrt(median)`` to ``out[L2_THRESHOLD]`` (``out``: float64,
+    ``L2_SUMS + rows * gridDim`` long; ``tickets``: int64, zeroed). Deterministic:
+    no float atomics.
     """
     lines = [
-        "def cuda_l2(table, tickets, out):",
+        "def cuda_l2(table, tickets, phi, out):",
         "    scratch = cuda.shared.array(THREADS_PER_BLOCK, np.float64)",
         "    flag = cuda.shared.array(1, np.int64)",
         "    start, step = cuda.grid(1), cuda.gridsize(1)",
@@ -334,7 +340,9 @@ def l2_kernel(rows: int):
         *[f"        {a} = 0.0" for a in sums],
         "        for b in range(blocks):",
         *[f"            {a} += out[L2_SUMS + {j} * blocks + b]" for j, a in enumerate(sums)],
-        *["        " + line for line in combine_source(sums, "out[0]", exchange="_exchange")],
+        *["        " + line for line in combine_source(sums, "median", exchange="_exchange")],
+        "        out[L2_MEDIAN] = median",
+        "        out[L2_THRESHOLD] = phi * math.sqrt(median)",
     ]
     return _cuda.cuda.jit(compile_source("cuda_l2", lines, _GENERATED))
 

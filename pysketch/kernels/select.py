@@ -573,16 +573,24 @@ def _count_and_gather(bits, mask, lo, span, ns, sh, count, state, cand):
 
 
 @cuda.jit(device=True)
-def _selection(state, from_state, above_arg):
-    """``(above, tie, need)``: keys ``>= above`` are selected, and the first ``need`` keys
-    equal to ``tie`` (by index) when ``tie < above``: from the select's state, or every
-    key ``>= above_arg`` (a threshold)."""
-    if from_state:
-        lo = np.uint64(state[S_LO])
-        if state[S_EXACT] != 0:
-            return lo, lo, np.int64(0)
-        return lo + _U1, lo, state[S_NEED]
-    return above_arg, above_arg, np.int64(0)
+def _selection(state, by_value):
+    """``(above, tie, need)`` of the select: keys ``>= above`` are taken, and the first
+    ``need`` keys equal to ``tie`` (by index) when ``tie < above``. No ties by value."""
+    if by_value:
+        return _U0, _U0, np.int64(0)
+    lo = np.uint64(state[S_LO])
+    if state[S_EXACT] != 0:
+        return lo, lo, np.int64(0)
+    return lo + _U1, lo, state[S_NEED]
+
+
+@cuda.jit(device=True)
+def _taken(key, values, i, above, key_max, tau, by_value):
+    """Whether entry ``i`` is taken outright: ``|values[i]| >= tau`` (by value, in float64;
+    never NaN) or its key in ``[above, key_max]`` (``values`` then not read)."""
+    if by_value:
+        return abs(np.float64(values[i])) >= tau
+    return above <= key <= key_max
 
 
 @cuda.jit(device=True)
@@ -599,19 +607,22 @@ def _is_tie(key, above, tie):
 
 @cuda.jit
 def cuda_select_count(
-    bits, mask, above_arg, key_max, from_state, check, inf_key, state, tiles, status
+    bits, values, mask, key_max, tau, by_value, check, inf_key, state, tiles, status
 ):
-    """Per tile: ``tiles[t] = (selected above, ties)``; then the last block makes them
+    """Per tile: ``tiles[t] = (taken outright, ties)``; then the last block makes them
     ``(output offset, ties to take)`` and writes the total to ``state[S_TOTAL]``.
 
-    Selected: keys in ``[above, key_max]`` (see :func:`_selection`). With ``check``,
-    keys ``>= inf_key`` are counted into ``status[STATUS_NONFINITE]``.
+    Taken (see :func:`_taken`): the select's keys in ``[above, key_max]`` and its ties
+    (:func:`_selection`), or, ``by_value``, every ``|values[i]| >= tau[0]`` (a
+    threshold, maybe computed by an earlier kernel). With ``check``, keys
+    ``>= inf_key`` (NaN, Inf) are counted into ``status[STATUS_NONFINITE]``.
     """
     scratch = cuda.shared.array(THREADS_PER_BLOCK, np.int64)
     tid, threads = cuda.threadIdx.x, cuda.blockDim.x
     n = bits.shape[0]
     tile, n_tiles = _tiling(n)
-    above, tie, need = _selection(state, from_state, above_arg)
+    above, tie, need = _selection(state, by_value)
+    limit = tau[0] if by_value else 0.0
     nonfinite = 0
     for t in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
         selected = 0
@@ -620,7 +631,7 @@ def cuda_select_count(
             i = t * tile + j * threads + tid
             if i < n:
                 key = np.uint64(bits[i] & mask)
-                selected += 1 if above <= key <= key_max else 0
+                selected += 1 if _taken(key, values, i, above, key_max, limit, by_value) else 0
                 ties += 1 if _is_tie(key, above, tie) else 0
                 nonfinite += 1 if key >= inf_key else 0
         _, selected = block_scan(scratch, selected)
@@ -667,11 +678,11 @@ def _tile_offsets(scratch, tiles, n_tiles, need, state):
 
 @cuda.jit
 def cuda_select_write(
-    bits, mask, above_arg, key_max, from_state, state, tiles, values, out_idx, out_val,
+    bits, values, mask, key_max, tau, by_value, state, tiles, out_idx, out_val,
     sort_keys, sort_counts, sort,
 ):  # fmt: skip
-    """Write the selected indices (and ``values`` at them) at the offsets of
-    :func:`cuda_select_count`, in index order.
+    """Write the indices :func:`cuda_select_count` counted (and ``values`` at them) at
+    its offsets, in index order.
 
     Thread ``t`` of a block owns ``TILE_ITEMS`` consecutive entries of the tile;
     two block scans give each thread its ties' rank and its output position. With
@@ -684,7 +695,8 @@ def cuda_select_write(
     tid = cuda.threadIdx.x
     n = bits.shape[0]
     tile, n_tiles = _tiling(n)
-    above, tie, _ = _selection(state, from_state, above_arg)
+    above, tie, _ = _selection(state, by_value)
+    limit = tau[0] if by_value else 0.0
     for t in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
         base = t * tile + tid * TILE_ITEMS
         ties = 0
@@ -703,7 +715,7 @@ def cuda_select_write(
                     own += 1 if rank < takes else 0
                     rank += 1
                 else:
-                    own += 1 if above <= key <= key_max else 0
+                    own += 1 if _taken(key, values, i, above, key_max, limit, by_value) else 0
         inclusive, _ = block_scan(scratch, own)
         pos = tiles[t, 0] + inclusive - own
         rank = tie_rank
@@ -714,7 +726,7 @@ def cuda_select_write(
                     win = rank < takes
                     rank += 1
                 else:
-                    win = above <= key <= key_max
+                    win = _taken(key, values, i, above, key_max, limit, by_value)
                 if win:
                     out_idx[pos] = i
                     if sort:
