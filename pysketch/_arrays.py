@@ -233,7 +233,7 @@ def check_finite(inp: Input, name: str, *, into: Any = None, scale: float = 1.0)
         _cuda.launch(reductions.cuda_count_unfit, inp.size, inp.stream)(
             inp.array, scale, limit, counts
         )
-        nonfinite, overflow = _cuda.to_host(counts)
+        nonfinite, overflow = _cuda.to_host(counts, inp.stream)
     raise_unfit(name, int(nonfinite), int(overflow), into, scale)
 
 
@@ -264,7 +264,7 @@ def check_index_range(inp: Input, name: str, upper: int) -> None:
         _cuda.launch(reductions.cuda_count_out_of_range, inp.size, inp.stream)(
             inp.array, upper, count
         )
-        bad = int(_cuda.to_host(count)[0])
+        bad = int(_cuda.to_host(count, inp.stream)[0])
     if bad:
         raise IndexError(f"{name} must lie in [0, {upper}): {bad} value(s) outside that range")
 

@@ -332,32 +332,33 @@ class CountSketch(TableSketch):
         """
         return self._unsketch(indices, reductions.MEAN)
 
-    def _unsketch(self, indices: Any, mode: int) -> Any:
+    def _unsketch(self, indices: Any, mode: int, out: Any = None, stream: Any = None) -> Any:
+        """Estimates (``mode``: median or mean) at ``indices``, or at all ``d`` into ``out``.
+
+        ``out`` (length ``d``, the sketch's dtype, on its device) and
+        ``stream`` let a training step reuse one buffer on its own stream.
+        """
         if indices is not None and not _cuda.is_cuda_array(indices) and np.ndim(indices) == 0:
             one = np.asarray(indices).reshape(1)  # a single index gives a number
             out = self._unsketch(one if self._device == CPU else _cuda.to_device(one), mode)
             return float(out[0] if self._device == CPU else _cuda.to_host(out)[0])
         if indices is None:
-            idx, n, dense, stream = self._no_indices, self.d, True, self._stream()
+            idx, n, dense = self._no_indices, self.d, True
+            stream = self._stream() if stream is None else stream
         else:
             inp = _arrays.as_input(indices, "indices", device=self._device, kind="index")
             _arrays.check_index_range(inp, "indices", self.d)
             idx, n, dense, stream = inp.array, inp.size, False, inp.stream
         if self._device == CPU:
-            out = np.empty(n, dtype=self.dtype)
+            out = np.empty(n, dtype=self.dtype) if out is None else out
             kernels.cpu_estimate(self._table, self._family, self._keys, idx, dense, mode, out)
         else:
-            out = _cuda.empty(n, self.dtype, stream=stream)
+            out = _cuda.empty(n, self.dtype, stream=stream) if out is None else out
             if n:
                 _cuda.launch(kernels.cuda_estimate, n, stream)(
                     self._table, self._family, self._keys, idx, dense, mode, out
                 )
         return out
-
-    def _stream(self) -> Any:
-        """The caller's stream where no input names one: the current stream of the table's
-        producer (CuPy's current stream), as Count-Min's queries use their input's."""
-        return 0 if self._device == CPU else _cuda.stream_for(self._table)
 
     def l2_estimate(self) -> float:
         """Estimate ``||x||_2``: ``sqrt(median_j sum_b S[j, b]^2)``.
@@ -377,7 +378,7 @@ class CountSketch(TableSketch):
             stream = self._stream()
             out = _cuda.zeros(self.rows, np.float64, stream=stream)
             _cuda.launch(reductions.cuda_row_sumsq, self._table.size, stream)(self._table, out)
-            sumsq = _cuda.to_host(out)
+            sumsq = _cuda.to_host(out, stream)
         median = np.empty(1)
         # The kernels' median, run as Python: ``rows`` values need no compilation.
         reductions.combine_columns.py_func(
@@ -415,12 +416,18 @@ class CountSketch(TableSketch):
             raise ValueError("give exactly one of k and threshold")
         if k is not None:
             _arrays.check_positive_int("k", k, maximum=self.d)
-            return selection.topk(self.estimate(), k, check_finite=False)
+            return self._top_estimates(k)
         threshold = _arrays.check_real("threshold", threshold, finite=False)
         if not 0 <= threshold < math.inf:
             raise ValueError(f"threshold must be finite and non-negative, got {threshold}")
         tau = threshold * self.l2_estimate()
         return selection.threshold(self.estimate(), tau, check_finite=False)
+
+    def _top_estimates(self, k: int, estimates: Any = None, stream: Any = None):
+        """``heavy_hitters(k)`` without checks, estimating into ``estimates`` when given."""
+        return selection.topk(
+            self._unsketch(None, reductions.MEDIAN, estimates, stream), k, check_finite=False
+        )
 
     def zero_buckets(self, indices: Any) -> CountSketch:
         """Set to zero every cell ``S[j, h_j(i)]`` that the coordinates ``i`` hash to.
@@ -450,15 +457,20 @@ class CountSketch(TableSketch):
         """
         idx = _arrays.as_input(indices, "indices", device=self._device, kind="index")
         _arrays.check_index_range(idx, "indices", self.d)
-        if idx.size == 0:
-            return self
-        if self._device == CPU:
-            kernels.cpu_zero_buckets(self._table, self._family, self._keys, idx.array)
-        else:
-            _cuda.launch(kernels.cuda_zero_buckets, idx.size, idx.stream)(
-                self._table, self._family, self._keys, idx.array
-            )
+        self._zero_buckets(idx.array, idx.stream)
         return self
+
+    def _zero_buckets(self, indices: Any, stream: Any = 0) -> None:
+        """:meth:`zero_buckets` of indices the library made itself: no checks, no copies."""
+        n = int(indices.shape[0])
+        if n == 0:
+            return
+        if self._device == CPU:
+            kernels.cpu_zero_buckets(self._table, self._family, self._keys, indices)
+        else:
+            _cuda.launch(kernels.cuda_zero_buckets, n, stream)(
+                self._table, self._family, self._keys, indices
+            )
 
     # ----------------------------------------------------------- arithmetic
     def add(self, other: CountSketch) -> CountSketch:
@@ -510,10 +522,11 @@ class CountSketch(TableSketch):
             peaks = np.empty(self.rows)
             reductions.cpu_row_max_abs(self._table, peaks)
             return float(peaks.max())
-        out = _cuda.zeros(1, np.float64)
+        stream = self._stream()
+        out = _cuda.zeros(1, np.float64, stream=stream)
         flat = self._table.reshape(self._table.size)
-        _cuda.launch(reductions.cuda_max_abs, flat.size)(flat, out)
-        return float(_cuda.to_host(out)[0])
+        _cuda.launch(reductions.cuda_max_abs, flat.size, stream)(flat, out)
+        return float(_cuda.to_host(out, stream)[0])
 
     def __add__(self, other: CountSketch) -> CountSketch:
         self.check_compatible(other)
