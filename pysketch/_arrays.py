@@ -239,17 +239,27 @@ def check_finite(inp: Input, name: str, *, into: Any = None, scale: float = 1.0)
 
 def raise_unfit(name: str, nonfinite: int, overflow: int, into: Any, scale: float = 1.0) -> None:
     """The error for values that are not finite, or overflow ``into``; nothing when both are 0."""
+    error = unfit_error(name, nonfinite, overflow, into, scale)
+    if error is not None:
+        raise error
+
+
+def unfit_error(
+    name: str, nonfinite: int, overflow: int, into: Any, scale: float = 1.0
+) -> ValueError | None:
+    """What :func:`raise_unfit` raises (NaN/Inf first), or ``None`` when both counts are 0."""
     if nonfinite:
-        raise NonFiniteError(
+        return NonFiniteError(
             f"{name} holds {nonfinite} NaN or Inf value(s); pysketch refuses non-finite input"
         )
     if overflow:
         scaled = "" if scale == 1.0 else f" once multiplied by {scale:g}"
-        raise ValueError(
+        return ValueError(
             f"{name} holds {overflow} value(s) that overflow {np.dtype(into)}{scaled} "
             f"(largest finite value {np.finfo(into).max:.7g}); pysketch refuses values "
             "that would be stored as inf"
         )
+    return None
 
 
 def check_index_range(inp: Input, name: str, upper: int) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "fill",
     "flat",
     "gather",
+    "new",
     "on_cpu",
     "scale",
     "scatter_add",
@@ -63,6 +64,14 @@ def empty(shape: Any, dtype: Any, device: str, stream: Any = 0) -> Any:
     if device == CPU:
         return np.empty(shape, dtype=dtype)
     return _cuda.bind(_cuda.empty(shape, dtype, stream), stream)
+
+
+def new(shape: Any, dtype: Any, device: str, stream: Any = 0) -> Any:
+    """An uninitialised array to hand back to a caller: NumPy, or on CUDA what
+    :func:`pysketch._cuda.empty` gives (CuPy when installed)."""
+    if device == CPU:
+        return np.empty(shape, dtype=dtype)
+    return _cuda.empty(shape, dtype, stream)
 
 
 def zeros(shape: Any, dtype: Any, device: str, stream: Any = 0) -> Any:

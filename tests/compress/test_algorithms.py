@@ -168,7 +168,7 @@ def _assert_same_state(a, b):
             r"vectors\[1\] holds 300 NaN or Inf",
         ),
         (lambda g: [g[0].astype(complex), *g[1:]], TypeError, "real numbers"),
-        (lambda g: [list(g[0]), *g[1:]], TypeError, "NumPy or CuPy"),
+        (lambda g: [list(g[0]), *g[1:]], TypeError, r"vectors\[0\] must be an array"),
         (lambda g: g[0], TypeError, "list of arrays"),
     ],
     ids=["count", "shape", "nan", "complex", "list", "not-a-list"],
