@@ -201,26 +201,28 @@ class Step:
         server = counts[WORKER_SLOTS * world :]
         starts = np.cumsum((0, *self.comm.layout))
 
-        def where(g: int) -> str:
+        def where(g: int) -> tuple[str, str]:
+            """The rank prefix and the name of global worker ``g``'s input."""
             rank = int(np.searchsorted(starts, g, side="right")) - 1
             name = "local_sum" if self.summed else f"vectors[{g - starts[rank]}]"
-            return f"rank {rank}: {name}" if self.comm.ranks > 1 else name
+            return (f"rank {rank}: " if self.comm.ranks > 1 else ""), name
 
         problems, error_type = [], ValueError
         for g, (nonfinite, overflow, _, _) in enumerate(per_worker):
             if nonfinite:
                 error_type = NonFiniteError
             err = _arrays.unfit_error(
-                where(g), int(nonfinite), int(overflow), self.dtype, self._input_factor
+                "".join(where(g)), int(nonfinite), int(overflow), self.dtype, self._input_factor
             )
             if err is not None:
                 problems.append(str(err))
         if not problems:
             for g, (_, _, bad, over) in enumerate(per_worker):
                 if bad or over:
+                    prefix, name = where(g)
                     problems.append(
-                        f"the new state of the worker of {where(g)} would hold {int(bad + over)} "
-                        f"non-finite value(s): it overflows {self.dtype} at lr={self.lr:g}"
+                        f"{prefix}the worker of {name} would keep {int(bad + over)} non-finite "
+                        f"value(s) in its state: it overflows {self.dtype} at lr={self.lr:g}"
                     )
         if not problems and server.any():
             problems.append(

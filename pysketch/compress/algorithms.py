@@ -101,6 +101,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _in_framework_of(owner: Any, view: Any, reference: Any) -> Any:
+    """The new update in the caller's framework: NumPy, CuPy or PyTorch as ``reference``,
+    and for other CUDA arrays (Numba's) the Numba ``view``."""
+    if _dense.on_cpu(owner) or _frameworks.is_torch(reference):
+        return _frameworks.like(owner, reference)
+    return owner if type(reference).__module__.split(".")[0] == "cupy" else view
+
+
 def _host_copy(array: Any) -> np.ndarray:
     return array.copy() if _dense.on_cpu(array) else _cuda.to_host(array)
 
@@ -287,9 +295,9 @@ class Algorithm:
         workers = [self._new_worker(stream) for _ in comm.worker_ids] if fresh else self._workers
         step = _step.Step(self, comm, inputs, step_lr, checked, summed, workers)
         if out is None:
-            result = _dense.new(self.d, self.dtype, self.device, stream)
-            update = result if self.device == CPU else _cuda.bind(result, stream)
-            result = _frameworks.like(result, vectors if summed else vectors[0])
+            owner = _dense.new(self.d, self.dtype, self.device, stream)
+            update = owner if self.device == CPU else _cuda.bind(owner, stream)
+            result = _in_framework_of(owner, update, vectors if summed else vectors[0])
         else:
             result = out
             update = out if self.device == CPU else _cuda.bind(out, stream)
@@ -970,6 +978,7 @@ class FetchSGD(_SketchAlgorithm):
             self._sketch_of(u)._zero_buckets(idx, s)
         step.count_server(u)
         step.count_server(e)
+        step.count_server(val)  # an inf estimate's buckets may have been zeroed above
         _dense.fill(out, 0, s)
         _dense.scatter_add(out, idx, val, 1, s)
 

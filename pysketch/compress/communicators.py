@@ -235,7 +235,7 @@ class Communicator:
         by ``extra`` entries of status that are not counted as traffic.
 
         Returns every process's ``(indices, values)`` in rank order and the
-        positions of the status entries in them (one block of ``extra`` per rank).
+        positions of the status entries in them (every process's block, in rank order).
         """
         sent = [*lengths, extra] if extra else list(lengths)
         idx, val, gathered = self._allgather(indices, values, sent)
@@ -245,8 +245,8 @@ class Communicator:
             real += block
             start += sum(block)
             at += workers
-            if extra:
-                positions += range(start, start + extra)
+            if extra:  # every process sends its own number of status entries
+                positions += range(start, start + gathered[at])
                 start += gathered[at]
                 at += 1
         entry = np.dtype(idx.dtype).itemsize + np.dtype(val.dtype).itemsize
