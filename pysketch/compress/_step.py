@@ -230,6 +230,4 @@ class Step:
                 f"value(s): the sum over the {world} workers, or lr={self.lr:g} times it, "
                 f"overflows {self.dtype}"
             )
-        return error_type(
-            f"{type(self.algo).__name__}.step: {'; '.join(problems)}. Nothing was changed."
-        )
+        return error_type("; ".join(problems))

@@ -85,7 +85,7 @@ def test_an_overflow_on_one_rank_raises_on_every_rank_and_changes_nothing(comm, 
     grads = [np.ones(D, np.float32)]
     if comm.Get_rank() == last:
         grads[0][7] = 3e30
-    with pytest.raises(ValueError, match="overflow.*Nothing was changed") as raised:
+    with pytest.raises(ValueError, match="overflow") as raised:
         algo.step(grads, mpi, lr=1e10)
     message = str(raised.value)
     if config.startswith("memsgd"):  # lr multiplies the gradient itself: it is named
