@@ -48,27 +48,39 @@ def status_size(world_size: int) -> int:
 
 
 class Workspace:
-    """Buffers that an algorithm allocates on its first step and reuses on every later one."""
+    """Buffers that an algorithm allocates on its first step and reuses on every later one.
+
+    On CUDA a buffer is used as a Numba view bound to the step's stream; the
+    allocation itself (CuPy when installed) is what goes to a communicator,
+    whose collectives may want DLPack (``torch.distributed``).
+    """
 
     def __init__(self, device: str) -> None:
         self.device = device
         self._arrays: dict[Any, Any] = {}
+        self._owners: dict[Any, Any] = {}
         self._streams: dict[Any, Any] = {}
 
     def get(self, name: Any, shape: tuple[int, ...], dtype: Any, stream: Any) -> Any:
         """The buffer ``name``: allocated when missing or of another shape or dtype."""
         array = self._arrays.get(name)
         if array is None or tuple(array.shape) != shape or array.dtype != np.dtype(dtype):
-            array = _dense.empty(shape, dtype, self.device, stream)
-        elif self.device != CPU and self._streams.get(name) is not stream:
+            array = self._owners[name] = _dense.new(shape, dtype, self.device, stream)
+        elif self.device != CPU and self._streams.get(name) is stream:
+            return array
+        if self.device != CPU:
             array = _cuda.bind(array, stream)  # a view: queries that follow it use the stream
         self._arrays[name], self._streams[name] = array, stream
         return array
 
+    def owner(self, name: Any) -> Any:
+        """The allocation behind buffer ``name`` (itself on the CPU)."""
+        return self._owners.get(name, self._arrays[name])
+
     def exchange(self, name: Any, array: Any) -> Any:
         """Put ``array`` in place of buffer ``name``; return what was there."""
         old = self._arrays[name]
-        self._arrays[name] = array
+        self._arrays[name], self._owners[name] = array, array
         return old
 
 
@@ -111,6 +123,10 @@ class Step:
         dtype = self.dtype if dtype is None else dtype
         return self.algo._workspace.get(name, shape, dtype, self.stream)
 
+    def owner(self, name: Any) -> Any:
+        """What to hand a communicator for buffer ``name`` (see :class:`Workspace`)."""
+        return self.algo._workspace.owner(name)
+
     def target(self, holder: dict[str, Any], key: str, name: Any) -> Any:
         """Where the new value of ``holder[key]`` goes: scratch when checked, else itself."""
         if not self.checked:
@@ -135,7 +151,7 @@ class Step:
         packed = self.buffer("wire", n + extra)
         if zero or extra:
             _dense.fill(packed if zero else packed[n:], 0, self.stream)
-        self._packed, self._nbytes = packed, n * self.dtype.itemsize
+        self._nbytes = n * self.dtype.itemsize
         if self.checked:
             self.status = packed[n:]
             per = WORKER_SLOTS
@@ -144,7 +160,7 @@ class Step:
 
     def allreduce(self) -> None:
         """Sum the wire (payload and status) over every worker, in place: one collective."""
-        self.comm._sum_packed(self._packed, self._nbytes)
+        self.comm._sum_packed(self.algo._workspace.owner("wire"), self._nbytes)
 
     def count_locally(self, trailer: Any) -> None:
         """Count this process's workers into ``trailer`` (zeroed here), which travels in an

@@ -681,7 +681,9 @@ class MemSGD(Algorithm):
             _dense.copy(send_val[w * k : (w + 1) * k], val, s)
             if self.memory:
                 _dense.set_at(m, idx, 0, s)  # m - comp(m): exactly 0 where it was sent
-        idx, val, positions = step.comm._gather_packed(send_idx, send_val, [k] * local, extra)
+        idx, val, positions = step.comm._gather_packed(
+            step.owner("send indices"), step.owner("send values"), [k] * local, extra
+        )
         if step.checked:
             step.gathered_status(val, self._positions_on_device(step, positions))
         return idx, val
@@ -880,7 +882,7 @@ class SketchedSGD(_SketchAlgorithm):
             _dense.gather(exact if w == 0 else picked, v, candidates, s)
             if w:
                 _dense.axpy(exact, self._scalar(1), picked, s)
-        step.comm._sum_packed(exact, n2 * self.dtype.itemsize)
+        step.comm._sum_packed(step.owner("exact"), n2 * self.dtype.itemsize)
         pos, val = selection.topk(step.on_stream(exact), self.k, check_finite=False)
         idx = step.buffer("indices", self.k, np.int64)
         _dense.gather(idx, candidates, pos, s)
