@@ -203,10 +203,12 @@ class Algorithm:
             in the input, the new state and the update, and raise (on every
             process) without changing anything when there are any. On a GPU
             that costs the step's only wait for the device: the counts are
-            read once, at the end. ``False`` skips the counts and updates the
-            state in place (no scratch): the step never waits for the device
-            (it can be captured in a CUDA graph), and the caller vouches that
-            nothing overflows.
+            read once, at the end. The new state is computed into scratch
+            (a second copy of what the step changes: this process's workers'
+            memories, the server's state), kept from step to step. ``False``
+            skips the counts and updates the state in place (no scratch): the
+            step never waits for the device (it can be captured in a CUDA
+            graph), and the caller vouches that nothing overflows.
 
         Returns
         -------
