@@ -197,7 +197,9 @@ class Algorithm:
         out : array of shape (d,), optional
             Receives the update: the algorithm's dtype and device (a NumPy
             array on the CPU, any CUDA array on the GPU). Nothing is allocated
-            then. By default the update is a new array.
+            then. By default the update is a new array. When the step raises
+            after the agreement, ``out`` holds no update (its values are
+            unspecified).
         check_finite : bool, default True
             Count NaN and Inf values, and values that overflow the dtype,
             in the input, the new state and the update, and raise (on every
