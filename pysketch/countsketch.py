@@ -416,18 +416,12 @@ class CountSketch(TableSketch):
             raise ValueError("give exactly one of k and threshold")
         if k is not None:
             _arrays.check_positive_int("k", k, maximum=self.d)
-            return self._top_estimates(k)
+            return selection.topk(self.estimate(), k, check_finite=False)
         threshold = _arrays.check_real("threshold", threshold, finite=False)
         if not 0 <= threshold < math.inf:
             raise ValueError(f"threshold must be finite and non-negative, got {threshold}")
         tau = threshold * self.l2_estimate()
         return selection.threshold(self.estimate(), tau, check_finite=False)
-
-    def _top_estimates(self, k: int, estimates: Any = None, stream: Any = None):
-        """``heavy_hitters(k)`` without checks, estimating into ``estimates`` when given."""
-        return selection.topk(
-            self._unsketch(None, reductions.MEDIAN, estimates, stream), k, check_finite=False
-        )
 
     def zero_buckets(self, indices: Any) -> CountSketch:
         """Set to zero every cell ``S[j, h_j(i)]`` that the coordinates ``i`` hash to.

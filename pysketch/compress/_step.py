@@ -32,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from pysketch import _arrays, _cuda, _dense
+from pysketch import _arrays, _cuda, _dense, selection
 from pysketch._arrays import CPU
 from pysketch.errors import NonFiniteError
+from pysketch.kernels import reductions
 
 #: Status counts per worker: NaN/Inf and overflowing values of its input, then of its state.
 WORKER_SLOTS = 4
@@ -138,6 +139,19 @@ class Step:
     def on_stream(self, array: Any) -> Any:
         """``array`` as a view on this step's stream, for calls that take the stream from it."""
         return array if self.device == CPU else _cuda.bind(array, self.stream)
+
+    def topk(self, x: Any, k: int) -> tuple[Any, Any]:
+        """The ``k`` entries of ``x`` of largest magnitude, on this step's stream.
+
+        ``x`` is the step's own (its counts cover NaN and Inf): not checked.
+        """
+        return selection.topk(self.on_stream(x), k, check_finite=False)
+
+    def heavy_hitters(self, sketch: Any, k: int) -> tuple[Any, Any]:
+        """``sketch.heavy_hitters(k)``, estimating into a kept buffer."""
+        estimates = self.buffer("estimates", self.algo.d)
+        sketch._unsketch(None, reductions.MEDIAN, estimates, self.stream)
+        return self.topk(estimates, k)
 
     def input(self, array: Any) -> _arrays.Input:
         """``array`` as a kernel input on this step's stream."""

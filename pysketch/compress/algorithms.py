@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pysketch import _arrays, _cuda, _dense, _frameworks, selection
+from pysketch import _arrays, _cuda, _dense, _frameworks
 from pysketch._arrays import CPU, Input
 from pysketch.compress import _step
 from pysketch.compress.communicators import Communicator
@@ -680,7 +680,7 @@ class MemSGD(Algorithm):
             step.count_locally(send_val[local * k :])
         for w, inp in enumerate(step.inputs):
             m = self._to_send(step, w, inp.array)
-            idx, val = selection.topk(step.on_stream(m), k, check_finite=False)
+            idx, val = step.topk(m, k)
             _dense.copy(send_idx[w * k : (w + 1) * k], idx, s)
             _dense.copy(send_val[w * k : (w + 1) * k], val, s)
             if self.memory:
@@ -857,16 +857,15 @@ class SketchedSGD(_SketchAlgorithm):
             if self._n1 is None:
                 self._accumulate(step, sketch, v)
             else:
-                idx, val = selection.topk(step.on_stream(v), self._n1, check_finite=False)
+                idx, val = step.topk(v, self._n1)
                 sketch._accumulate(idx, step.input(val), dense=False)
             errors.append(v)
             momenta.append(u)
         step.allreduce()
-        estimates = step.on_stream(step.buffer("estimates", self.d))
         if self._n2 is None:
-            idx, val = sketch._top_estimates(self.k, estimates, s)
+            idx, val = step.heavy_hitters(sketch, self.k)
         else:
-            idx, val = self._second_round(step, sketch, estimates, errors)
+            idx, val = self._second_round(step, sketch, errors)
         for v, u in zip(errors, momenta, strict=True):
             _dense.set_at(v, idx, 0, s)
             if self.momentum_stopping:
@@ -876,10 +875,10 @@ class SketchedSGD(_SketchAlgorithm):
         _dense.fill(out, 0, s)
         _dense.scatter_add(out, idx, val, 1, s)
 
-    def _second_round(self, step, sketch, estimates, errors):
+    def _second_round(self, step, sketch, errors):
         """The ``p2 k`` candidates' exact values, summed over workers; their top ``k``."""
         s, n2 = step.stream, self._n2
-        candidates, _ = sketch._top_estimates(n2, estimates, s)
+        candidates, _ = step.heavy_hitters(sketch, n2)
         exact = step.buffer("exact", n2)
         picked = step.buffer("picked", n2)
         for w, v in enumerate(errors):
@@ -887,7 +886,7 @@ class SketchedSGD(_SketchAlgorithm):
             if w:
                 _dense.axpy(exact, self._scalar(1), picked, s)
         step.comm._sum_packed(step.owner("exact"), n2 * self.dtype.itemsize)
-        pos, val = selection.topk(step.on_stream(exact), self.k, check_finite=False)
+        pos, val = step.topk(exact, self.k)
         idx = step.buffer("indices", self.k, np.int64)
         _dense.gather(idx, candidates, pos, s)
         return idx, val
@@ -972,8 +971,7 @@ class FetchSGD(_SketchAlgorithm):
         _dense.axpby(flat(u), flat(mean.table), self._scalar(self.rho), flat(server["momentum"]), s)
         _dense.axpby(flat(e), flat(server["error"]), self._scalar(step.lr), flat(u), s)
         error = self._sketch_of(e)
-        estimates = step.on_stream(step.buffer("estimates", self.d))
-        idx, val = error._top_estimates(self.k, estimates, s)
+        idx, val = step.heavy_hitters(error, self.k)
         if self.error == "subtract":  # S_e -= S(delta): the sketch of -delta added in
             negated = step.buffer("negated", self.k)
             _dense.copy(negated, val, s)
