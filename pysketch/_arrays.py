@@ -231,7 +231,7 @@ def check_finite(inp: Input, name: str, *, into: Any = None, scale: float = 1.0)
         return
     status = new_status(inp.stream)
     count_unfit(inp, status, into=into, scale=scale)
-    raise_status(_cuda.to_host(status), values=name, into=into, scale=scale)
+    raise_status(_cuda.to_host(status, inp.stream), values=name, into=into, scale=scale)
 
 
 def _may_be_unfit(inp: Input, into: np.dtype, scale: float) -> bool:
@@ -293,17 +293,27 @@ def raise_status(
 
 def raise_unfit(name: str, nonfinite: int, overflow: int, into: Any, scale: float = 1.0) -> None:
     """The error for values that are not finite, or overflow ``into``; nothing when both are 0."""
+    error = unfit_error(name, nonfinite, overflow, into, scale)
+    if error is not None:
+        raise error
+
+
+def unfit_error(
+    name: str, nonfinite: int, overflow: int, into: Any, scale: float = 1.0
+) -> ValueError | None:
+    """What :func:`raise_unfit` raises (NaN/Inf first), or ``None`` when both counts are 0."""
     if nonfinite:
-        raise NonFiniteError(
+        return NonFiniteError(
             f"{name} holds {nonfinite} NaN or Inf value(s); pysketch refuses non-finite input"
         )
     if overflow:
         scaled = "" if scale == 1.0 else f" once multiplied by {scale:g}"
-        raise ValueError(
+        return ValueError(
             f"{name} holds {overflow} value(s) that overflow {np.dtype(into)}{scaled} "
             f"(largest finite value {np.finfo(into).max:.7g}); pysketch refuses values "
             "that would be stored as inf"
         )
+    return None
 
 
 def check_index_range(inp: Input, name: str, upper: int) -> None:
@@ -314,7 +324,7 @@ def check_index_range(inp: Input, name: str, upper: int) -> None:
         return
     status = new_status(inp.stream)
     count_out_of_range(inp, status, upper)
-    raise_status(_cuda.to_host(status), indices=name, upper=upper)
+    raise_status(_cuda.to_host(status, inp.stream), indices=name, upper=upper)
 
 
 def raise_out_of_range(name: str, count: int, upper: int) -> None:

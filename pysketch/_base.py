@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pysketch import _arrays, _cuda, _frameworks, hashing
+from pysketch import _arrays, _cuda, _dense, _frameworks, hashing
 from pysketch._arrays import CPU
-from pysketch.kernels import elementwise, reductions
+from pysketch.kernels import reductions
 
 FORMAT_VERSION = 1
 _NO_INDICES = np.empty(0, dtype=np.int64)
@@ -109,35 +109,46 @@ class TableSketch:
             )
 
     # --------------------------------------------------------- table algebra
-    def _uses_kernels(self) -> bool:
-        """Whether the table lacks array operators (a Numba device array)."""
-        return self._device != CPU and hasattr(self._table, "copy_to_host")
+    def _stream(self) -> Any:
+        """The caller's stream where no input names one: the current stream of the table's
+        producer (CuPy's current stream), as the queries with an input use the input's."""
+        return 0 if self._device == CPU else _cuda.stream_for(self._table)
 
     def _axpy(self, alpha: float, other: TableSketch) -> None:
         _frameworks.adopt(self, other)
-        if not self._uses_kernels():
-            self._table += self._table.dtype.type(alpha) * other._table
-        else:
-            flat = self._table.reshape(self._table.size)
-            _cuda.launch(elementwise.cuda_axpy, flat.size)(
-                flat, alpha, other._table.reshape(flat.size)
-            )
+        _dense.axpy(_dense.flat(self._table), alpha, _dense.flat(other._table), self._stream())
 
     def _scale(self, alpha: float) -> None:
-        if not self._uses_kernels():
-            self._table *= self._table.dtype.type(alpha)
-        else:
-            flat = self._table.reshape(self._table.size)
-            _cuda.launch(elementwise.cuda_scale, flat.size)(flat, alpha)
+        _dense.scale(_dense.flat(self._table), alpha, self._stream())
 
     def zero(self):
         """Reset every cell to 0, in place. Returns ``self``."""
-        if not self._uses_kernels():
-            self._table[...] = 0
-        else:
-            flat = self._table.reshape(self._table.size)
-            _cuda.launch(elementwise.cuda_fill, flat.size)(flat, 0)
+        _dense.fill(_dense.flat(self._table), 0, self._stream())
         return self
+
+    def _sharing_keys(self, table: Any):
+        """A sketch with these parameters and hash keys over ``table`` (kept, not copied).
+
+        Nothing is allocated or uploaded: the steps of :mod:`pysketch.compress`
+        view their preallocated buffers as sketches this way.
+        """
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view._table = table
+        return view
+
+    def _reseed(self, seed: int, stream: Any = 0) -> None:
+        """New hashes from ``seed``, written into the existing key array (no allocation).
+
+        Sketches made by :meth:`_sharing_keys` share that array, so they follow.
+        """
+        seed = _arrays.check_seed(seed)
+        host_keys = hashing.hash_keys(seed, self.rows, self.hash)
+        if self._device == CPU:
+            self._keys[...] = host_keys
+        else:
+            _cuda.upload(host_keys, self._keys, stream)
+        self.seed = seed
 
     def copy(self):
         """An independent sketch with the same parameters and a copy of the table."""
@@ -189,7 +200,7 @@ class TableSketch:
         """A host (NumPy) copy of the table."""
         if self._device == CPU:
             return self._table.copy()
-        return _cuda.to_host(self._table)
+        return _cuda.to_host(self._table, self._stream())
 
     def _set_table(self, host_table: np.ndarray, device: str) -> None:
         self._device = device

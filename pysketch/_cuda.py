@@ -22,8 +22,11 @@ kernel's ``py_func`` see exactly what eager ``@numba.cuda.jit`` would give.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,6 +54,10 @@ __all__ = [
     "copy_to_device_from",
     "synchronize_for",
     "byte_extent",
+    "upload",
+    "bind",
+    "Calls",
+    "counting",
 ]
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
@@ -299,11 +306,13 @@ def as_cuda_array(obj: Any):
 def stream_for(obj: Any):
     """The stream the caller's array lives on, so kernels queue behind its producer.
 
-    CuPy arrays run on CuPy's current stream; other CAI producers (PyTorch, JAX)
-    name their stream in the interface (v3); the default stream otherwise.
+    CuPy arrays run on CuPy's current stream; other CAI producers (PyTorch, JAX,
+    Numba device arrays) name their stream in the interface (v3); the default
+    stream otherwise. Under the simulator, streams exist as objects only: a
+    simulated array's own ``stream`` (the one it was allocated or bound to).
     """
     if SIMULATOR:
-        return 0
+        return getattr(obj, "stream", 0)
     cupy = _cupy()
     if cupy is not None and isinstance(obj, cupy.ndarray):
         return cuda.external_stream(cupy.cuda.get_current_stream().ptr)
@@ -315,6 +324,83 @@ def stream_for(obj: Any):
     return cuda.external_stream(ptr)
 
 
+# ------------------------------------------------------------------ counting
+@dataclass
+class Calls:
+    """What pysketch asked of the CUDA device while :func:`counting` was active.
+
+    Attributes
+    ----------
+    launches : int
+        Kernel launches.
+    allocations : int
+        Device allocations (:func:`empty`, :func:`zeros`, :func:`to_device`).
+    to_device, to_host : int
+        Host-to-device and device-to-host copies.
+    synchronizations : int
+        Waits of the host for the device (every device-to-host copy waits).
+    streams : list of (str, stream)
+        The call kind and the stream of every call above, in order.
+    """
+
+    launches: int = 0
+    allocations: int = 0
+    to_device: int = 0
+    to_host: int = 0
+    synchronizations: int = 0
+    streams: list[tuple[str, Any]] = field(default_factory=list)
+
+    @property
+    def round_trips(self) -> int:
+        """Host round trips: the times the host waited for the device."""
+        return self.synchronizations
+
+
+_ACTIVE: list[Calls] = []
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[Calls]:
+    """Count every launch, allocation, copy and synchronisation made through this module.
+
+    Every CUDA call of pysketch goes through here, so the count is complete;
+    the round-trip budget test of the algorithms' steps reads it.
+
+    Examples
+    --------
+    >>> from pysketch import _cuda
+    >>> with _cuda.counting() as calls:
+    ...     pass
+    >>> calls.launches, calls.round_trips
+    (0, 0)
+    """
+    calls = Calls()
+    _ACTIVE.append(calls)
+    try:
+        yield calls
+    finally:
+        _ACTIVE.remove(calls)
+
+
+def _count(kind: str, stream: Any, n: int = 1) -> None:
+    for calls in _ACTIVE:
+        setattr(calls, kind, getattr(calls, kind) + n)
+        calls.streams.append((kind, stream))
+
+
+# ------------------------------------------------------------ launch, memory
+def _kernel_argument(arg: Any) -> Any:
+    """A CAI array (CuPy, PyTorch) as a Numba view that does not synchronise.
+
+    Numba wraps such arguments itself at launch with ``sync=True``, which waits
+    for the producer's stream on the host at every launch; the kernels already
+    run on the caller's stream, so that wait is never needed.
+    """
+    if hasattr(arg, "__cuda_array_interface__") and not hasattr(arg, "__cuda_ndarray__"):
+        return cuda.as_cuda_array(arg, sync=False)
+    return arg
+
+
 def launch(kernel, n: int, stream=0, *, max_blocks: int | None = None):
     """``kernel`` configured for a grid-stride loop over ``n`` items on ``stream``.
 
@@ -324,41 +410,101 @@ def launch(kernel, n: int, stream=0, *, max_blocks: int | None = None):
     """
     cap = _MAX_BLOCKS if max_blocks is None else min(_MAX_BLOCKS, max_blocks)
     blocks = max(1, min(cap, -(-n // THREADS_PER_BLOCK)))
-    return kernel[blocks, THREADS_PER_BLOCK, stream]
+    configured = kernel[blocks, THREADS_PER_BLOCK, stream]
+
+    def run(*args):
+        _count("launches", stream)
+        return configured(*map(_kernel_argument, args))
+
+    return run
+
+
+def _in_cupy_stream(stream):
+    """A context that makes ``stream`` CuPy's current stream (CuPy allocates and copies there)."""
+    cupy = _cupy()
+    if not stream:
+        return cupy.cuda.Stream.null
+    return cupy.cuda.ExternalStream(_stream_pointer(stream))
+
+
+def _stream_pointer(stream) -> int:
+    handle = stream.handle
+    return int(getattr(handle, "value", handle) or 0)
+
+
+def _use_cupy() -> bool:
+    return not SIMULATOR and _cupy() is not None
 
 
 def empty(shape, dtype, stream=0):
-    """An uninitialised device array: CuPy when installed, Numba otherwise."""
-    cupy = _cupy()
-    if cupy is not None and not SIMULATOR:
-        return cupy.empty(shape, dtype=dtype)
+    """An uninitialised device array on ``stream``: CuPy when installed, Numba otherwise."""
+    _count("allocations", stream)
+    if _use_cupy():
+        with _in_cupy_stream(stream):
+            return _cupy().empty(shape, dtype=dtype)
     return cuda.device_array(shape, dtype=dtype, stream=stream)
 
 
 def zeros(shape, dtype, stream=0):
-    """A zeroed device array: CuPy when installed, Numba otherwise."""
-    cupy = _cupy()
-    if cupy is not None and not SIMULATOR:
-        return cupy.zeros(shape, dtype=dtype)
-    return cuda.to_device(np.zeros(shape, dtype=dtype), stream=stream)
+    """A zeroed device array, zeroed on the device by ``stream`` (no host buffer is copied)."""
+    if _use_cupy():
+        _count("allocations", stream)
+        _count("launches", stream)  # CuPy's memset
+        with _in_cupy_stream(stream):
+            return _cupy().zeros(shape, dtype=dtype)
+    from pysketch.kernels import elementwise
+
+    out = empty(shape, dtype, stream)
+    flat = out.reshape(int(np.prod(shape, dtype=np.int64)))
+    launch(elementwise.cuda_fill, flat.shape[0], stream)(flat, 0)
+    return out
 
 
 def to_device(host: np.ndarray, stream=0):
-    """Copy a host array to the device (CuPy when installed, Numba otherwise)."""
-    cupy = _cupy()
-    if cupy is not None and not SIMULATOR:
-        return cupy.asarray(host)
+    """Copy a host array to a new device array on ``stream`` (CuPy when installed, else Numba)."""
+    _count("allocations", stream)
+    _count("to_device", stream)
+    if _use_cupy():
+        with _in_cupy_stream(stream):
+            return _cupy().asarray(host)
     return cuda.to_device(np.ascontiguousarray(host), stream=stream)
 
 
-def to_host(arr) -> np.ndarray:
-    """Copy a device array (any CAI/DLPack producer) to a new host array."""
+def upload(host: np.ndarray, device_array: Any, stream=0) -> None:
+    """Copy ``host`` into the existing ``device_array`` (same shape) on ``stream``; no wait.
+
+    The copy is queued on ``stream``; a pageable ``host`` is staged by the
+    driver before this returns, so the caller may reuse it at once.
+    """
+    _count("to_device", stream)
+    if host.size:
+        _copyable(device_array).copy_to_device(np.ascontiguousarray(host), stream=stream)
+
+
+def bind(device_array: Any, stream) -> Any:
+    """The Numba view of ``device_array`` whose stream is ``stream`` (no copy, no allocation).
+
+    Buffers bound to the caller's stream make :func:`stream_for` name that
+    stream, so a query that derives its stream from its input queues there.
+    """
+    return as_cuda_array(device_array).bind(stream)
+
+
+def to_host(arr, stream=None) -> np.ndarray:
+    """Copy a device array (any CAI/DLPack producer) to a new host array; waits.
+
+    The copy is queued on ``stream`` (by default the array's, :func:`stream_for`),
+    behind the kernels that produced it, and the host waits for it.
+    """
+    stream = stream_for(arr) if stream is None else stream
+    _count("to_host", stream)
+    _count("synchronizations", stream)
     if hasattr(arr, "copy_to_host"):
-        return arr.copy_to_host()
-    cupy = _cupy()
-    if cupy is not None and isinstance(arr, cupy.ndarray):
-        return cupy.asnumpy(arr)
-    return as_cuda_array(arr).copy_to_host()
+        host = arr.copy_to_host(stream=stream)
+    else:
+        host = as_cuda_array(arr).copy_to_host(stream=stream)
+    _wait(stream)
+    return host
 
 
 def byte_extent(arr: Any) -> tuple[int, int]:
@@ -382,6 +528,11 @@ def byte_extent(arr: Any) -> tuple[int, int]:
 
 def synchronize(stream=0) -> None:
     """Wait for ``stream`` (or the whole device) to finish queued work."""
+    _count("synchronizations", stream)
+    _wait(stream)
+
+
+def _wait(stream) -> None:
     if stream:
         stream.synchronize()
     else:
@@ -418,6 +569,7 @@ def _copyable(obj: Any):
 def copy_to_host_into(device_array: Any, host: np.ndarray) -> None:
     """Copy ``device_array`` into the existing host array ``host`` (same shape); waits."""
     stream = stream_for(device_array)
+    _count("to_host", stream)
     if host.size:
         _copyable(device_array).copy_to_host(host, stream=stream)
     synchronize(stream)
@@ -426,6 +578,5 @@ def copy_to_host_into(device_array: Any, host: np.ndarray) -> None:
 def copy_to_device_from(host: np.ndarray, device_array: Any) -> None:
     """Copy the host array ``host`` into the existing ``device_array`` (same shape); waits."""
     stream = stream_for(device_array)
-    if host.size:
-        _copyable(device_array).copy_to_device(host, stream=stream)
+    upload(host, device_array, stream)
     synchronize(stream)

@@ -392,19 +392,27 @@ class CountSketch(TableSketch):
         return self._unsketch(indices, reductions.MEAN)
 
     def _unsketch(
-        self, indices: Any, mode: int, *, out: Any = None, check_range: bool = True
+        self,
+        indices: Any,
+        mode: int,
+        out: Any = None,
+        stream: Any = None,
+        *,
+        check_range: bool = True,
     ) -> Any:
         """Estimates (``MEDIAN``) or the mean desketch (``MEAN``) at ``indices`` (all ``d``
         when ``None``), into ``out`` when given: a buffer of the sketch's dtype on its
         device, of the right length, which is then all this allocates (one launch on
-        CUDA, nothing read back). ``check_range=False`` for indices the library made
-        (the check reads a count back from the device)."""
+        CUDA, nothing read back). ``stream`` lets a training step queue it on its own
+        stream; ``check_range=False`` for indices the library made (the check reads a
+        count back from the device)."""
         if indices is not None and not _cuda.is_cuda_array(indices) and np.ndim(indices) == 0:
             one = np.asarray(indices).reshape(1)  # a single index gives a number
             out = self._unsketch(one if self._device == CPU else _cuda.to_device(one), mode)
             return float(out[0] if self._device == CPU else _cuda.to_host(out)[0])
         if indices is None:
-            idx, n, dense, stream = self._no_indices, self.d, True, self._stream()
+            idx, n, dense = self._no_indices, self.d, True
+            stream = self._stream() if stream is None else stream
         else:
             inp = _arrays.as_input(indices, "indices", device=self._device, kind="index")
             if check_range:
@@ -420,11 +428,6 @@ class CountSketch(TableSketch):
                     self._table, self._family, self._keys, idx, dense, mode, out
                 )
         return out
-
-    def _stream(self) -> Any:
-        """The caller's stream where no input names one: the current stream of the table's
-        producer (CuPy's current stream), as Count-Min's queries use their input's."""
-        return 0 if self._device == CPU else _cuda.stream_for(self._table)
 
     def l2_estimate(self) -> float:
         """Estimate ``||x||_2``: ``sqrt(median_j sum_b S[j, b]^2)``.
@@ -551,19 +554,19 @@ class CountSketch(TableSketch):
         """
         idx = _arrays.as_input(indices, "indices", device=self._device, kind="index")
         _arrays.check_index_range(idx, "indices", self.d)
-        self._zero_buckets(idx)
+        self._zero_buckets(idx.array, idx.stream)
         return self
 
-    def _zero_buckets(self, idx: _arrays.Input) -> None:
-        """:meth:`zero_buckets` of validated indices, or of indices the library made (no
-        range check: on CUDA one launch on ``idx.stream``, nothing read back)."""
-        if idx.size == 0:
+    def _zero_buckets(self, indices: Any, stream: Any = 0) -> None:
+        """:meth:`zero_buckets` of indices the library made itself: no checks, no copies."""
+        n = int(indices.shape[0])
+        if n == 0:
             return
         if self._device == CPU:
-            kernels.cpu_zero_buckets(self._table, self._family, self._keys, idx.array)
+            kernels.cpu_zero_buckets(self._table, self._family, self._keys, indices)
         else:
-            _cuda.launch(kernels.cuda_zero_buckets, idx.size, idx.stream)(
-                self._table, self._family, self._keys, idx.array
+            _cuda.launch(kernels.cuda_zero_buckets, n, stream)(
+                self._table, self._family, self._keys, indices
             )
 
     # ----------------------------------------------------------- arithmetic
@@ -616,10 +619,11 @@ class CountSketch(TableSketch):
             peaks = np.empty(self.rows)
             reductions.cpu_row_max_abs(self._table, peaks)
             return float(peaks.max())
-        out = _cuda.zeros(1, np.float64)
+        stream = self._stream()
+        out = _cuda.zeros(1, np.float64, stream=stream)
         flat = self._table.reshape(self._table.size)
-        _cuda.launch(reductions.cuda_max_abs, flat.size)(flat, out)
-        return float(_cuda.to_host(out)[0])
+        _cuda.launch(reductions.cuda_max_abs, flat.size, stream)(flat, out)
+        return float(_cuda.to_host(out, stream)[0])
 
     def __add__(self, other: CountSketch) -> CountSketch:
         self.check_compatible(other)

@@ -27,10 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from pysketch import _arrays, _cuda
+from pysketch import _arrays, _cuda, _dense
 from pysketch._arrays import CPU, Input
-from pysketch.kernels import elementwise
-from pysketch.kernels import select as sel
 
 __all__ = ["ErrorFeedback", "Momentum"]
 
@@ -48,6 +46,10 @@ class _DenseState:
             self._vec = np.zeros(self._d, dtype=self._dtype)
         else:
             self._vec = _cuda.zeros(self._d, self._dtype)
+
+    def _stream(self) -> Any:
+        """The stream of calls without an input: the buffer's producer's (CuPy's current)."""
+        return 0 if self._device == CPU else _cuda.stream_for(self._vec)
 
     # ------------------------------------------------------------ properties
     @property
@@ -81,20 +83,10 @@ class _DenseState:
 
     # ------------------------------------------------------------ updates
     def _axpy(self, alpha: float, inp: Input) -> None:
-        if self._device == CPU:
-            self._vec += alpha * np.asarray(inp.array, dtype=np.float64)
-        else:
-            _cuda.launch(elementwise.cuda_axpy, self._d, inp.stream)(self._vec, alpha, inp.array)
+        _dense.axpy(self._vec, alpha, inp.array, inp.stream)
 
     def _scatter_sub(self, ind: Input, val: Input) -> None:
-        if ind.size == 0:
-            return
-        if self._device == CPU:
-            sel.cpu_scatter_add(self._vec, ind.array, val.array, -1)
-        else:
-            _cuda.launch(sel.cuda_scatter_add, ind.size, val.stream)(
-                self._vec, ind.array, val.array, -1
-            )
+        _dense.scatter_add(self._vec, ind.array, val.array, -1.0, val.stream)
 
     def zero_at(self, indices: Any) -> None:
         """Set the entries at ``indices`` to zero (error reset / momentum stopping).
@@ -105,24 +97,16 @@ class _DenseState:
             Each in ``[0, d)``; repeats are harmless.
         """
         ind = self._indices(indices)
-        if ind.size == 0:
-            return
-        if self._device == CPU:
-            sel.cpu_set_at(self._vec, ind.array, 0)
-        else:
-            _cuda.launch(sel.cuda_set_at, ind.size, ind.stream)(self._vec, ind.array, 0)
+        _dense.set_at(self._vec, ind.array, 0, ind.stream)
 
     def reset(self) -> None:
         """Set the whole vector to zero."""
-        if self._device == CPU:
-            self._vec[...] = 0
-        else:
-            _cuda.launch(elementwise.cuda_fill, self._d, 0)(self._vec, 0)
+        _dense.fill(self._vec, 0, self._stream())
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, np.ndarray]:
         """A host copy of the state: ``{key: NumPy array of shape (d,)}``."""
-        host = self._vec.copy() if self._device == CPU else _cuda.to_host(self._vec)
+        host = self._vec.copy() if self._device == CPU else _cuda.to_host(self._vec, self._stream())
         return {self._STATE_KEY: host}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -145,7 +129,7 @@ class _DenseState:
         if self._device == CPU:
             self._vec[...] = host
         else:
-            _cuda.launch(elementwise.cuda_copy, self._d, 0)(self._vec, _cuda.to_device(host))
+            _cuda.upload(host, self._vec, self._stream())
 
     def __repr__(self) -> str:
         return (
@@ -316,22 +300,13 @@ class Momentum(_DenseState):
             :attr:`buffer` itself, or with ``nesterov`` a new array ``g + rho * u``.
         """
         inp = self._dense(g, "g", check_finite)
-        if self._device == CPU:
-            g_arr = np.asarray(inp.array)
-            self._vec *= self._rho
-            self._vec += g_arr
-            if self._nesterov:
-                return (g_arr + self._rho * self._vec).astype(self._dtype, copy=False)
-            return self._vec
-        _cuda.launch(elementwise.cuda_scale_add, self._d, inp.stream)(
-            self._vec, self._rho, inp.array
-        )
+        _dense.axpby(self._vec, inp.array, self._rho, self._vec, inp.stream)
         if not self._nesterov:
             return self._vec
-        out = _cuda.empty(self._d, self._dtype, stream=inp.stream)
-        _cuda.launch(elementwise.cuda_axpby_out, self._d, inp.stream)(
-            out, inp.array, self._rho, self._vec
-        )
+        out = np.empty(self._d, self._dtype) if self._device == CPU else None
+        if out is None:
+            out = _cuda.empty(self._d, self._dtype, stream=inp.stream)
+        _dense.axpby(out, inp.array, self._rho, self._vec, inp.stream)
         return out
 
     def __repr__(self) -> str:

@@ -126,6 +126,19 @@ def signatures() -> dict[str, list[tuple]]:
         sigs.setdefault("select.cuda_sort_pass", []).append(
             (A(u64), A(i64), A(u64), A(i64), counts, counts, i64, b1, A(values), A(values), state)
         )
+    # What the steps of pysketch.compress launch (factors in the arrays' dtype, float64 signs).
+    for dtype in (f32, f64):
+        sigs["elementwise.cuda_fill"].append((A(dtype), dtype))
+        sigs["elementwise.cuda_axpy"].append((A(dtype), dtype, A(dtype)))
+        sigs["elementwise.cuda_scale"].append((A(dtype), dtype))
+        sigs["elementwise.cuda_axpby_out"].append((A(dtype), A(dtype), dtype, A(dtype)))
+        sigs["select.cuda_set_at"].append((A(dtype), A(i64), dtype))
+        sigs["reductions.cuda_count_unfit"].append((A(dtype), f64, f64, A(dtype)))
+        for idx in (i32, i64):
+            sigs["select.cuda_scatter_add"].append((A(dtype), A(idx), A(dtype), f64))
+    sigs["elementwise.cuda_fill"].append((A(i32), i32))
+    sigs["elementwise.cuda_copy"].append((A(i32), A(i64)))
+    sigs["select.cuda_gather"].append((A(i64), A(i64), A(i64)))
     return {name: list(dict.fromkeys(signature)) for name, signature in sigs.items()}
 
 

@@ -25,10 +25,16 @@ so ``lr`` means what it means for minibatch SGD on the mean gradient.
 =====================  ======================================================
 
 Every step validates its input (one vector per local worker, shape ``(d,)``,
-on the algorithm's device, finite) and the agreement of every process's
-parameters before changing any state: a bad call raises on every process and
-leaves the algorithm as it was. :meth:`Algorithm.state_dict` and
-:meth:`Algorithm.load_state_dict` checkpoint a run (each process saves its share).
+on the algorithm's device) and the agreement of every process's parameters
+before doing anything; it then computes into scratch and counts, on the
+device, NaN and Inf values and overflows of the dtype, in its input, in the
+workers' and the server's new state and in the update. The counts travel with
+the step's collective, so a bad value on one process raises the same error on
+every process, and a failed step leaves the algorithm (and the communicator's
+byte counts) as they were. :meth:`Algorithm.state_dict` and
+:meth:`Algorithm.load_state_dict` checkpoint a run (each process saves its
+share). On a GPU the step is preallocated and waits for the device once, to
+read those counts (see :mod:`pysketch.compress._step`).
 """
 
 from __future__ import annotations
@@ -39,20 +45,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pysketch import _arrays, selection
-from pysketch.compress._namespace import device_of, namespace, step_seed
+from pysketch import _arrays, _cuda, _dense, _frameworks
+from pysketch._arrays import CPU, Input
+from pysketch.compress import _step
 from pysketch.compress.communicators import Communicator
 from pysketch.compress.compressors import (
-    Compressor,
     CountSketchCompressor,
-    Identity,
     RandomK,
-    TopK,
     check_count,
+    step_seed,
 )
-from pysketch.compress.messages import Dense, Sketch
-from pysketch.countsketch import CountSketch
-from pysketch.feedback import ErrorFeedback, Momentum
+from pysketch.compress.messages import index_dtype
+from pysketch.kernels import reductions
 
 __all__ = [
     "ALGORITHMS",
@@ -88,8 +92,29 @@ def _multiple(name: str, factor: float | None, k: int, d: int) -> int | None:
     return min(d, int(round(factor * k)))
 
 
+def _plain(value: Any) -> Any:
+    """A parameter as a plain JSON value (dtypes by name)."""
+    if isinstance(value, np.dtype):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _in_framework_of(owner: Any, view: Any, reference: Any) -> Any:
+    """The new update in the caller's framework: NumPy, CuPy or PyTorch as ``reference``,
+    and for other CUDA arrays (Numba's) the Numba ``view``."""
+    if _dense.on_cpu(owner) or _frameworks.is_torch(reference):
+        return _frameworks.like(owner, reference)
+    return owner if type(reference).__module__.split(".")[0] == "cupy" else view
+
+
+def _host_copy(array: Any) -> np.ndarray:
+    return array.copy() if _dense.on_cpu(array) else _cuda.to_host(array)
+
+
 class Algorithm:
-    """Base class: validation, agreement across processes, worker state, checkpoints.
+    """Base class: validation, agreement across processes, state, checkpoints.
 
     Parameters
     ----------
@@ -102,7 +127,8 @@ class Algorithm:
     dtype : {float32, float64}, default float32
         Dtype of the state and of the update.
     device : {"cpu", "cuda"}, default "cpu"
-        NumPy arrays on the CPU, CuPy arrays on the GPU.
+        NumPy arrays on the CPU; on the GPU any CUDA array (CuPy, PyTorch,
+        Numba device arrays).
     """
 
     name: ClassVar[str] = ""
@@ -123,6 +149,8 @@ class Algorithm:
         self.presum = True
         self._worker_ids: tuple[int, ...] | None = None
         self._workers: list[dict[str, Any]] = []
+        self._server: dict[str, Any] = {}
+        self._workspace = _step.Workspace(self.device)
 
     # ---------------------------------------------------------------- params
     @property
@@ -132,30 +160,63 @@ class Algorithm:
         return {n: getattr(self, n) for n in names}
 
     _PARAMS: ClassVar[tuple[str, ...]] = ()
+    # What a checkpoint must match: all but the learning rate (schedules change it) and
+    # the device (a run may resume on another).
+    _FREE_PARAMS: ClassVar[tuple[str, ...]] = ("lr", "device")
+
+    def _recorded_params(self) -> dict[str, Any]:
+        return {k: _plain(v) for k, v in self.params.items() if k not in self._FREE_PARAMS}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ step
-    def step(self, vectors: Sequence[Any], comm: Communicator, *, lr: float | None = None) -> Any:
+    def step(
+        self,
+        vectors: Sequence[Any],
+        comm: Communicator,
+        *,
+        lr: float | None = None,
+        out: Any = None,
+        check_finite: bool = True,
+    ) -> Any:
         """One training step: the local workers' vectors in, the update out.
 
         Parameters
         ----------
         vectors : list of arrays of shape (d,)
             One per worker of ``comm.worker_ids``, in that order: gradients
-            (:class:`SketchDL`: model deltas). NumPy on the CPU, CuPy on the GPU.
+            (:class:`SketchDL`: model deltas). NumPy arrays on the CPU; on the
+            GPU any CUDA array (CuPy, PyTorch, Numba device arrays).
         comm : Communicator
             Combines the workers' messages and counts the bytes; its step is
             closed before returning (``comm.last_step`` is this step's traffic).
         lr : float, optional
             This step's learning rate (default: ``self.lr``).
+        out : array of shape (d,), optional
+            Receives the update: the algorithm's dtype and device (a NumPy
+            array on the CPU, any CUDA array on the GPU). Nothing is allocated
+            then. By default the update is a new array. When the step raises
+            after the agreement, ``out`` holds no update (its values are
+            unspecified).
+        check_finite : bool, default True
+            Count NaN and Inf values, and values that overflow the dtype,
+            in the input, the new state and the update, and raise (on every
+            process) without changing anything when there are any. On a GPU
+            that costs the step's only wait for the device: the counts are
+            read once, at the end. The new state is computed into scratch
+            (a second copy of what the step changes: this process's workers'
+            memories, the server's state), kept from step to step. ``False``
+            skips the counts and updates the state in place (no scratch): the
+            step never waits for the device (it can be captured in a CUDA
+            graph), and the caller vouches that nothing overflows.
 
         Returns
         -------
         update : array of shape (d,)
-            The same on every process; apply it as ``w -= update``.
+            The same on every process; apply it as ``w -= update``. ``out``
+            when given; otherwise in the framework of ``vectors[0]``.
 
         Raises
         ------
@@ -163,12 +224,23 @@ class Algorithm:
             On every process, when any passes a bad vector, learning rate or
             different parameters; nothing is changed then.
         pysketch.errors.NonFiniteError
-            (a ``ValueError``) when a vector holds NaN or Inf; a plain
-            ``ValueError`` when a value would overflow the algorithm's dtype.
+            (a ``ValueError``), on every process, when a vector holds NaN or
+            Inf; a plain ``ValueError`` when a value would overflow the
+            algorithm's dtype (``lr`` times a vector, the state, the sum over
+            the workers, the update). Nothing is changed then either, and the
+            step's traffic is not counted.
         """
-        return self._run(vectors, comm, lr, summed=False)
+        return self._run(vectors, comm, lr, out, check_finite, summed=False)
 
-    def step_summed(self, local_sum: Any, comm: Communicator, *, lr: float | None = None) -> Any:
+    def step_summed(
+        self,
+        local_sum: Any,
+        comm: Communicator,
+        *,
+        lr: float | None = None,
+        out: Any = None,
+        check_finite: bool = True,
+    ) -> Any:
         """:meth:`step`, given the sum of this process's workers' vectors instead of each.
 
         Only for algorithms whose workers keep no state (``stateful_workers``
@@ -180,7 +252,7 @@ class Algorithm:
         ----------
         local_sum : array of shape (d,)
             The sum of the vectors of the workers ``comm.worker_ids``.
-        comm, lr
+        comm, lr, out, check_finite
             As in :meth:`step`; the bytes counted are still those of every worker.
 
         Examples
@@ -195,32 +267,59 @@ class Algorithm:
                 f"{type(self).__name__} keeps state on each worker: pass every worker's "
                 "vector to step()"
             )
-        return self._run(local_sum, comm, lr, summed=True)
+        return self._run(local_sum, comm, lr, out, check_finite, summed=True)
 
-    def _run(self, vectors: Any, comm: Communicator, lr: float | None, *, summed: bool) -> Any:
+    def _run(self, vectors, comm, lr, out, check_finite, *, summed: bool) -> Any:
         if not isinstance(comm, Communicator):
             raise TypeError(f"comm must be a pysketch Communicator, got {type(comm).__name__}")
-        checked, error = None, None
+        inputs, error = None, None
         try:
             step_lr = self.lr if lr is None else _check_real("lr", lr, 0.0)
+            checked = _arrays.check_bool("check_finite", check_finite)
             if summed:
-                checked = [self._check_vector(vectors, "local_sum")]
+                inputs = [self._input(vectors, "local_sum")]
             else:
-                checked = self._check_vectors(vectors, comm)
+                inputs = self._inputs(vectors, comm)
             self._check_layout(comm)
+            self._check_out(out)
         except (TypeError, ValueError) as exc:
             error = exc
-        fingerprint = {**self.params, "steps": self.steps, "step lr": lr, "type": self.name}
+        fingerprint = {
+            **self.params,
+            "type": self.name,
+            "steps": self.steps,
+            "step lr": lr,
+            "check_finite": check_finite if isinstance(check_finite, bool) else None,
+            "world size": comm.world_size,
+            "layout": list(comm.layout),
+        }
         comm.agree(f"{type(self).__name__}.step", fingerprint, error)
-        if self._worker_ids is None:
-            self._worker_ids = tuple(comm.worker_ids)
-            self._workers = [self._new_worker() for _ in self._worker_ids]
-        update = self._step(checked, comm, step_lr)
+        stream = inputs[0].stream
+        fresh = self._worker_ids is None
+        workers = [self._new_worker(stream) for _ in comm.worker_ids] if fresh else self._workers
+        step = _step.Step(self, comm, inputs, step_lr, checked, summed, workers)
+        if out is None:
+            owner = _dense.new(self.d, self.dtype, self.device, stream)
+            update = owner if self.device == CPU else _cuda.bind(owner, stream)
+            result = _in_framework_of(owner, update, vectors if summed else vectors[0])
+        else:
+            result = out
+            update = out if self.device == CPU else _cuda.bind(out, stream)
+        try:
+            with np.errstate(all="ignore"):  # overflows are counted and raised below
+                self._step(step, update)
+            step.raise_if_failed()
+        except BaseException:
+            comm._forget_step()
+            raise
+        step.commit()
+        if fresh:
+            self._worker_ids, self._workers = tuple(comm.worker_ids), workers
         comm.step()
         self.steps += 1
-        return update
+        return result
 
-    def _check_vectors(self, vectors: Sequence[Any], comm: Communicator) -> list[Any]:
+    def _inputs(self, vectors: Sequence[Any], comm: Communicator) -> list[Input]:
         if not isinstance(vectors, Sequence) or isinstance(vectors, (str, bytes)):
             raise TypeError(f"vectors must be a list of arrays, got {type(vectors).__name__}")
         if len(vectors) != comm.local_workers:
@@ -228,22 +327,40 @@ class Algorithm:
                 f"vectors must hold one array per local worker ({comm.local_workers}), "
                 f"got {len(vectors)}"
             )
-        return [self._check_vector(x, f"vectors[{w}]") for w, x in enumerate(vectors)]
+        return [self._input(x, f"vectors[{w}]") for w, x in enumerate(vectors)]
 
-    def _check_vector(self, x: Any, name: str) -> Any:
-        try:
-            xp = namespace(x)
-        except TypeError as exc:
-            raise TypeError(f"{name}: {exc}") from None
-        if device_of(x) != self.device:
-            raise ValueError(f"{name} is on {device_of(x)!r}, the algorithm on {self.device!r}")
-        if x.shape != (self.d,):
+    def _input(self, x: Any, name: str) -> Input:
+        """``x`` as a kernel input: an array of shape ``(d,)`` on the algorithm's device."""
+        if not (isinstance(x, np.ndarray) or _cuda.is_cuda_array(x) or hasattr(x, "__dlpack__")):
+            raise TypeError(
+                f"{name} must be an array (NumPy, or CuPy, PyTorch or any CUDA array), "
+                f"got {type(x).__module__}.{type(x).__name__}"
+            )
+        _frameworks.check_tensor(x, name)
+        device = _arrays.device_of(x)
+        if device != self.device:
+            raise ValueError(f"{name} is on {device!r}, the algorithm on {self.device!r}")
+        if tuple(x.shape) != (self.d,):
             raise ValueError(f"{name} must have shape ({self.d},), got {tuple(x.shape)}")
-        if np.dtype(x.dtype).kind not in "fiu":
-            raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
-        # NaN or Inf, and values that the cast to the algorithm's dtype would make inf.
-        _arrays.check_finite(_arrays.as_input(x, name, device=self.device), name, into=self.dtype)
-        return xp.asarray(x, dtype=self.dtype)
+        return _arrays.kernel_values(_arrays.as_input(x, name, device=device))
+
+    def _check_out(self, out: Any) -> None:
+        if out is None:
+            return
+        if self.device == CPU:
+            if not isinstance(out, np.ndarray):
+                raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+            if not out.flags.writeable or not out.flags.c_contiguous:
+                raise ValueError("out must be a writable, C-contiguous array")
+        elif not _cuda.is_cuda_array(out):
+            raise TypeError(f"out must be a CUDA array, got {type(out).__name__}")
+        elif not _cuda.as_cuda_array(out).is_c_contiguous():
+            raise ValueError("out must be C-contiguous")
+        if tuple(out.shape) != (self.d,) or np.dtype(out.dtype) != self.dtype:
+            raise ValueError(
+                f"out must have shape ({self.d},) and dtype {self.dtype}, "
+                f"got {tuple(out.shape)} and {np.dtype(out.dtype)}"
+            )
 
     def _check_layout(self, comm: Communicator) -> None:
         if self._worker_ids is not None and tuple(comm.worker_ids) != self._worker_ids:
@@ -252,118 +369,176 @@ class Algorithm:
                 f"workers {list(self._worker_ids)}"
             )
 
-    def _local_sum(self, vectors: list[Any]) -> Any:
-        total = vectors[0].copy()
-        for x in vectors[1:]:
-            total += x
-        return total
-
-    def _combine_linear(self, compressor: Compressor, vectors: list[Any], comm: Communicator):
-        """Sum of W workers' messages; presummed where that is exact (or given summed)."""
-        summed_input = len(vectors) < comm.local_workers
-        if summed_input or (self.presum and not self.stateful_workers):
-            return comm.combine_local_sum(compressor.compress(self._local_sum(vectors)))
-        return comm.combine([compressor.compress(x) for x in vectors])
-
-    def _step(self, vectors: list[Any], comm: Communicator, lr: float) -> Any:
+    def _step(self, step: _step.Step, out: Any) -> None:
+        """Write the update into ``out``; new state only through ``step.target``."""
         raise NotImplementedError
 
-    def _new_worker(self, init: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-        """A worker's state (ErrorFeedback / Momentum objects), from ``init`` if given."""
-        return {}
+    def _scalar(self, value: float):
+        """``value`` in the algorithm's dtype: factors as the kernels compute with them."""
+        return self.dtype.type(value)
+
+    def _sum_inputs(self, step: _step.Step, total: Any) -> None:
+        """``total`` = the sum of this process's inputs."""
+        _dense.copy(total, step.inputs[0].array, step.stream)
+        for inp in step.inputs[1:]:
+            _dense.axpy(total, self._scalar(1), inp.array, step.stream)
+
+    # ----------------------------------------------------------------- state
+    def _worker_keys(self) -> tuple[str, ...]:
+        """Names of the vectors each worker keeps."""
+        return ()
+
+    def _new_worker(self, stream: Any = 0) -> dict[str, Any]:
+        """A worker's zero state."""
+        return {
+            key: _dense.zeros(self.d, self.dtype, self.device, stream)
+            for key in self._worker_keys()
+        }
+
+    def _new_server(self, **shapes: tuple[int, ...]) -> None:
+        """Zero server state of these shapes (replicated on every process)."""
+        self._server = {
+            key: _dense.zeros(shape, self.dtype, self.device) for key, shape in shapes.items()
+        }
 
     # ----------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """This process's share of the state: host arrays and plain scalars, no pickle.
+        """This process's share of the state: host arrays and plain values, no pickle.
 
-        Keys: ``"algorithm"``, ``"steps"``, ``"worker_ids"`` and the
-        algorithm's arrays (``"server.<name>"``, ``"workers.<name>"`` stacked
-        over this process's workers).
+        Keys: ``"algorithm"``, ``"steps"``, ``"params"`` (the parameters a
+        resumed run must share: a dict of plain values), ``"worker_ids"`` and
+        the algorithm's arrays (``"server.<name>"``, ``"workers.<name>"``
+        stacked over this process's workers).
         """
-        state: dict[str, Any] = {"algorithm": self.name, "steps": self.steps}
-        state["worker_ids"] = np.asarray(self._worker_ids or (), dtype=np.int64)
-        for key, value in self._server_state().items():
-            state[f"server.{key}"] = _to_host(value)
+        state: dict[str, Any] = {
+            "algorithm": self.name,
+            "steps": self.steps,
+            "params": self._recorded_params(),
+            "worker_ids": np.asarray(self._worker_ids or (), dtype=np.int64),
+        }
+        for key, value in self._server.items():
+            state[f"server.{key}"] = _host_copy(value)
         if self._workers:
-            for key in self._workers[0]:
-                state[f"workers.{key}"] = np.stack([_worker_vector(w[key]) for w in self._workers])
+            for key in self._worker_keys():
+                state[f"workers.{key}"] = np.stack([_host_copy(w[key]) for w in self._workers])
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output; validates everything before changing anything."""
+        """Restore :meth:`state_dict`'s output.
+
+        Everything is validated before anything changes, so a refused state
+        leaves the algorithm as it was.
+
+        Raises
+        ------
+        TypeError
+            ``state`` is not a dict.
+        ValueError
+            Naming the entry: another algorithm, a step count or worker ids
+            that are not non-negative integers (ids unique), parameters that
+            differ from this algorithm's (a state saved with ``seed=0`` does
+            not load into ``seed=1``), an array of the wrong shape or holding
+            NaN or Inf.
+        """
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         if state.get("algorithm") != self.name:
             raise ValueError(
                 f"state['algorithm'] must be {self.name!r}, got {state.get('algorithm')!r}"
             )
-        steps = state.get("steps")
-        if isinstance(steps, np.ndarray):
-            steps = steps.item()
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-            raise ValueError(f"state['steps'] must be a non-negative integer, got {steps!r}")
-        ids = tuple(int(i) for i in np.asarray(state.get("worker_ids", ()), dtype=np.int64))
-        server = {}
-        for key, current in self._server_state().items():
-            server[key] = self._checked_array(state, f"server.{key}", _to_host(current).shape)
-        workers: list[dict[str, Any]] = []
-        if ids:
-            template = self._new_worker()
-            stacks = {
-                key: self._checked_array(state, f"workers.{key}", (len(ids), self.d))
-                for key in template
-            }
-            for w in range(len(ids)):
-                workers.append({key: stacks[key][w] for key in template})
-        self._load_server_state(server)
+        steps = _state_int(state.get("steps"), "state['steps']")
+        self._check_params(state)
+        ids = _worker_ids(state.get("worker_ids", ()))
+        server = {
+            key: self._checked_array(state, f"server.{key}", tuple(current.shape))
+            for key, current in self._server.items()
+        }
+        stacks = {}
+        for key in self._worker_keys():
+            if ids or f"workers.{key}" in state:
+                stacks[key] = self._checked_array(state, f"workers.{key}", (len(ids), self.d))
+        # Everything is valid: assign.
+        for key, host in server.items():
+            _load_into(self._server[key], host)
+        workers = []
+        for w in range(len(ids)):
+            worker = self._new_worker()
+            for key, stack in stacks.items():
+                _load_into(worker[key], stack[w])
+            workers.append(worker)
         self._worker_ids = ids or None
-        self._workers = [self._new_worker(init=w) for w in workers]
-        self.steps = int(steps)
+        self._workers = workers
+        self.steps = steps
+
+    def _check_params(self, state: dict[str, Any]) -> None:
+        """Refuse a state saved with other parameters, naming them (absent: saved before
+        parameters were recorded, accepted)."""
+        if "params" not in state:
+            return
+        saved = state["params"]
+        if not isinstance(saved, dict):
+            raise ValueError(f"state['params'] must be a dict, got {type(saved).__name__}")
+        mine = self._recorded_params()
+        diffs = [
+            f"{key}={saved.get(key)!r} in the state, {value!r} here"
+            for key, value in mine.items()
+            if _plain(saved.get(key)) != value
+        ]
+        if diffs:
+            raise ValueError(
+                f"state['params'] does not match this {type(self).__name__}: {'; '.join(diffs)}"
+            )
 
     def _checked_array(self, state: dict[str, Any], key: str, shape: tuple[int, ...]) -> np.ndarray:
         if key not in state:
             raise ValueError(f"state lacks {key!r}")
-        arr = np.asarray(state[key])
+        arr = state[key]
+        if _cuda.is_cuda_array(arr):
+            arr = _cuda.to_host(arr)
+        arr = np.asarray(arr)
         if arr.shape != tuple(shape):
             raise ValueError(f"state[{key!r}] must have shape {tuple(shape)}, got {arr.shape}")
         if arr.dtype.kind != "f" or not np.isfinite(arr).all():
             raise ValueError(f"state[{key!r}] must hold finite floats")
-        return arr.astype(self.dtype)
-
-    def _server_state(self) -> dict[str, Any]:
-        return {}
-
-    def _load_server_state(self, server: dict[str, np.ndarray]) -> None:
-        pass
+        with np.errstate(over="ignore"):
+            converted = arr.astype(self.dtype)
+        if not np.isfinite(converted).all():
+            raise ValueError(f"state[{key!r}] holds values that overflow {self.dtype}")
+        return converted
 
 
-def namespace_of_device(device: str):
-    """NumPy for ``"cpu"``, CuPy for ``"cuda"`` (the algorithms need CuPy on a GPU)."""
-    if device == "cpu":
-        return np
-    try:
-        import cupy
-    except ImportError:
-        raise RuntimeError("pysketch.compress on device='cuda' needs CuPy") from None
-    return cupy
+def _state_int(value: Any, name: str) -> int:
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
 
 
-def _to_host(value: Any) -> np.ndarray:
-    if isinstance(value, CountSketch):
-        return value.table_to_host()
-    return value if isinstance(value, np.ndarray) else value.get()
+def _worker_ids(value: Any) -> tuple[int, ...]:
+    """Worker ids from a state: integers (not floats), non-negative, unique."""
+    ids = np.asarray(value)
+    if ids.size == 0:
+        return ()
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise ValueError(
+            f"state['worker_ids'] must be a 1-D array of integers, got dtype {ids.dtype} "
+            f"and shape {ids.shape}"
+        )
+    if (ids < 0).any() or len(np.unique(ids)) != len(ids):
+        raise ValueError(
+            f"state['worker_ids'] must be unique non-negative integers, got {ids.tolist()}"
+        )
+    return tuple(int(i) for i in ids)
 
 
-def _worker_vector(value: Any) -> np.ndarray:
-    vec = value.memory if isinstance(value, ErrorFeedback) else value.buffer
-    return _to_host(vec).copy()
-
-
-def _dense_state(cls, algo: Algorithm, init: np.ndarray | None, **kwargs):
-    state = cls(algo.d, dtype=algo.dtype, device=algo.device, **kwargs)
-    if init is not None:
-        state.load_state_dict({cls._STATE_KEY: init})
-    return state
+def _load_into(target: Any, host: np.ndarray) -> None:
+    if _dense.on_cpu(target):
+        target[...] = host
+    else:
+        _cuda.upload(np.ascontiguousarray(host), target, _cuda.stream_for(target))
 
 
 # =============================================================== baselines
@@ -401,21 +576,25 @@ class SGD(Algorithm):
         super().__init__(d, lr=lr, **kw)
         self.rho = _check_real("rho", rho, 0.0, 1.0)
         self.nesterov = _arrays.check_bool("nesterov", nesterov)
-        self._compressor = Identity(self.d)
-        self._momentum = Momentum(
-            self.d, rho=self.rho, nesterov=self.nesterov, dtype=self.dtype, device=self.device
-        )
+        self._new_server(momentum=(self.d,))
 
-    def _step(self, vectors, comm, lr):
-        total = self._combine_linear(self._compressor, vectors, comm)
-        mean = self._compressor.decompress(total) / comm.world_size
-        return lr * self._momentum.update(mean, check_finite=False)
-
-    def _server_state(self):
-        return {"momentum": self._momentum.buffer}
-
-    def _load_server_state(self, server):
-        self._momentum.load_state_dict({"buffer": server["momentum"]})
+    def _step(self, step, out):
+        mean = step.wire(self.d, zero=False)  # the local sum overwrites it
+        for w, inp in enumerate(step.inputs):
+            step.count_input(w, inp.array)
+        self._sum_inputs(step, mean)
+        step.allreduce()
+        rho, s = self._scalar(self.rho), step.stream
+        _dense.scale(mean, self._scalar(1 / step.comm.world_size), s)
+        u = step.target(self._server, "momentum", "momentum'")
+        _dense.axpby(u, mean, rho, self._server["momentum"], s)  # u = rho u + mean
+        if self.nesterov:
+            _dense.axpby(out, mean, rho, u, s)  # mean + rho u
+        else:
+            _dense.copy(out, u, s)
+        _dense.scale(out, self._scalar(step.lr), s)
+        step.count_server(u)
+        step.count_server(out)
 
 
 class MemSGD(Algorithm):
@@ -458,30 +637,94 @@ class MemSGD(Algorithm):
         self.k = check_count("k", k, self.d)
         self.compressor = _check_choice("compressor", compressor, ("topk", "randomk"))
         self.memory = _arrays.check_bool("memory", memory)
-        self._comp = (
-            TopK(self.d, self.k)
-            if compressor == "topk"
-            else RandomK(self.d, self.k, seed=self.seed)
-        )
+        self._random = RandomK(self.d, self.k, seed=self.seed)
+        self._positions: tuple[np.ndarray, Any] | None = None
 
-    def _new_worker(self, init: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    def _worker_keys(self):
+        return ("memory",) if self.memory else ()
+
+    def _to_send(self, step, w: int, g: Any) -> Any:
+        """Worker ``w``'s vector to compress: its new memory ``m + lr g``, or ``lr g``."""
+        lr = self._scalar(step.lr)
+        step.count_input(w, g, step.lr)
         if not self.memory:
-            return {}
-        return {"memory": _dense_state(ErrorFeedback, self, init and init["memory"])}
+            scaled = step.buffer("scaled", self.d)
+            _dense.copy(scaled, g, step.stream)
+            _dense.scale(scaled, lr, step.stream)
+            return scaled
+        worker = step.workers[w]
+        memory = step.target(worker, "memory", ("memory'", w))
+        _dense.axpby(memory, worker["memory"], lr, g, step.stream)
+        step.count_state(w, memory)
+        return memory
 
-    def _step(self, vectors, comm, lr):
-        messages = []
-        for worker, g in zip(self._workers, vectors, strict=True):
+    def _step(self, step, out):
+        if self.compressor == "topk":
+            idx, val = self._topk_round(step)
+        else:
+            idx, val = self._randomk_round(step)
+        s = step.stream
+        _dense.scale(val, self._scalar(1 / step.comm.world_size), s)
+        _dense.fill(out, 0, s)
+        _dense.scatter_add(out, idx, val, 1, s)
+        step.count_server(out)
+
+    def _topk_round(self, step):
+        """Every worker's top-k pairs, allgathered (the status after this process's pairs)."""
+        k, local, s = self.k, len(step.inputs), step.stream
+        extra = _step.WORKER_SLOTS * local if step.checked else 0
+        send_idx = step.buffer("send indices", local * k + extra, index_dtype(self.d))
+        send_val = step.buffer("send values", local * k + extra)
+        if step.checked:
+            _dense.fill(send_idx[local * k :], 0, s)
+            step.count_locally(send_val[local * k :])
+        for w, inp in enumerate(step.inputs):
+            m = self._to_send(step, w, inp.array)
+            idx, val = step.topk(m, k)
+            _dense.copy(send_idx[w * k : (w + 1) * k], idx, s)
+            _dense.copy(send_val[w * k : (w + 1) * k], val, s)
             if self.memory:
-                ef = worker["memory"]
-                ef.add(g, scale=lr, check_finite=False)
-                msg = self._comp.compress(ef.memory, step=self.steps)
-                ef.subtract_sparse(msg.indices, msg.values, check_finite=False)
+                _dense.set_at(m, idx, 0, s)  # m - comp(m): exactly 0 where it was sent
+        idx, val, positions = step.comm._gather_packed(
+            step.owner("send indices"), step.owner("send values"), [k] * local, extra
+        )
+        if step.checked:
+            step.gathered_status(val, self._positions_on_device(step, positions))
+        return idx, val
+
+    def _positions_on_device(self, step, positions: list[int]) -> Any:
+        """The status entries' positions in the gathered pairs, uploaded once per layout."""
+        host = np.asarray(positions, dtype=np.int64)
+        if step.device == CPU:
+            return host
+        kept = self._positions
+        if kept is None or not np.array_equal(kept[0], host):
+            device = step.buffer("status positions", host.shape[0], np.int64)
+            _cuda.upload(host, device, step.stream)
+            self._positions = kept = (host, device)
+        return kept[1]
+
+    def _randomk_round(self, step):
+        """The values at the step's shared random indices, summed over workers (allreduce)."""
+        k, s = self.k, step.stream
+        host = self._random.indices(self.steps)
+        idx = host
+        if step.device != CPU:
+            idx = step.buffer("random indices", k, np.int64)
+            _cuda.upload(host, idx, s)
+        total = step.wire(k, zero=False)  # the first worker's values overwrite it
+        for w, inp in enumerate(step.inputs):
+            m = self._to_send(step, w, inp.array)
+            if w == 0:
+                _dense.gather(total, m, idx, s)
             else:
-                msg = self._comp.compress(lr * g, step=self.steps)
-            messages.append(msg)
-        combined = comm.combine(messages)
-        return self._comp.decompress(combined) / self.dtype.type(comm.world_size)
+                picked = step.buffer("picked", k)
+                _dense.gather(picked, m, idx, s)
+                _dense.axpy(total, self._scalar(1), picked, s)
+            if self.memory:
+                _dense.set_at(m, idx, 0, s)
+        step.allreduce()
+        return idx, total
 
 
 # ================================================================ sketches
@@ -501,6 +744,31 @@ class _SketchAlgorithm(Algorithm):
             **decode,
         )
         self.rows, self.cols = self._sketcher.rows, self._sketcher.cols
+        #: The hashes every step's sketches share (views of buffers: nothing is built per step).
+        self._hashes = self._sketcher._template
+
+    def _sketch_of(self, table: Any):
+        """``table`` (flat or ``(rows, cols)``) as a sketch with this algorithm's hashes."""
+        return self._hashes._sharing_keys(table.reshape(self.rows, self.cols))
+
+    def _sketch_wire(self, step):
+        """The zeroed sketch that this process sums into and the allreduce then sums."""
+        return self._sketch_of(step.wire(self.rows * self.cols))
+
+    def _accumulate(self, step, sketch, x: Any) -> None:
+        sketch._accumulate(sketch._no_indices, step.input(x), dense=True)
+
+    def _sketch_inputs(self, step, sketch) -> None:
+        """Add the inputs' sketch: of their sum (``presum``, exact by linearity) or of each."""
+        for w, inp in enumerate(step.inputs):
+            step.count_input(w, inp.array)
+        if self.presum and len(step.inputs) > 1:
+            total = step.buffer("local sum", self.d)
+            self._sum_inputs(step, total)
+            self._accumulate(step, sketch, total)
+        else:
+            for inp in step.inputs:
+                self._accumulate(step, sketch, inp.array)
 
 
 class SketchedSGD(_SketchAlgorithm):
@@ -570,39 +838,58 @@ class SketchedSGD(_SketchAlgorithm):
         self.momentum_stopping = _arrays.check_bool("momentum_stopping", momentum_stopping)
         self._make_compressor(rows, cols, hash, k=self._n2 or self.k)
 
-    def _new_worker(self, init: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-        return {
-            "momentum": _dense_state(Momentum, self, init and init["momentum"], rho=self.rho),
-            "error": _dense_state(ErrorFeedback, self, init and init["error"]),
-        }
+    def _worker_keys(self):
+        return ("momentum", "error")
 
-    def _step(self, vectors, comm, lr):
-        sketches = []
-        for worker, g in zip(self._workers, vectors, strict=True):
-            u = worker["momentum"].update(g, check_finite=False)
-            worker["error"].add(u, check_finite=False)
-            v = worker["error"].memory
+    def _step(self, step, out):
+        s = step.stream
+        sketch = self._sketch_wire(step)
+        errors, momenta = [], []
+        for w, inp in enumerate(step.inputs):
+            step.count_input(w, inp.array)
+            worker = step.workers[w]
+            u = step.target(worker, "momentum", ("momentum'", w))
+            v = step.target(worker, "error", ("error'", w))
+            _dense.axpby(u, inp.array, self._scalar(self.rho), worker["momentum"], s)
+            _dense.axpby(v, worker["error"], self._scalar(1), u, s)  # v += u
+            step.count_state(w, u)
+            step.count_state(w, v)
             if self._n1 is None:
-                sketches.append(self._sketcher.compress(v))
+                self._accumulate(step, sketch, v)
             else:
-                idx, val = selection.topk(v, self._n1, check_finite=False)
-                sketches.append(Sketch(self._sketcher.new_sketch().accumulate_sparse(idx, val)))
-        summed = comm.combine(sketches).sketch
+                idx, val = step.topk(v, self._n1)
+                sketch._accumulate(idx, step.input(val), dense=False)
+            errors.append(v)
+            momenta.append(u)
+        step.allreduce()
         if self._n2 is None:
-            idx, val = summed.heavy_hitters(self.k)
+            idx, val = step.heavy_hitters(sketch, self.k)
         else:
-            candidates, _ = summed.heavy_hitters(self._n2)
-            exact = comm.combine(
-                [Dense(selection.gather(w["error"].memory, candidates)) for w in self._workers]
-            ).values
-            pos, val = selection.topk(exact, self.k, check_finite=False)
-            idx = selection.gather(candidates, pos)
-        for worker in self._workers:
-            worker["error"].zero_at(idx)
+            idx, val = self._second_round(step, sketch, errors)
+        for v, u in zip(errors, momenta, strict=True):
+            _dense.set_at(v, idx, 0, s)
             if self.momentum_stopping:
-                worker["momentum"].zero_at(idx)
-        scale = self.dtype.type(lr / comm.world_size)
-        return selection.scatter(idx, val * scale, self.d, check_finite=False)
+                _dense.set_at(u, idx, 0, s)
+        _dense.scale(val, self._scalar(step.lr / step.comm.world_size), s)
+        step.count_server(val)
+        _dense.fill(out, 0, s)
+        _dense.scatter_add(out, idx, val, 1, s)
+
+    def _second_round(self, step, sketch, errors):
+        """The ``p2 k`` candidates' exact values, summed over workers; their top ``k``."""
+        s, n2 = step.stream, self._n2
+        candidates, _ = step.heavy_hitters(sketch, n2)
+        exact = step.buffer("exact", n2)
+        picked = step.buffer("picked", n2)
+        for w, v in enumerate(errors):
+            _dense.gather(exact if w == 0 else picked, v, candidates, s)
+            if w:
+                _dense.axpy(exact, self._scalar(1), picked, s)
+        step.comm._sum_packed(step.owner("exact"), n2 * self.dtype.itemsize)
+        pos, val = step.topk(exact, self.k)
+        idx = step.buffer("indices", self.k, np.int64)
+        _dense.gather(idx, candidates, pos, s)
+        return idx, val
 
 
 class FetchSGD(_SketchAlgorithm):
@@ -669,29 +956,35 @@ class FetchSGD(_SketchAlgorithm):
         self.rho = _check_real("rho", rho, 0.0, 1.0)
         self.error = _check_choice("error", error, ("subtract", "zero"))
         self._make_compressor(rows, cols, hash, k=self.k)
-        self._momentum = self._sketcher.new_sketch()
-        self._error = self._sketcher.new_sketch()
+        self._new_server(momentum=(self.rows, self.cols), error=(self.rows, self.cols))
 
-    def _step(self, vectors, comm, lr):
-        mean = self._combine_linear(self._sketcher, vectors, comm).sketch
-        mean.scale(1.0 / comm.world_size)
-        self._momentum.scale(self.rho).add(mean)
-        self._error._axpy(lr, self._momentum)  # in place: `momentum * lr` would copy the table
-        idx, val = self._error.heavy_hitters(self.k)
-        if self.error == "subtract":
-            self._error.subtract(self._sketcher.new_sketch().accumulate_sparse(idx, val))
+    def _step(self, step, out):
+        s, flat = step.stream, _dense.flat
+        mean = self._sketch_wire(step)
+        self._sketch_inputs(step, mean)
+        step.allreduce()
+        _dense.scale(flat(mean.table), self._scalar(1 / step.comm.world_size), s)
+        server = self._server
+        u = step.target(server, "momentum", "momentum'")
+        e = step.target(server, "error", "error'")
+        # S_u = rho S_u + mean; S_e += lr S_u
+        _dense.axpby(flat(u), flat(mean.table), self._scalar(self.rho), flat(server["momentum"]), s)
+        _dense.axpby(flat(e), flat(server["error"]), self._scalar(step.lr), flat(u), s)
+        error = self._sketch_of(e)
+        idx, val = step.heavy_hitters(error, self.k)
+        if self.error == "subtract":  # S_e -= S(delta): the sketch of -delta added in
+            negated = step.buffer("negated", self.k)
+            _dense.copy(negated, val, s)
+            _dense.scale(negated, self._scalar(-1), s)
+            error._accumulate(idx, step.input(negated), dense=False)
         else:
-            self._error.zero_buckets(idx)
-            self._momentum.zero_buckets(idx)
-        return selection.scatter(idx, val, self.d, check_finite=False)
-
-    def _server_state(self):
-        return {"momentum": self._momentum, "error": self._error}
-
-    def _load_server_state(self, server):
-        xp = namespace_of_device(self.device)
-        self._momentum.table[...] = xp.asarray(server["momentum"])
-        self._error.table[...] = xp.asarray(server["error"])
+            error._zero_buckets(idx, s)
+            self._sketch_of(u)._zero_buckets(idx, s)
+        step.count_server(u)
+        step.count_server(e)
+        step.count_server(val)  # an inf estimate's buckets may have been zeroed above
+        _dense.fill(out, 0, s)
+        _dense.scatter_add(out, idx, val, 1, s)
 
 
 class SketchDL(_SketchAlgorithm):
@@ -750,37 +1043,42 @@ class SketchDL(_SketchAlgorithm):
         self.reseed = _arrays.check_bool("reseed", reseed)
         self.stateful_workers = self.error_feedback
         self._make_compressor(rows, cols, hash, decode="desketch")
+        if self.reseed:  # hashes of its own, rewritten each round (no sketch built per round)
+            self._hashes = self._hashes.copy()
 
-    def _new_worker(self, init: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-        if not self.error_feedback:
-            return {}
-        return {"error": _dense_state(ErrorFeedback, self, init and init["error"])}
+    def _worker_keys(self):
+        return ("error",) if self.error_feedback else ()
 
-    def _step(self, vectors, comm, lr):
-        sketcher = self._sketcher
+    def _step(self, step, out):
+        s = step.stream
         if self.reseed:
-            sketcher = CountSketchCompressor(
-                self.d,
-                self.rows,
-                self.cols,
-                seed=step_seed(self.seed, self.steps),
-                decode="desketch",
-                dtype=self.dtype,
-                hash=self.hash,
-                device=self.device,
-            )
+            self._hashes._reseed(step_seed(self.seed, self.steps), s)
+        total = self._sketch_wire(step)
         if not self.error_feedback:
-            total = self._combine_linear(sketcher, vectors, comm)
+            self._sketch_inputs(step, total)
         else:
-            messages = []
-            for worker, delta in zip(self._workers, vectors, strict=True):
-                ef = worker["error"]
-                ef.add(delta, check_finite=False)
-                msg = sketcher.compress(ef.memory)
-                ef.add(msg.sketch.desketch(), scale=-1.0, check_finite=False)
-                messages.append(msg)
-            total = comm.combine(messages)
-        return sketcher.decompress(total) * self.dtype.type(lr / comm.world_size)
+            self._send_with_feedback(step, total)
+        step.allreduce()
+        total._unsketch(None, reductions.MEAN, out, s)
+        _dense.scale(out, self._scalar(step.lr / step.comm.world_size), s)
+        step.count_server(out)
+
+    def _send_with_feedback(self, step, total) -> None:
+        """Each worker sends ``R(p)`` of ``p = delta + e`` and keeps ``e = p - R^T R p``."""
+        s = step.stream
+        mine = self._sketch_of(step.buffer("worker sketch", self.rows * self.cols))
+        desketched = step.buffer("desketched", self.d)
+        for w, inp in enumerate(step.inputs):
+            step.count_input(w, inp.array)
+            worker = step.workers[w]
+            e = step.target(worker, "error", ("error'", w))
+            _dense.axpby(e, worker["error"], self._scalar(1), inp.array, s)  # p = e + delta
+            _dense.fill(_dense.flat(mine.table), 0, s)
+            self._accumulate(step, mine, e)
+            _dense.axpy(_dense.flat(total.table), self._scalar(1), _dense.flat(mine.table), s)
+            mine._unsketch(None, reductions.MEAN, desketched, s)
+            _dense.axpy(e, self._scalar(-1), desketched, s)
+            step.count_state(w, e)
 
 
 ALGORITHMS: dict[str, type[Algorithm]] = {

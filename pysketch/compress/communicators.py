@@ -6,9 +6,9 @@ One protocol, three places the workers can live:
     W workers simulated in one process (no MPI import): the training
     simulator, tests, notebooks.
 :class:`MPICommunicator`
-    ``mpiexec -n R``; each rank simulates ``workers_per_rank`` workers, so
-    ``W = R * workers_per_rank`` (256 workers on 2 cores). Built on
-    :mod:`pysketch.distributed`.
+    ``mpiexec -n R``; each rank simulates ``workers_per_rank`` workers (their
+    number may differ between ranks), so ``W`` is their sum (256 workers on 2
+    cores). Built on :mod:`pysketch.distributed`.
 :func:`pysketch.compress.torch_ddp.fetchsgd_hook`
     A PyTorch DDP communication hook drives the same algorithms with a
     communicator over ``torch.distributed``.
@@ -32,15 +32,16 @@ really moved between ranks are in :attr:`MPICommunicator.counter`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
+from pysketch import _arrays, _cuda, _dense
 from pysketch._arrays import check_positive_int
-from pysketch.compress._namespace import namespace
-from pysketch.compress.messages import Message, Sparse
+from pysketch.compress.messages import Message, Sketch, Sparse
 from pysketch.distributed.accounting import ring_allgather_bytes, ring_allreduce_bytes
 from pysketch.errors import NonFiniteError
 
@@ -89,6 +90,10 @@ def _check_messages(messages: Sequence[Message], count: int) -> None:
         raise TypeError(
             f"messages must all be of one Message type, got {sorted(k.__name__ for k in kinds)}"
         )
+    if isinstance(messages[0], Sketch):
+        # Tables of sketches with other hashes add up to nothing meaningful.
+        for w, m in enumerate(messages[1:], start=1):
+            messages[0].sketch.check_compatible(m.sketch, f"messages[{w}].sketch")
     if messages[0].summable:
         first = [(tuple(a.shape), np.dtype(a.dtype)) for a in messages[0].payload]
         for w, m in enumerate(messages[1:], start=1):
@@ -98,6 +103,10 @@ def _check_messages(messages: Sequence[Message], count: int) -> None:
                     f"messages[{w}] has payload shapes/dtypes {mine}, messages[0] has {first}: "
                     "summable messages must match"
                 )
+
+
+def _stream_of(array: Any) -> Any:
+    return 0 if _dense.on_cpu(array) else _cuda.stream_for(array)
 
 
 class Communicator:
@@ -111,6 +120,8 @@ class Communicator:
         Workers simulated by this process.
     rank, ranks : int
         This process and the number of processes.
+    layout : tuple of int
+        The workers of every process, in rank order (``sum(layout) == world_size``).
     """
 
     world_size: int
@@ -127,9 +138,15 @@ class Communicator:
 
     # ------------------------------------------------------------- layout
     @property
+    def layout(self) -> tuple[int, ...]:
+        """The number of workers of every process, in rank order."""
+        layout = getattr(self, "_layout", None)
+        return layout if layout is not None else (self.local_workers,) * self.ranks
+
+    @property
     def worker_ids(self) -> range:
         """Global indices of the workers held here (rank ``r`` holds a contiguous block)."""
-        start = self.rank * self.local_workers
+        start = sum(self.layout[: self.rank])
         return range(start, start + self.local_workers)
 
     @property
@@ -145,7 +162,8 @@ class Communicator:
         ----------
         messages : list of Message
             ``local_workers`` messages of one type (summable ones with equal
-            payload shapes), in worker order.
+            payload shapes; sketches with equal parameters), in worker order.
+            NumPy arrays, or CUDA arrays of any producer.
 
         Returns
         -------
@@ -156,36 +174,83 @@ class Communicator:
         _check_messages(messages, self.local_workers)
         if not messages[0].summable:
             return self._gather(messages)
-        xp = namespace(messages[0].payload[0])
-        payload = [xp.array(a, copy=True) for a in messages[0].payload]
-        for m in messages[1:]:
-            for acc, a in zip(payload, m.payload, strict=True):
-                acc += a
-        return self.combine_local_sum(messages[0].with_payload(tuple(payload)))
+        totals = []
+        for p, first in enumerate(messages[0].payload):
+            stream = _stream_of(first)
+            total = _dense.new(first.shape, first.dtype, _arrays.device_of(first), stream)
+            flat, one = _dense.flat(total), first.dtype.type(1)
+            _dense.copy(flat, _dense.flat(first), stream)
+            for m in messages[1:]:
+                _dense.axpy(flat, one, _dense.flat(m.payload[p]), stream)
+            totals.append(total)
+        return self.combine_local_sum(messages[0].with_payload(tuple(totals)))
 
     def combine_local_sum(self, message: Message) -> Message:
         """Sum over all workers, given the sum over this process's workers.
 
         The caller sums its local workers itself, where linearity makes that
         exact (a sketch of the sum equals the sum of the sketches); the bytes
-        counted are still those of ``W`` messages of ``message``'s size.
+        counted are still those of ``W`` messages of ``message``'s size. The
+        payload is summed in place.
         """
         if not isinstance(message, Message) or not message.summable:
             raise TypeError(f"message must be a summable Message, got {type(message).__name__}")
         summed = self._allreduce(tuple(message.payload))
-        n = message.nbytes
-        wire = ring_allreduce_bytes(n, self.world_size)
-        self._record(Traffic(1, n, n, wire, wire))
+        self._record_allreduce(message.nbytes)
         return message.with_payload(summed)
 
+    def _sum_packed(self, packed: Any, nbytes: int) -> None:
+        """Sum ``packed`` over every worker in place, and count a message of ``nbytes``.
+
+        ``packed`` is one contiguous 1-D array: a message's payload and, after it,
+        the status of a checked step (:mod:`pysketch.compress._step`), so that one
+        collective carries both. Only the payload is counted, as the papers count it.
+        """
+        (summed,) = self._allreduce((packed,))
+        if summed is not packed:
+            _dense.copy(packed, summed, _stream_of(packed))
+        self._record_allreduce(nbytes)
+
+    def _record_allreduce(self, nbytes: int) -> None:
+        wire = ring_allreduce_bytes(nbytes, self.world_size)
+        self._record(Traffic(1, nbytes, nbytes, wire, wire))
+
     def _gather(self, messages: Sequence[Message]) -> Sparse:
-        xp = namespace(messages[0].values)
         lengths = [int(m.indices.shape[0]) for m in messages]
-        idx = xp.concatenate([m.indices for m in messages])
-        val = xp.concatenate([m.values for m in messages])
-        idx, val, lengths = self._allgather(idx, val, lengths)
+        first = messages[0]
+        stream = _stream_of(first.values)
+        device = _arrays.device_of(first.values)
+        idx = _dense.new(sum(lengths), first.indices.dtype, device, stream)
+        val = _dense.new(sum(lengths), first.values.dtype, device, stream)
+        start = 0
+        for m, n in zip(messages, lengths, strict=True):
+            _dense.copy(idx[start : start + n], m.indices, stream)
+            _dense.copy(val[start : start + n], m.values, stream)
+            start += n
+        idx, val, _ = self._gather_packed(idx, val, lengths, 0)
+        return Sparse(idx, val)
+
+    def _gather_packed(self, indices: Any, values: Any, lengths: list[int], extra: int):
+        """Allgather this process's pairs (``lengths[w]`` for each local worker), followed
+        by ``extra`` entries of status that are not counted as traffic.
+
+        Returns every process's ``(indices, values)`` in rank order and the
+        positions of the status entries in them (every process's block, in rank order).
+        """
+        sent = [*lengths, extra] if extra else list(lengths)
+        idx, val, gathered = self._allgather(indices, values, sent)
+        real, positions, at, start = [], [], 0, 0
+        for workers in self.layout:
+            block = gathered[at : at + workers]
+            real += block
+            start += sum(block)
+            at += workers
+            if extra:  # every process sends its own number of status entries
+                positions += range(start, start + gathered[at])
+                start += gathered[at]
+                at += 1
         entry = np.dtype(idx.dtype).itemsize + np.dtype(val.dtype).itemsize
-        sizes = [n * entry for n in lengths]
+        sizes = [n * entry for n in real]
         total, world = sum(sizes), self.world_size
         wire = [ring_allgather_bytes(sizes, w) for w in range(world)]
         self._record(
@@ -197,7 +262,7 @@ class Communicator:
                 sum(r for _, r in wire) / world,
             )
         )
-        return Sparse(idx, val)
+        return idx, val, positions
 
     def _allreduce(self, payload: tuple[Any, ...]) -> tuple[Any, ...]:
         raise NotImplementedError
@@ -212,6 +277,10 @@ class Communicator:
     # ---------------------------------------------------------- accounting
     def _record(self, traffic: Traffic) -> None:
         self._open = self._open + traffic
+
+    def _forget_step(self) -> None:
+        """Drop the open step's traffic: a step that failed moved nothing that counts."""
+        self._open = Traffic()
 
     def step(self) -> Traffic:
         """Close the current training step; returns its traffic."""
@@ -236,14 +305,25 @@ class Communicator:
         return {"step_count": self.step_count, **self.total.as_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (``last_step`` starts at zeros)."""
-        try:
-            count = int(state["step_count"])
-            total = Traffic(**{f.name: type(f.default)(state[f.name]) for f in fields(Traffic)})
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"state is not a communicator state_dict ({exc!r})") from None
-        if count < 0 or any(v < 0 for v in total.as_dict().values()):
-            raise ValueError(f"state holds negative counts: {state}")
+        """Restore what :meth:`state_dict` returned (``last_step`` starts at zeros).
+
+        Raises ``ValueError``, naming the field and changing nothing, unless
+        ``step_count`` and ``rounds`` are non-negative integers and the byte
+        totals finite non-negative numbers.
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"state is not a communicator state_dict (a {type(state).__name__})")
+        missing = [f for f in ("step_count", *(f.name for f in fields(Traffic))) if f not in state]
+        if missing:
+            raise ValueError(f"state is not a communicator state_dict (missing {missing})")
+        count = _count_field(state, "step_count")
+        values = {}
+        for f in fields(Traffic):
+            if f.name == "rounds":
+                values[f.name] = _count_field(state, f.name)
+            else:
+                values[f.name] = _bytes_field(state, f.name)
+        total = Traffic(**values)
         self.step_count, self._last, self._open, self._closed = count, Traffic(), Traffic(), total
 
     def __repr__(self) -> str:
@@ -251,6 +331,33 @@ class Communicator:
             f"{type(self).__name__}(world_size={self.world_size}, "
             f"local_workers={self.local_workers}, rank={self.rank}, ranks={self.ranks})"
         )
+
+
+def _count_field(state: dict[str, Any], name: str) -> int:
+    """``state[name]`` as a non-negative integer (an integral float from JSON is fine)."""
+    value = state[name]
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value.item()
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)
+    try:
+        return _arrays.check_int(f"state[{name!r}]", value, minimum=0)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _bytes_field(state: dict[str, Any], name: str) -> float:
+    """``state[name]`` as a finite non-negative number of bytes."""
+    value = state[name]
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value.item()
+    try:
+        value = _arrays.check_real(f"state[{name!r}]", value, finite=False)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"state[{name!r}] must be a finite non-negative byte count, got {value}")
+    return value
 
 
 class LocalCommunicator(Communicator):
@@ -293,10 +400,14 @@ class LocalCommunicator(Communicator):
 class MPICommunicator(Communicator):
     """Ranks of an MPI job, each simulating ``workers_per_rank`` workers.
 
+    Every rank constructs it together (one small allgather of the layout).
+    Ranks may hold different numbers of workers: ``W`` is their sum, and rank
+    ``r`` holds the workers after those of ranks ``0 .. r-1``.
+
     Parameters
     ----------
     workers_per_rank : int, default 1
-        Workers each rank holds; ``W = ranks * workers_per_rank``.
+        Workers this rank holds.
     comm : mpi4py communicator, optional
         ``MPI.COMM_WORLD`` by default.
 
@@ -305,27 +416,45 @@ class MPICommunicator(Communicator):
     counter : pysketch.distributed.ByteCounter
         The bytes the MPI collectives really moved, per rank.
 
+    Raises
+    ------
+    TypeError, ValueError
+        ``workers_per_rank`` is not a positive integer on this rank
+        (``ValueError`` naming the rank on every other rank).
+
     Examples
     --------
     >>> from pysketch.compress import MPICommunicator
     >>> comm = MPICommunicator(workers_per_rank=4)   # on one process: 4 workers
-    >>> comm.world_size, list(comm.worker_ids)
-    (4, [0, 1, 2, 3])
+    >>> comm.world_size, list(comm.worker_ids), comm.layout
+    (4, [0, 1, 2, 3], (4,))
     """
 
     def __init__(self, workers_per_rank: int = 1, comm: Any = None) -> None:
         from pysketch import distributed
 
-        workers_per_rank = check_positive_int("workers_per_rank", workers_per_rank)
+        error = None
+        try:
+            workers_per_rank = check_positive_int("workers_per_rank", workers_per_rank)
+        except (TypeError, ValueError) as exc:
+            error = exc
         from mpi4py import MPI
 
         super().__init__()
         self._dist = distributed
         self.comm = MPI.COMM_WORLD if comm is None else comm
-        self.counter = distributed.ByteCounter(self.comm)
         self.rank, self.ranks = self.comm.Get_rank(), self.comm.Get_size()
-        self.local_workers = int(workers_per_rank)
-        self.world_size = self.ranks * self.local_workers
+        mine = ("error", f"{type(error).__name__}: {error}") if error else ("ok", workers_per_rank)
+        everyone = self.comm.allgather(mine)
+        if error is not None:
+            raise error
+        failed = [f"rank {r} ({msg})" for r, (kind, msg) in enumerate(everyone) if kind == "error"]
+        if failed:
+            raise ValueError(f"MPICommunicator: bad workers_per_rank on {', '.join(failed)}")
+        self.counter = distributed.ByteCounter(self.comm)
+        self._layout = tuple(int(n) for _, n in everyone)
+        self.local_workers = self._layout[self.rank]
+        self.world_size = sum(self._layout)
 
     def _allreduce(self, payload: tuple[Any, ...]) -> tuple[Any, ...]:
         for array in payload:
@@ -348,6 +477,10 @@ class MPICommunicator(Communicator):
                 raise NonFiniteError(str(exc)) from exc
             raise
         self.counter.record("agree", "host", self.ranks, control=control)
+
+    def _forget_step(self) -> None:
+        super()._forget_step()
+        self.counter.discard()
 
     def step(self) -> Traffic:
         self.counter.step()

@@ -8,7 +8,9 @@ concatenation of their pairs) into a dense vector: the sum of the workers'
 decompressed vectors, for every compressor here but the Count Sketch decoded by
 heavy hitters, whose decoding is not linear.
 
-Every compressor works on the CPU (NumPy) and on the GPU (CuPy) alike.
+Every compressor works on the CPU (NumPy) and on the GPU alike (CuPy,
+PyTorch or Numba device arrays: any CUDA array). Each refuses a vector of the
+wrong length and a message of another kind with an error naming the argument.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pysketch import _arrays, selection
-from pysketch.compress._namespace import device_of, step_seed
+from pysketch import _arrays, _cuda, _dense, selection
 from pysketch.compress.messages import Dense, Message, SharedIndex, Sketch, Sparse, index_dtype
 from pysketch.countsketch import CountSketch
 
@@ -46,9 +47,22 @@ def _check_nonnegative(name: str, value: Any) -> float:
     return value
 
 
+def step_seed(seed: int, step: int) -> int:
+    """A seed for training step ``step`` of a run seeded ``seed``, the same on every worker."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0])
+
+
 def _sparse(indices: Any, values: Any, d: int) -> Sparse:
     """Pairs with indices at the smallest dtype that holds ``d`` (what would travel)."""
-    return Sparse(indices.astype(index_dtype(d), copy=False), values)
+    dtype = index_dtype(d)
+    if np.dtype(indices.dtype) == dtype:
+        return Sparse(indices, values)
+    if _dense.on_cpu(indices):
+        return Sparse(indices.astype(dtype), values)
+    stream = _cuda.stream_for(indices)
+    narrow = _dense.new(indices.shape[0], dtype, _arrays.CUDA, stream)
+    _dense.copy(narrow, indices, stream)
+    return Sparse(narrow, values)
 
 
 class Compressor:
@@ -71,6 +85,9 @@ class Compressor:
         """Whether messages combine by a sum (allreduce) rather than an allgather."""
         return self.message_type.summable
 
+    #: The kinds of (combined) message that :meth:`decompress` reads.
+    decodes: tuple[type[Message], ...] = (Dense,)
+
     def compress(self, x: Any, *, step: int = 0) -> Message:
         """The message that carries (an approximation of) ``x`` at training step ``step``."""
         raise NotImplementedError
@@ -78,6 +95,23 @@ class Compressor:
     def decompress(self, message: Message) -> Any:
         """The dense vector that a (combined) message stands for."""
         raise NotImplementedError
+
+    def _vector(self, x: Any) -> _arrays.Input:
+        """``x`` as a validated vector of length ``d`` on its own device."""
+        inp = _arrays.as_input(x, "x", device=_arrays.device_of(x))
+        if inp.size != self.d:
+            raise ValueError(f"x must have shape ({self.d},), got {tuple(inp.array.shape)}")
+        return inp
+
+    def _message(self, message: Any) -> Message:
+        """``message`` checked to be a kind :meth:`decompress` reads."""
+        if not isinstance(message, self.decodes):
+            names = " or ".join(t.__name__ for t in self.decodes)
+            raise TypeError(
+                f"message must be a {names} (what {type(self).__name__} sends), "
+                f"got {type(message).__name__}"
+            )
+        return message
 
     def message_nbytes(self, dtype: Any) -> int | None:
         """Bytes of one message for values of ``dtype``; ``None`` when it depends on the data."""
@@ -103,10 +137,16 @@ class Identity(Compressor):
     message_type = Dense
 
     def compress(self, x: Any, *, step: int = 0) -> Dense:
+        self._vector(x)
         return Dense(x)
 
     def decompress(self, message: Message) -> Any:
-        return message.values
+        values = self._message(message).values
+        if tuple(values.shape) != (self.d,):
+            raise ValueError(
+                f"message.values must have shape ({self.d},), got {tuple(values.shape)}"
+            )
+        return values
 
     def message_nbytes(self, dtype: Any) -> int:
         return self.d * np.dtype(dtype).itemsize
@@ -134,15 +174,18 @@ class TopK(Compressor):
     """
 
     message_type = Sparse
+    decodes = (Sparse, SharedIndex)
 
     def __init__(self, d: int, k: int) -> None:
         super().__init__(d)
         self.k = check_count("k", k, self.d)
 
     def compress(self, x: Any, *, step: int = 0) -> Sparse:
+        self._vector(x)
         return _sparse(*selection.topk(x, self.k), self.d)
 
     def decompress(self, message: Message) -> Any:
+        message = self._message(message)
         return selection.scatter(message.indices, message.values, self.d, check_finite=False)
 
     def message_nbytes(self, dtype: Any) -> int:
@@ -174,6 +217,7 @@ class RandomK(Compressor):
     """
 
     message_type = SharedIndex
+    decodes = (SharedIndex, Sparse)
 
     def __init__(self, d: int, k: int, *, seed: int = 0) -> None:
         super().__init__(d)
@@ -185,10 +229,12 @@ class RandomK(Compressor):
         return selection.randomk(self.d, self.k, seed=step_seed(self.seed, step), device=device)
 
     def compress(self, x: Any, *, step: int = 0) -> SharedIndex:
-        idx = self.indices(step, device_of(x))
+        inp = self._vector(x)
+        idx = self.indices(step, inp.device)
         return SharedIndex(idx, selection.gather(x, idx))
 
     def decompress(self, message: Message) -> Any:
+        message = self._message(message)
         return selection.scatter(message.indices, message.values, self.d, check_finite=False)
 
     def message_nbytes(self, dtype: Any) -> int:
@@ -213,15 +259,18 @@ class Threshold(Compressor):
     """
 
     message_type = Sparse
+    decodes = (Sparse, SharedIndex)
 
     def __init__(self, d: int, tau: float) -> None:
         super().__init__(d)
         self.tau = _check_nonnegative("tau", tau)
 
     def compress(self, x: Any, *, step: int = 0) -> Sparse:
+        self._vector(x)
         return _sparse(*selection.threshold(x, self.tau), self.d)
 
     def decompress(self, message: Message) -> Any:
+        message = self._message(message)
         return selection.scatter(message.indices, message.values, self.d, check_finite=False)
 
 
@@ -259,6 +308,7 @@ class CountSketchCompressor(Compressor):
     """
 
     message_type = Sketch
+    decodes = (Sketch,)
     _DECODERS = ("topk", "threshold", "desketch")
 
     def __init__(
@@ -302,7 +352,9 @@ class CountSketchCompressor(Compressor):
         return Sketch(self.new_sketch().accumulate(x, check_finite=False))
 
     def decompress(self, message: Message) -> Any:
-        sketch = message.sketch
+        sketch = self._message(message).sketch
+        # A sketch with other hashes or sizes would decode to garbage.
+        self._template.check_compatible(sketch, "message.sketch")
         if self.decode == "desketch":
             return sketch.desketch()
         if self.decode == "topk":

@@ -164,6 +164,12 @@ class ByteCounter:
         self._open = []
         return totals
 
+    def discard(self) -> None:
+        """Forget the open step's records (a training step that failed and is not counted)."""
+        if self._open:
+            del self.records[-len(self._open) :]
+        self._open = []
+
     @property
     def last_step(self) -> ByteTotals:
         """Totals of the last closed step (zeros before the first)."""

@@ -16,6 +16,7 @@ from pysketch.compress import (
     SketchDL,
     make_algorithm,
 )
+from pysketch.errors import NonFiniteError
 from tests.compress.scenarios import CONFIGS, STEPS, D, build, gradient, trajectory
 
 W = 4
@@ -168,7 +169,7 @@ def _assert_same_state(a, b):
             r"vectors\[1\] holds 300 NaN or Inf",
         ),
         (lambda g: [g[0].astype(complex), *g[1:]], TypeError, "real numbers"),
-        (lambda g: [list(g[0]), *g[1:]], TypeError, "NumPy or CuPy"),
+        (lambda g: [list(g[0]), *g[1:]], TypeError, r"vectors\[0\] must be an array"),
         (lambda g: g[0], TypeError, "list of arrays"),
     ],
     ids=["count", "shape", "nan", "complex", "list", "not-a-list"],
@@ -302,3 +303,161 @@ def test_values_that_overflow_the_dtype_are_refused_and_change_nothing():
         algo.step(big, comm)
     _assert_same_state(before, _snapshot(algo))
     assert algo.steps == 1
+
+
+# ----------------------------------------- issue 20: failed steps and loads
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_an_overflowing_step_raises_changes_nothing_and_the_run_goes_on(config):
+    """lr x g overflowing float32 (issue 20, items 3 and 4): a ValueError, no state, no
+    traffic, no step counted; the next steps are those of a run without the failed call."""
+    algo, comm = build(config), LocalCommunicator(W)
+    w = trajectory(algo, comm, steps=2)[-1]
+    before, total, last, count = _snapshot(algo), comm.total, comm.last_step, comm.step_count
+    grads = [100 * gradient(worker, algo.steps, w) for worker in comm.worker_ids]
+    with pytest.raises(ValueError, match=r"overflow|non-finite") as raised:
+        algo.step(grads, comm, lr=1e38)
+    assert not isinstance(raised.value, NonFiniteError)  # the input itself was finite
+    _assert_same_state(before, _snapshot(algo))
+    assert (comm.total, comm.last_step, comm.step_count, algo.steps) == (total, last, count, 2)
+    reference, ref_comm = build(config), LocalCommunicator(W)
+    trajectory(reference, ref_comm, steps=2)
+    np.testing.assert_array_equal(
+        trajectory(algo, comm, steps=2, w=w), trajectory(reference, ref_comm, steps=2, w=w)
+    )
+    assert comm.total == ref_comm.total
+
+
+def test_memsgd_names_the_vector_whose_scaled_values_overflow():
+    algo, comm = build("memsgd-randomk"), LocalCommunicator(W)
+    grads = _grads(np.random.default_rng(0))
+    grads[1][7] = 3e30  # finite, but lr = 1e10 times it is not (issue 20, item 1)
+    with pytest.raises(
+        ValueError, match=r"vectors\[1\] holds 1 value\(s\) that overflow float32 once multiplied"
+    ):
+        algo.step(grads, comm, lr=1e10)
+
+
+def test_a_nan_input_is_refused_even_when_another_worker_fails_too(rng):
+    algo, comm = build("fetchsgd-zero"), LocalCommunicator(W)
+    grads = _grads(rng)
+    grads[2] = grads[2].astype(np.float64)
+    grads[0][3], grads[2][5] = np.nan, 1e39  # 1e39 is finite, but not in float32
+    with pytest.raises(
+        NonFiniteError, match=r"vectors\[0\] holds 1 NaN.*vectors\[2\] holds 1 value\(s\) that"
+    ):
+        algo.step(grads, comm, lr=10.0)
+    assert algo.steps == 0 and algo.state_dict()["worker_ids"].size == 0
+
+
+@pytest.mark.parametrize("config", ["sgd", "memsgd-topk", "sketched-p1-p2", "fetchsgd-subtract"])
+def test_unchecked_steps_update_in_place_on_the_same_trajectory(config):
+    checked, unchecked = build(config), build(config)
+    comm_a, comm_b = LocalCommunicator(W), LocalCommunicator(W)
+    w = np.zeros(D, dtype=np.float32)
+    out = np.empty(D, dtype=np.float32)
+    for t in range(4):
+        grads = [gradient(worker, t, w) for worker in range(W)]
+        a = checked.step(grads, comm_a)
+        assert unchecked.step(grads, comm_b, out=out, check_finite=False) is out
+        np.testing.assert_array_equal(a, out)
+        w = w - a
+    _assert_same_state(_snapshot(checked), _snapshot(unchecked))
+
+
+def test_out_must_match_the_update():
+    algo, grads = build("sgd"), _grads(np.random.default_rng(0))
+    for out, error, match in [
+        (np.empty(D, np.float64), ValueError, r"out must have shape \(300,\) and dtype float32"),
+        (np.empty(D + 1, np.float32), ValueError, "out must have shape"),
+        (np.empty(2 * D, np.float32)[::2], ValueError, "C-contiguous"),
+        ([0.0] * D, TypeError, "out must be a NumPy array"),
+    ]:
+        with pytest.raises(error, match=match):
+            algo.step(grads, LocalCommunicator(W), out=out)
+    assert algo.steps == 0
+
+
+def test_a_refused_load_leaves_nothing_half_loaded():
+    """Values that overflow float32 in one worker's array (issue 20, item 5)."""
+    source = build("memsgd-topk")
+    trajectory(source, LocalCommunicator(W), steps=1)
+    state = source.state_dict()
+    state["workers.memory"] = state["workers.memory"].astype(np.float64)
+    state["workers.memory"][3, 7] = 1e39  # finite, but not in float32
+    algo = build("memsgd-topk")
+    with pytest.raises(ValueError) as raised:
+        algo.load_state_dict(state)
+    assert algo.state_dict()["worker_ids"].size == 0 and algo.steps == 0
+    trajectory(algo, LocalCommunicator(W), steps=1)  # and it runs
+    assert "state['workers.memory'] holds values that overflow float32" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "saved, loading, names",
+    [
+        (dict(seed=0), dict(seed=1), "seed=0 in the state, 1 here"),
+        (dict(hash="mix"), dict(hash="polynomial"), "hash='mix' in the state, 'polynomial' here"),
+        (dict(k=10), dict(k=12), "k=10 in the state, 12 here"),
+        (dict(rows=5, cols=64), dict(rows=5, cols=65), "cols=64 in the state, 65 here"),
+    ],
+)
+def test_a_state_of_other_parameters_is_refused_by_name(saved, loading, names):
+    source = build("fetchsgd-zero", **saved)
+    trajectory(source, LocalCommunicator(W), steps=1)
+    algo = build("fetchsgd-zero", **loading)
+    before = _snapshot(algo)
+    with pytest.raises(ValueError, match=rf"state\['params'\] does not match.*{names}"):
+        algo.load_state_dict(source.state_dict())
+    _assert_same_state(before, _snapshot(algo))
+
+
+def test_a_state_of_another_dimension_is_refused_by_name():
+    source = make_algorithm("sgd", 1000, lr=0.1)
+    trajectory_state = source.state_dict()
+    with pytest.raises(ValueError, match="d=1000 in the state, 2000 here"):
+        make_algorithm("sgd", 2000, lr=0.1).load_state_dict(trajectory_state)
+
+
+def test_the_learning_rate_and_device_may_change_on_resume():
+    source = build("sgd")
+    trajectory(source, LocalCommunicator(W), steps=1)
+    resumed = build("sgd", lr=0.05)
+    resumed.load_state_dict(source.state_dict())
+    assert resumed.steps == 1
+
+
+@pytest.mark.parametrize(
+    "ids, match",
+    [
+        (np.array([0.7, 1.9, 2.0, 3.0]), "integers"),
+        (np.array([0, 1, 1, 2]), "unique non-negative"),
+        (np.array([-1, 0, 1, 2]), "unique non-negative"),
+        (np.array([[0, 1], [2, 3]]), "1-D"),
+    ],
+    ids=["floats", "duplicates", "negative", "2-d"],
+)
+def test_bad_worker_ids_are_refused_at_load(ids, match):
+    source = build("memsgd-topk")
+    trajectory(source, LocalCommunicator(W), steps=1)
+    state = {**source.state_dict(), "worker_ids": ids}
+    algo = build("memsgd-topk")
+    with pytest.raises(ValueError, match=rf"state\['worker_ids'\] must be .*{match}"):
+        algo.load_state_dict(state)
+    assert algo.state_dict()["worker_ids"].size == 0
+
+
+def test_state_dicts_record_the_parameters_as_plain_values():
+    state = build("sketched-p1-p2").state_dict()
+    assert state["params"] == {
+        "d": D,
+        "seed": 3,
+        "dtype": "float32",
+        "k": 10,
+        "rows": 5,
+        "cols": 64,
+        "rho": 0.9,
+        "p1": 2,
+        "p2": 3,
+        "momentum_stopping": True,
+        "hash": "mix",
+    }

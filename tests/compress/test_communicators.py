@@ -7,6 +7,7 @@ import pytest
 
 from pysketch.compress import (
     SGD,
+    CountSketchCompressor,
     FetchSGD,
     LocalCommunicator,
     MemSGD,
@@ -114,3 +115,46 @@ def test_topk_compressor_decompress_sums_repeated_indices():
     c = TopK(5, k=1)
     msg = Sparse(np.array([2, 2], np.int32), np.array([1.0, 2.0], np.float32))
     assert c.decompress(msg).tolist() == [0, 0, 3.0, 0, 0]
+
+
+# ------------------------------------------- issue 20: what combine and load refuse
+def test_combine_refuses_sketches_with_other_hashes():
+    comm = LocalCommunicator(2)
+    a = CountSketchCompressor(D, 3, 16, k=2, seed=0).compress(np.ones(D, np.float32))
+    b = CountSketchCompressor(D, 3, 16, k=2, seed=1).compress(np.ones(D, np.float32))
+    with pytest.raises(ValueError, match=r"messages\[1\].sketch is not compatible.*seed: 0 != 1"):
+        comm.combine([a, b])
+    assert comm.total == Traffic()
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("upload", float("nan"), r"state\['upload'\] must be a finite non-negative"),
+        ("wire_sent", -1.0, r"state\['wire_sent'\] must be a finite non-negative"),
+        ("rounds", 1.7, r"state\['rounds'\] must be an integer"),
+        ("step_count", 2.5, r"state\['step_count'\] must be an integer"),
+        ("step_count", -1, r"state\['step_count'\] must be an integer >= 0"),
+        ("download", "12", r"state\['download'\] must be a real number"),
+    ],
+)
+def test_communicator_state_with_bad_counts_is_refused(field, value, match):
+    comm = _run(FetchSGD(D, lr=0.1, k=K, rows=5, cols=40), steps=2)
+    other = LocalCommunicator(W)
+    with pytest.raises(ValueError, match=match):
+        other.load_state_dict({**comm.state_dict(), field: value})
+    assert other.total == Traffic() and other.step_count == 0
+
+
+def test_communicator_state_from_json_loads():
+    comm = _run(SGD(D, lr=0.1), steps=2)
+    state = {k: float(v) for k, v in comm.state_dict().items()}  # ints written as 2.0
+    other = LocalCommunicator(W)
+    other.load_state_dict(state)
+    assert other.total == comm.total and other.step_count == 2
+
+
+def test_the_layout_names_every_process_workers():
+    assert LocalCommunicator(3).layout == (3,)
+    mpi = MPICommunicator(workers_per_rank=2)
+    assert mpi.layout == (2,) and mpi.world_size == 2 and list(mpi.worker_ids) == [0, 1]

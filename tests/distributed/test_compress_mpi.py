@@ -19,14 +19,18 @@ from tests.compress.scenarios import CONFIGS, D, build, trajectory  # noqa: E402
 pytestmark = pytest.mark.mpi
 
 
-@pytest.mark.parametrize("per_rank", [1, 2])
+@pytest.mark.parametrize("per_rank", [1, 2, "uneven"])
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 def test_trajectory_and_bytes_match_the_in_process_run(comm, config, per_rank):
-    mpi = MPICommunicator(workers_per_rank=per_rank, comm=comm)
+    """Also with ranks holding different numbers of workers (rank r holds r + 1: issue 20,
+    item 2): W is their sum, every rank applies the mean over W, the bytes are W workers'."""
+    rank = comm.Get_rank()
+    counts = [r + 1 if per_rank == "uneven" else per_rank for r in range(comm.Get_size())]
+    mpi = MPICommunicator(workers_per_rank=counts[rank], comm=comm)
     local = LocalCommunicator(mpi.world_size)
-    assert list(mpi.worker_ids) == list(
-        range(comm.Get_rank() * per_rank, (comm.Get_rank() + 1) * per_rank)
-    )
+    assert mpi.world_size == sum(counts) and mpi.layout == tuple(counts)
+    first = sum(counts[:rank])
+    assert list(mpi.worker_ids) == list(range(first, first + counts[rank]))
     a = trajectory(build(config), mpi)
     b = trajectory(build(config), local)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -66,3 +70,46 @@ def test_nan_on_one_rank_is_a_non_finite_error_on_every_rank(comm):
         g[3] = np.nan
     with pytest.raises(NonFiniteError, match="rank 0"):
         algo.step([g], mpi)
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_an_overflow_on_one_rank_raises_on_every_rank_and_changes_nothing(comm, config):
+    """A finite gradient that overflows float32 once multiplied by lr, on the last rank only
+    (issue 20, item 1): every rank raises (none waits in a collective), names the rank and
+    the vector, and goes on from the same state."""
+    mpi = MPICommunicator(comm=comm)
+    algo = build(config)
+    w = trajectory(algo, mpi, steps=1)[-1]
+    before, total = algo.state_dict(), mpi.total
+    last = comm.Get_size() - 1
+    grads = [np.ones(D, np.float32)]
+    if comm.Get_rank() == last:
+        grads[0][7] = 3e30
+    with pytest.raises(ValueError, match="overflow") as raised:
+        algo.step(grads, mpi, lr=1e10)
+    message = str(raised.value)
+    if config.startswith("memsgd"):  # lr multiplies the gradient itself: it is named
+        assert f"rank {last}: vectors[0] holds 1 value(s) that overflow float32" in message
+    else:  # lr multiplies the sum over the workers: the same update on every rank overflows
+        assert "the update or the server's state would hold" in message
+    after = algo.state_dict()
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value)
+    assert mpi.total == total and algo.steps == 1
+    b = trajectory(algo, mpi, steps=1, w=w)  # every rank is still in step
+    assert np.isfinite(b[-1]).all()
+
+
+def test_a_state_that_overflows_on_one_rank_raises_on_every_rank(comm):
+    """The memory of one rank's worker overflows (input finite, lr times it finite too)."""
+    mpi = MPICommunicator(comm=comm)
+    algo = build("memsgd-randomk", lr=1.0)
+    big = np.zeros(D, np.float32)
+    if comm.Get_rank() == 0:
+        big[:] = 3e38  # fits; twice it does not
+    algo.step([big], mpi)  # the memory keeps most of it (random-k sends 10 of 300)
+    with pytest.raises(
+        ValueError, match=r"rank 0: the worker of vectors\[0\] would keep 290 non-finite"
+    ):
+        algo.step([big], mpi)
+    assert algo.steps == 1
