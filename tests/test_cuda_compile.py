@@ -79,7 +79,8 @@ REQUIRED_ATOMICS = {
     "select.cuda_select_count": [(TICKET_AND_COUNTS, 2)],  # non-finite count, ticket
     "select.cuda_select_write": [(TICKET_AND_COUNTS, 2)],  # the sort's digit counts, ticket
     "select.cuda_sort_pass": [(r"atom\.shared\.add\.u64", 1), (TICKET_AND_COUNTS, 2)],
-    "reductions.cuda_count_unfit": [(TICKET_AND_COUNTS, 2)],
+    # Counts into an int64 status, or into a step's float payload (pysketch.compress).
+    "reductions.cuda_count_unfit": [(r"atom\.global\.add\.(u64|f32|f64)", 2)],
     "reductions.cuda_count_out_of_range": [(TICKET_AND_COUNTS, 1)],
     "reductions.cuda_max_abs": [(r"atom\.global\.cas\.b64", 1)],
     **{f"countsketch.l2_kernel({rows})": [(TICKET_AND_COUNTS, 1)] for rows in GENERATED_ROWS},
