@@ -37,7 +37,9 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], Any])
     The temporary file ``.<name>.<pid>.<random>.tmp`` lives in the target's
     directory (so the rename is atomic) and gets the mode a plain ``open``
     would (``0o666`` less the umask). On any error it is removed and the old
-    file is left as it was; only a crash can leave it behind.
+    file is left as it was; only a crash can leave it behind. An ``OSError``
+    that names no file (a full disk, from ``write``) is raised again naming
+    ``path``.
 
     Parameters
     ----------
@@ -55,9 +57,11 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], Any])
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        if isinstance(exc, OSError) and exc.filename is None:  # write() names no file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
         raise
     _fsync_directory(target.parent)
 
