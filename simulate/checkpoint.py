@@ -130,10 +130,8 @@ def load_marker(
 
     Parameters
     ----------
-    directory : Path
-        The run's checkpoint folder.
-    stem : str
-        Name of the job.
+    directory, stem : Path, str
+        The run's checkpoint folder and the job's name, as for :func:`save`.
     steps : int, optional
         The run's ``steps``: the marker's step may not exceed it.
     result_type : dataclass, optional
