@@ -7,7 +7,8 @@ kernel drops the lock when the process ends, however it ends, so a run killed
 with ``kill -9`` leaves no stale lock behind.
 
 The resolved configuration of every case is recorded in
-``<run>/checkpoints/config.json`` when the run starts; ``--resume`` compares the
+``<run>/resolved.json`` when the run starts (beside ``config.toml``, never in
+``checkpoints/``, where a job's marker could take the name); ``--resume`` compares the
 run's ``config.toml`` (which may have been edited) against it and refuses any
 change that would alter the trajectory. Keys that only change what is reported
 or how often (:data:`HARMLESS`) may change.
@@ -25,7 +26,7 @@ from . import checkpoint
 from .config import ConfigError
 
 LOCK = ".lock"
-RECORD = Path("checkpoints") / "config.json"
+RECORD = Path("resolved.json")
 #: Keys whose change on ``--resume`` leaves the trajectory as it was: names, where the
 #: run's folder is, how often it evaluates and checkpoints, and what it reports.
 HARMLESS = ("name", "description", "out_dir", "eval_every", "checkpoint_every", "target", "hessian")
@@ -90,7 +91,6 @@ def lock(run_dir: Path) -> IO[str]:
 
 def record(run_dir: Path, cases: list) -> None:
     """Write the resolved configuration of every case, for :func:`check_unchanged`."""
-    (run_dir / RECORD).parent.mkdir(exist_ok=True)
     checkpoint.write_json(run_dir / RECORD, _configs(cases))
 
 

@@ -16,6 +16,8 @@ from simulate import config, models
 from simulate.parallel import Layout, limit_threads
 from simulate.runner import Job
 
+from .common import sizes
+
 
 def _job(d: int, workers: int, algorithm: str) -> Job:
     algo = {"name": algorithm}
@@ -47,7 +49,7 @@ def _round(job: Job, t: int) -> None:
 class SimulatorRound:
     """One round (gradients + ``algo.step`` + ``w -= update``) on a rotated quadratic."""
 
-    params = ([2**14, 2**17, 2**20], [8, 32], ["sgd", "memsgd", "fetchsgd", "sketchdl"])
+    params = (sizes([2**14, 2**17], [2**20]), [8, 32], ["sgd", "memsgd", "fetchsgd", "sketchdl"])
     param_names = ["d", "workers", "algorithm"]
     timeout = 300
 
@@ -68,7 +70,7 @@ class SimulatorRound:
 class SimulatorMemory:
     """Peak memory of a FetchSGD round at large d (the workers' gradient buffer dominates)."""
 
-    params = ([2**20, 2**23], [8, 64])
+    params = (sizes([2**20], [2**23]), [8, 64])
     param_names = ["d", "workers"]
     timeout = 600
 

@@ -587,7 +587,7 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_written(cut_run, tmp_path, c
     assert "No space left on device" in err and "checkpoints/memsgd.r0.s10.npz" in err, err
     monkeypatch.setattr(checkpoint.np, "savez", real)
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
-    assert names == ["config.json", "memsgd.json", "memsgd.r0.s8.npz"]  # no temporary file left
+    assert names == ["memsgd.json", "memsgd.r0.s8.npz"]  # no temporary file left
     assert _resume(run_dir) == 0
 
 
