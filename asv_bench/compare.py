@@ -10,6 +10,7 @@ For every operation it prints the pysketch time, the baseline's time, the ratio
 pysketch / baseline (below 1: pysketch is faster), the target and whether it is met.
 Timing: one warm-up call (JIT compilation, caches), then the median of ``--repeats``
 calls timed with ``time.perf_counter`` (GPU work synchronised before the clock stops).
+Progress (what is being timed, and the seconds so far) goes to stderr as it runs.
 Peak memory: one fresh subprocess per case; the peak RSS (``ru_maxrss``) minus the
 resident size after imports and JIT warm-up, i.e. what the input, the table and
 every temporary of the operation cost.
@@ -56,8 +57,11 @@ import baselines as B  # noqa: E402
 
 # ---------------------------------------------------------------- timing
 class Timer:
+    """Median time of ``repeats`` calls after a warm-up; says on stderr what it times."""
+
     def __init__(self, repeats: int, device: str):
         self.repeats, self.device = repeats, device
+        self.started = time.perf_counter()
 
     def sync(self):
         if self.device == "cuda":
@@ -72,7 +76,9 @@ class Timer:
             except ImportError:
                 pass
 
-    def __call__(self, fn) -> float:
+    def __call__(self, label: str, fn) -> float:
+        elapsed = time.perf_counter() - self.started
+        print(f"  [{elapsed:5.0f} s] timing {label}", file=sys.stderr, flush=True)
         fn()  # warm-up: JIT, caches, allocator
         self.sync()
         times = []
@@ -261,66 +267,73 @@ def main(argv=None):
 
     # ---------------- pysketch
     cs = CountSketch(d, rows, cols, seed=1, device=dev)
-    t_acc = timer(lambda: cs.accumulate(x))
-    t_acc_nc = timer(lambda: cs.accumulate(x, check_finite=False))
-    t_sparse = timer(lambda: cs.accumulate_sparse(sp_idx, sp_val))
-    t_est = timer(lambda: cs.estimate())
-    t_hh = timer(lambda: cs.heavy_hitters(k=k))
+    t_acc = timer("pysketch accumulate", lambda: cs.accumulate(x))
+    t_acc_nc = timer("pysketch accumulate nocheck", lambda: cs.accumulate(x, check_finite=False))
+    t_sparse = timer("pysketch accumulate_sparse", lambda: cs.accumulate_sparse(sp_idx, sp_val))
+    t_est = timer("pysketch estimate", lambda: cs.estimate())
+    t_hh = timer("pysketch heavy_hitters", lambda: cs.heavy_hitters(k=k))
     est = cs.estimate()
-    t_topk = timer(lambda: topk(est, k))
-    t_topk_nc = timer(lambda: topk(est, k, check_finite=False))
-    t_rk = timer(lambda: randomk(d, k, seed=3, device=dev))
+    t_topk = timer("pysketch topk", lambda: topk(est, k))
+    t_topk_nc = timer("pysketch topk nocheck", lambda: topk(est, k, check_finite=False))
+    t_rk = timer("pysketch randomk", lambda: randomk(d, k, seed=3, device=dev))
 
     # ---------------- csvec (torch)
     t_cv_acc = t_cv_est = t_cv_hh = None
     if torch_dev:
         cv = B.CSVecBaseline(d, cols, rows, device=torch_dev)
         vec = torch.from_numpy(x_host).to(torch_dev)
-        t_cv_acc = timer(lambda: cv.accumulateVec(vec))
-        t_cv_est = timer(lambda: cv.estimate_all())
-        t_cv_hh = timer(lambda: cv.unSketch(k))
+        t_cv_acc = timer("csvec accumulateVec", lambda: cv.accumulateVec(vec))
+        t_cv_est = timer("csvec estimate_all", lambda: cv.estimate_all())
+        t_cv_hh = timer("csvec unSketch", lambda: cv.unSketch(k))
         del cv, vec
 
     # ---------------- NumPy reference and plain scatter-add (host only)
     t_np_acc = t_np_sparse = t_np_est = t_np_hh = t_sc_bin = t_sc_nb = None
     if dev == "cpu":
         ref = B.NumPyReference(d, rows, cols, seed=1)
-        t_np_acc = timer(lambda: ref.accumulate(x_host))
-        t_np_sparse = timer(lambda: ref.accumulate_sparse(sp_idx_h, sp_val_h))
-        t_np_est = timer(lambda: ref.estimate())
-        t_np_hh = timer(lambda: ref.heavy_hitters(k))
+        t_np_acc = timer("NumPy ref accumulate", lambda: ref.accumulate(x_host))
+        t_np_sparse = timer(
+            "NumPy ref accumulate_sparse", lambda: ref.accumulate_sparse(sp_idx_h, sp_val_h)
+        )
+        t_np_est = timer("NumPy ref estimate", lambda: ref.estimate())
+        t_np_hh = timer("NumPy ref heavy_hitters", lambda: ref.heavy_hitters(k))
         del ref
         buckets, signs = B.precomputed_hashes(d, rows, cols, seed=1)
-        t_sc_bin = timer(lambda: B.ScatterAddBincount(buckets, signs, cols).accumulate(x_host))
+        t_sc_bin = timer(
+            "scatter-add bincount",
+            lambda: B.ScatterAddBincount(buckets, signs, cols).accumulate(x_host),
+        )
         sc = B.ScatterAddNumba(buckets, signs, cols)
-        t_sc_nb = timer(lambda: sc.accumulate(x_host))
+        t_sc_nb = timer("scatter-add numba loop", lambda: sc.accumulate(x_host))
         del buckets, signs, sc
 
     # ---------------- top-k baselines on the estimate vector
     a_est = xp.abs(est)
-    t_argp = timer(lambda: xp.argpartition(xp.abs(est), d - k)[d - k :])
+    t_argp = timer("argpartition", lambda: xp.argpartition(xp.abs(est), d - k)[d - k :])
 
     def argp_sorted():
         a = xp.abs(est)
         part = xp.argpartition(a, d - k)[d - k :]
         return part[xp.argsort(-a[part])]
 
-    t_argp_s = timer(argp_sorted)
+    t_argp_s = timer("argpartition + sort", argp_sorted)
     t_torch_topk = None
     if torch_dev:
         est_t = torch.as_tensor(est, device=torch_dev) if dev == "cuda" else torch.from_numpy(est)
-        t_torch_topk = timer(lambda: est_t.abs().topk(k, sorted=True))
+        t_torch_topk = timer("torch.topk", lambda: est_t.abs().topk(k, sorted=True))
     del a_est
 
-    t_np_choice = timer(lambda: np.sort(np.random.default_rng(3).choice(d, size=k, replace=False)))
+    t_np_choice = timer(
+        "numpy choice", lambda: np.sort(np.random.default_rng(3).choice(d, size=k, replace=False))
+    )
 
     # ---------------- Count-Min
     cm_keys_h = rng.integers(0, 10 * d, size=d, dtype=np.int64)
     cm_w_h = np.abs(x_host)
     cm_keys, cm_w = xp.asarray(cm_keys_h), xp.asarray(cm_w_h)
     cm = CountMinSketch(rows, cols, seed=1, dtype=np.float32, device=dev)
-    t_cm_up = timer(lambda: cm.update(cm_keys, cm_w))
-    t_cm_est = timer(lambda: cm.estimate(cm_keys))
+    t_cm_up = timer("count-min update", lambda: cm.update(cm_keys, cm_w))
+    t_cm_est = timer("count-min estimate", lambda: cm.estimate(cm_keys))
     t_cmref_up = t_cmref_est = None  # the NumPy reference runs on the CPU only
     if dev == "cpu":
         fam, keys = hashing.family_code("mix"), hashing.hash_keys(1, rows, "mix")
@@ -338,8 +351,8 @@ def main(argv=None):
                 np.minimum(out, table[j, b], out=out)
             return out
 
-        t_cmref_up = timer(cm_ref_update)
-        t_cmref_est = timer(cm_ref_estimate)
+        t_cmref_up = timer("NumPy ref count-min update", cm_ref_update)
+        t_cmref_est = timer("NumPy ref count-min estimate", cm_ref_estimate)
 
     print()
     row("accumulate dense", t_acc, "csvec accumulateVec (torch)", t_cv_acc, 0.25)
@@ -392,6 +405,7 @@ def main(argv=None):
         ]:
             if impl == "csvec" and (args.no_csvec_peakmem or torch is None):
                 continue
+            print(f"  peak memory of {impl} at d={dd:.0e}...", file=sys.stderr, flush=True)
             r = peak_memory(impl, dd, rows, cols)
             if r is None:
                 continue

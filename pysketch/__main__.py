@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from pysketch import CountSketch, hashing, topk, warm_up
+from pysketch import CountSketch, _memory, hashing, topk, warm_up
 from pysketch.kernels.reductions import MAX_ROWS
 
 DESCRIPTION = """\
@@ -43,13 +43,36 @@ def _int_in(low: int, high: int | None = None):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+            value = _integral_float(text)  # 1e6 for a million
+            if value is None:
+                raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
         if value < low or (high is not None and value > high):
             bound = f"at least {low}" if high is None else f"in [{low}, {high}]"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
         return value
 
     return parse
+
+
+def _integral_float(text: str) -> int | None:
+    """``text`` as an integer when it spells one in float notation (``1e6``), else ``None``."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if not value.is_integer() or abs(value) > 2**53:  # beyond 2**53 floats skip integers
+        return None
+    return int(value)
+
+
+def _memory_needed(args: argparse.Namespace) -> dict[str, int]:
+    """Bytes the quick start holds at the least, keyed by the options that set them."""
+    # The planted signal and a worker's gradient (float32), the true sum and the noise
+    # drawn in float64; two sketches (the sum and a worker's) of float32 cells.
+    return {
+        f"--d {args.d}": args.d * (4 + 4 + 8 + 8),
+        f"--rows {args.rows}, --cols {args.cols}": 2 * args.rows * args.cols * 4,
+    }
 
 
 def _fraction(text: str) -> float:
@@ -117,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.k > args.d:
         parser.error(f"--k must be at most --d ({args.d}), got {args.k}")
+    try:
+        _memory.check_fits(_memory_needed(args), "the quick start")
+    except ValueError as exc:
+        parser.error(str(exc))
 
     t0 = time.perf_counter()
     warm_up(["float32"], groups=["CountSketch"])
@@ -146,10 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     expected, _ = topk(true_sum, args.k)
     recall = len(set(indices.tolist()) & set(expected.tolist())) / args.k
     error = float(np.abs(values - true_sum[indices]).max())
+    scale = float(np.abs(true_sum[indices]).max())
     dense_bytes = args.d * 4
     print(f"d={args.d} W={args.workers} sketch={args.rows}x{args.cols} k={args.k} hash={args.hash}")
     print(f"recall of the true top-{args.k}: {recall:.3f}")
-    print(f"max |estimate - true| on recovered coordinates: {error:.3f}")
+    print(
+        f"max |estimate - true| on recovered coordinates: {error:.3f} "
+        f"({error / scale:.1%} of the largest recovered |true| value, {scale:.1f})"
+    )
     print(
         f"bytes per worker: sketch {total.nbytes:,} vs dense {dense_bytes:,} "
         f"({dense_bytes / total.nbytes:.1f}x less)"

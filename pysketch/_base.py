@@ -6,7 +6,6 @@ copies, and the ``.npz`` file layout (no pickle) live here once.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import secrets
@@ -15,11 +14,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pysketch import _arrays, _cuda, _dense, _frameworks, hashing
+from pysketch import _arrays, _cuda, _dense, _files, _frameworks, hashing
 from pysketch._arrays import CPU
 from pysketch.kernels import reductions
 
 FORMAT_VERSION = 1
+# The largest scalar field an archive may hold (strings included): a header asking for
+# more is refused before its data are read.
+_MAX_SCALAR_BYTES = 1024
 _NO_INDICES = np.empty(0, dtype=np.int64)
 
 
@@ -266,7 +268,8 @@ class TableSketch:
         leave the temporary file (``.<name>.<pid>.<random>.tmp``) behind.
         """
         target = _archive_path(path)
-        _write_atomically(target, **self._archive_fields())
+        fields = self._archive_fields()
+        _files.write_atomically(target, lambda handle: np.savez(handle, **fields))
         return target
 
     def _archive_fields(self) -> dict[str, np.ndarray]:
@@ -307,39 +310,50 @@ class TableSketch:
         """
         source = _archive_path(path)
         _arrays.check_device(device)
-        # Our own handle: np.load leaks its file when the zip directory is damaged.
         with open(source, "rb") as handle:
-            fields = _read_fields(handle, cls._archive_names(), source)
-        return cls._from_fields(fields, source, device)
+            return cls._from_archive(handle, source, device)
 
     @classmethod
-    def _archive_names(cls) -> tuple[str, ...]:
-        return ("format", "version", "table", *cls._PARAMS, *cls._EXTRA_STATE)
+    def _from_archive(cls, handle: Any, source: Any, device: str):
+        """The sketch that :meth:`_archive_fields` described; one ValueError naming a bad field.
 
-    @classmethod
-    def _from_fields(cls, fields: dict[str, np.ndarray], source: Any, device: str):
-        """The sketch that :meth:`_archive_fields` described; one ValueError naming a bad field."""
-        expected_format = f"pysketch.{cls.__name__}"
-        found = _scalar(fields, "format", "U", source)
-        if found != expected_format:
-            raise ValueError(f"{source}: field 'format' is {found!r}, expected {expected_format!r}")
-        version = _scalar(fields, "version", "iu", source)
-        if version != FORMAT_VERSION:
-            raise ValueError(
-                f"{source}: field 'version' is {version}, this pysketch reads version "
-                f"{FORMAT_VERSION}"
-            )
-        params = {name: _scalar(fields, name, "biuU", source) for name in cls._PARAMS}
-        table = fields["table"]
-        if not table.dtype.isnative:  # written on a machine of the other byte order
-            table = table.astype(table.dtype.newbyteorder("="))
-        try:
-            sketch = cls._from_table(params, table, CPU)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: {exc}") from exc
-        sketch._restore_extra_state(
-            {name: fields[name] for name in cls._EXTRA_STATE}, source=str(source)
-        )
+        Every member's ``.npy`` header is checked before its data are read: the
+        scalars first, then the table against the shape and dtype that the
+        parameters give, so no archive makes this read more than that table.
+        """
+        with _files.NpzReader(handle, source) as archive:
+            names = ("format", "version", "table", *cls._PARAMS, *cls._EXTRA_STATE)
+            missing = sorted(set(names) - archive.names)
+            if missing:
+                raise ValueError(f"{source} is not a pysketch archive: missing {missing}")
+            expected_format = f"pysketch.{cls.__name__}"
+            found = _scalar(archive, "format", "U", source)
+            if found != expected_format:
+                raise ValueError(
+                    f"{source}: field 'format' is {found!r}, expected {expected_format!r}"
+                )
+            version = _scalar(archive, "version", "iu", source)
+            if version != FORMAT_VERSION:
+                raise ValueError(
+                    f"{source}: field 'version' is {version}, this pysketch reads version "
+                    f"{FORMAT_VERSION}"
+                )
+            params = {name: _scalar(archive, name, "biuU", source) for name in cls._PARAMS}
+            try:
+                sketch = cls(**params, device=CPU)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{source}: {exc}") from exc
+            shape, dtype = archive.header("table")
+            expected = sketch._table.shape, np.dtype(sketch._table.dtype)
+            if (shape, dtype.newbyteorder("=")) != expected:
+                raise ValueError(
+                    f"{source}: table must have shape {expected[0]} and dtype {expected[1]}, "
+                    f"got {shape} and {dtype}"
+                )
+            # Native byte order whichever machine wrote it; the copy is also writable.
+            sketch._set_table(archive.read("table").astype(expected[1]), CPU)
+            extra = {name: _small_field(archive, name, source) for name in cls._EXTRA_STATE}
+        sketch._restore_extra_state(extra, source=str(source))
         sketch._check_state(str(source))
         return sketch if device == CPU else sketch.to(device)
 
@@ -369,8 +383,7 @@ class TableSketch:
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
         _arrays.check_device(device)
         source = f"data (serialized pysketch.{cls.__name__})"
-        fields = _read_fields(io.BytesIO(bytes(data)), cls._archive_names(), source)
-        return cls._from_fields(fields, source, device)
+        return cls._from_archive(io.BytesIO(data), source, device)
 
     def __eq__(self, other: object) -> bool:
         """Same type, parameters, device, table and state beside the table."""
@@ -401,66 +414,23 @@ def _archive_path(path: Any) -> Path:
     return target if target.name.endswith(".npz") else target.with_name(target.name + ".npz")
 
 
-def _write_atomically(target: Path, **arrays: np.ndarray) -> None:
-    """``np.savez(target, **arrays)`` through a temporary file renamed over ``target``."""
-    directory = target.parent
-    temporary = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    # os.open with mode 0o666 applies the umask, as creating the file directly would.
-    handle = os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
-    try:
-        with handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(directory)
+def _small_field(archive: _files.NpzReader, name: str, source: Any) -> np.ndarray:
+    """Field ``name``, a 0-d array of at most ``_MAX_SCALAR_BYTES``, its header checked first."""
+    shape, dtype = archive.header(name)
+    if shape != () or dtype.itemsize > _MAX_SCALAR_BYTES:
+        raise ValueError(
+            f"{source}: field {name!r} must be a scalar (at most {_MAX_SCALAR_BYTES} bytes), "
+            f"got {dtype} of shape {shape}"
+        )
+    return archive.read(name)
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _read_fields(handle: Any, names: tuple[str, ...], source: Path) -> dict[str, np.ndarray]:
-    """Every field in ``names`` from an open ``.npz`` file; one ValueError naming what is wrong."""
-    try:
-        archive = np.load(handle, allow_pickle=False)
-    except Exception as exc:  # BadZipFile, EOFError, ValueError, OSError: all a damaged file
-        raise ValueError(f"{source} is not a readable .npz archive ({exc})") from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{source} is not an .npz archive (it holds a single array)")
-    with archive:
-        missing = sorted(set(names) - set(archive.files))
-        if missing:
-            raise ValueError(f"{source} is not a pysketch archive: missing {missing}")
-        fields = {}
-        for name in names:
-            try:
-                fields[name] = archive[name]
-            except Exception as exc:  # a truncated or corrupt member: zlib, zipfile, EOF
-                raise ValueError(f"{source}: field {name!r} cannot be read ({exc})") from exc
-    return fields
-
-
-def _scalar(fields: dict[str, np.ndarray], name: str, kinds: str, source: Path) -> Any:
+def _scalar(archive: _files.NpzReader, name: str, kinds: str, source: Any) -> Any:
     """The Python value of 0-d field ``name`` whose dtype kind is one of ``kinds``."""
-    value = fields[name]
-    if value.shape != () or value.dtype.kind not in kinds:
+    shape, dtype = archive.header(name)
+    if shape != () or dtype.kind not in kinds:
         raise ValueError(
             f"{source}: field {name!r} must be a scalar of kind {kinds!r}, "
-            f"got {value.dtype} of shape {value.shape}"
+            f"got {dtype} of shape {shape}"
         )
-    return value.item()
+    return _small_field(archive, name, source).item()

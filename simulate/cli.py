@@ -4,7 +4,7 @@ Examples::
 
     python -m simulate                                  # the default comparison
     python -m simulate list                             # the shipped configs
-    python -m simulate run quadratic_rotated --set model.d=65536 -q
+    python -m simulate run quadratic_basis --set model.d=65536 -q
     python -m simulate --resume runs/default
     python -m simulate hessian logistic_memsgd          # lambda_max, sum |lambda|, kappa
     mpirun -n 2 python -m simulate run fetchsgd_scaling --workers-per-rank 128
@@ -13,6 +13,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import sys
 import time
@@ -23,18 +24,29 @@ from . import config
 EXIT_CONFIG, EXIT_DIVERGED = 2, 3
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (argparse names the option in its message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     common.add_argument(
         "--workers-per-rank",
-        type=int,
+        type=_positive_int,
         metavar="N",
         help="under MPI: N workers per rank (W = ranks x N, replacing the config's workers)",
     )
     common.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=1,
         metavar="N",
         help="threads of each process's Numba kernels and BLAS (default 1: the simulator "
@@ -82,15 +94,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _new_run_dir(out: Path, name: str) -> Path:
-    path, n = out / name, 1
-    while path.exists():
-        n += 1
-        path = out / f"{name}-{n}"
-    path.mkdir(parents=True)
-    return path
-
-
 def _progress(quiet: bool):
     if quiet:
         return None
@@ -115,21 +118,60 @@ def _prepare(args, layout) -> tuple[dict, list]:
 
 
 def _run(args, layout) -> int:
-    from . import plots, report, runner
-
     if args.resume:
-        run_dir = Path(args.resume)
-        raw = config.load(run_dir / "config.toml")
+        raw = config.load(Path(args.resume) / "config.toml")
         cases = config.resolve(raw)
     else:
         raw, cases = _prepare(args, layout)
-        run_dir = None
-        if layout.is_root:
-            run_dir = _new_run_dir(Path(raw.get("out_dir", "runs")), raw["name"])
-            (run_dir / "config.toml").write_text(config.dumps(raw))
-        run_dir = Path(layout.bcast(str(run_dir) if run_dir else None))
     for case in cases:
-        layout.workers(case.config["workers"])
+        total = layout.workers(case.config["workers"])
+        config.check_memory(case.config, total // layout.ranks)
+    with _run_directory(args, raw, cases, layout) as run_dir:
+        return _train(args, layout, raw, cases, run_dir)
+
+
+@contextlib.contextmanager
+def _run_directory(args, raw: dict, cases: list, layout):
+    """The run's folder, made (or found, with ``--resume``) and locked by rank 0.
+
+    Its errors (a folder that cannot be made, a run already using it, a
+    config edited in a way that changes the trajectory) reach every rank.
+    """
+    from . import checkpoint, rundir
+
+    run_dir, held, error = None, None, None
+    if layout.is_root:
+        try:
+            if args.resume:
+                run_dir = Path(args.resume)
+                held = rundir.lock(run_dir)
+                rundir.check_unchanged(run_dir, cases)
+            else:
+                run_dir = rundir.create(Path(raw.get("out_dir", "runs")), raw["name"])
+                held = rundir.lock(run_dir)
+                text = config.dumps(raw).encode()
+                checkpoint.atomic_write(run_dir / "config.toml", lambda f: f.write(text))
+                rundir.record(run_dir, cases)
+        except config.ConfigError as exc:
+            error = exc
+        except OSError as exc:
+            error = config.ConfigError(_os_error(exc))
+    try:
+        layout.raise_together(error)
+        run_dir = Path(layout.bcast(str(run_dir) if run_dir else None))
+        yield run_dir
+    except OSError as exc:
+        if exc.filename is None:  # write() names no file: name the run's folder
+            raise OSError(exc.errno, exc.strerror or str(exc), f"{run_dir}/") from exc
+        raise
+    finally:
+        if held is not None:
+            held.close()
+
+
+def _train(args, layout, raw: dict, cases: list, run_dir: Path) -> int:
+    from . import plots, report, runner
+
     started = time.perf_counter()
     results = runner.run_cases(
         cases, run_dir, layout, progress=_progress(args.quiet), resume=bool(args.resume)
@@ -225,24 +267,36 @@ def main(argv: list[str] | None = None) -> int:
         if layout.is_root:
             print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except OSError as exc:  # a read-only --out, a full disk: what was written is kept
+        print(f"error: {_os_error(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a failed file operation: what failed, on which path."""
+    if exc.filename is None:
+        return str(exc)
+    return f"{exc.strerror or exc}: {exc.filename}"
 
 
 def _abort_on_error(layout):
     """``MPI_Abort`` on an unexpected exception when several ranks run (no rank hangs)."""
-    import contextlib
-
     if layout.comm is None or layout.ranks == 1:
         return contextlib.nullcontext()
     from pysketch.distributed import abort_on_error
 
-    return _ConfigErrorsPass(abort_on_error(layout.comm))
+    return _ConfigErrorsPass(abort_on_error(layout.comm), layout)
 
 
 class _ConfigErrorsPass:
-    """Wrap a context manager so that a ``ConfigError`` (raised on every rank alike) passes."""
+    """Wrap a context manager so that a ``ConfigError`` (raised on every rank alike) passes.
 
-    def __init__(self, inner):
-        self.inner = inner
+    An ``OSError`` (one rank's full disk, say) aborts every rank with exit status 2 after
+    one line naming the file, as a bad config does, instead of a traceback.
+    """
+
+    def __init__(self, inner, layout):
+        self.inner, self.layout = inner, layout
 
     def __enter__(self):
         return self.inner.__enter__()
@@ -250,4 +304,7 @@ class _ConfigErrorsPass:
     def __exit__(self, kind, exc, tb):
         if kind is not None and issubclass(kind, config.ConfigError):
             return self.inner.__exit__(None, None, None)
+        if kind is not None and issubclass(kind, OSError):
+            print(f"error: [rank {self.layout.rank}] {_os_error(exc)}", file=sys.stderr, flush=True)
+            self.layout.comm.Abort(EXIT_CONFIG)
         return self.inner.__exit__(kind, exc, tb)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -336,6 +337,82 @@ def resolve_size(value: int | float, d: int) -> int:
     return value if isinstance(value, int) else max(1, round(value * d))
 
 
+def memory_terms(cfg: Mapping[str, Any], local_workers: int) -> dict[str, int]:
+    """Lower bounds of the bytes one process holds for the checked case ``cfg``.
+
+    Counted: the model's arrays and data, then, for the algorithm that needs
+    most, the parameters, the workers' gradient buffer, the workers' own state
+    and the sketches. Each term is keyed by the config keys that set it, with
+    their values (``"workers = 8, model.d = 4096"`` for a vector per worker).
+
+    Parameters
+    ----------
+    cfg : mapping
+        One checked case (from :func:`resolve`).
+    local_workers : int
+        The workers this process simulates (all of them without MPI).
+
+    Returns
+    -------
+    dict of str to int
+    """
+    model, d = cfg["model"], cfg["d"]
+    item = 4 if cfg["dtype"] == "float32" else 8
+    if model["kind"] == "mlp":
+        d_key = f"model.hidden = {model['hidden']} (d = {d})"
+    else:
+        d_key = f"model.d = {d}"
+    w_key = f"workers = {local_workers}, {d_key}"
+    terms: dict[str, int] = {d_key: 0}
+    if model["kind"] == "quadratic":  # spectrum, optimum, the offsets' mean, ... in float64
+        terms[d_key] += 5 * 8 * d
+    elif model["dataset"] not in DATASET_SIZES:
+        n = model["n"]
+        width = model["d"] if model["kind"] == "logistic" else model["inputs"]
+        width_key = "model.d" if model["kind"] == "logistic" else "model.inputs"
+        sparse = model["dataset"] == "synthetic_sparse"
+        per_value = 12 * model["density"] if sparse else 8  # CSR: value and column index
+        terms[f"model.n = {n}, {width_key} = {width}"] = int(per_value * n * width)
+    worst: dict[str, int] = {}
+    for i, algo in enumerate(cfg["algorithms"]):
+        name = algo["name"]
+        # Vectors of d each worker keeps: mem-SGD's memory, Sketched-SGD's momentum and error.
+        kept = {"memsgd": int(algo.get("memory", False)), "sketched_sgd": 2}.get(name, 0)
+        kept = int(algo.get("error_feedback", False)) if name == "sketchdl" else kept
+        presum = cfg["presum"] and algo["local_steps"] == 1 and not kept
+        rows = min(local_workers, 2) if presum else local_workers  # the gradient buffer
+        averaging = cfg["schedule"]["kind"] == "memsgd" and cfg["schedule"]["average"]
+        job = {
+            d_key: (1 + averaging + min(rows, 2)) * d * item,
+            w_key: (rows - min(rows, 2) + kept * local_workers) * d * item,
+        }
+        if "cols" in algo:
+            tables = 2 if name == "fetchsgd" else 1
+            key = f"algorithms.{i}.rows = {algo['rows']}, algorithms.{i}.cols = {algo['cols']}"
+            job[key] = tables * algo["rows"] * algo["cols"] * item
+        if sum(job.values()) > sum(worst.values()):
+            worst = job
+    for key, value in worst.items():
+        terms[key] = terms.get(key, 0) + value
+    # Python ints and tuples of the worker ids, twice over (communicator, algorithm).
+    terms[f"workers = {local_workers}"] = 2 * 36 * local_workers
+    return terms
+
+
+def check_memory(cfg: Mapping[str, Any], local_workers: int) -> None:
+    """Raise :class:`ConfigError` naming the key when case ``cfg`` cannot fit in memory.
+
+    The bound is :func:`memory_terms` against this machine's physical memory
+    (or its cgroup's limit); see :mod:`pysketch._memory`.
+    """
+    from pysketch._memory import check_fits
+
+    try:
+        check_fits(memory_terms(cfg, local_workers), "this run")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 # ---------------------------------------------------------------- whole configs
 def _check_algorithm(path: str, entry: Any, d: int) -> dict:
     if not isinstance(entry, Mapping):
@@ -349,6 +426,7 @@ def _check_algorithm(path: str, entry: Any, d: int) -> dict:
     for key in ("k", "cols"):
         if key in algo:
             algo[key] = resolve_size(algo[key], d)
+    _check_sketch_shape(path, algo)
     if algo.get("k", 0) > d:
         raise ConfigError(f"{path}.k: k = {algo['k']} exceeds the dimension d = {d}")
     for key in ("p1", "p2"):
@@ -359,6 +437,31 @@ def _check_algorithm(path: str, entry: Any, d: int) -> dict:
     if algo["label"] is None:
         algo["label"] = name
     return algo
+
+
+def _check_sketch_shape(path: str, algo: Mapping[str, Any]) -> None:
+    """The limits of pysketch's sketches, checked here so that the message names the key."""
+    if "rows" not in algo:
+        return
+    from pysketch.hashing import MAX_COLS
+    from pysketch.kernels.reductions import MAX_ROWS
+
+    if algo["rows"] > MAX_ROWS:
+        raise ConfigError(
+            f"{path}.rows: must be <= {MAX_ROWS} (a sketch's rows), got {algo['rows']}"
+        )
+    if algo["cols"] > MAX_COLS:
+        raise ConfigError(f"{path}.cols: must be <= {MAX_COLS} (2**32 - 1), got {algo['cols']}")
+
+
+def _check_name(name: str) -> None:
+    """``name`` must be one plain folder name: it becomes ``<out_dir>/<name>/``."""
+    separators = {"/", "\\", os.sep, os.altsep or "/", "\0"}
+    if not name.strip() or name in (".", "..") or any(c in name for c in separators):
+        raise ConfigError(
+            f"name: must be a plain folder name (not empty, not '.' or '..', no '/' or "
+            f"'\\'), got {name!r}"
+        )
 
 
 def _check_model(model: Mapping[str, Any], workers: int) -> None:
@@ -386,6 +489,7 @@ def _check_model(model: Mapping[str, Any], workers: int) -> None:
 def _check_case(raw: Mapping[str, Any]) -> dict:
     """One fully specified case (no sweep): checked, with defaults, sizes resolved."""
     cfg = _check_table("", raw, TOP, skip=SECTIONS)
+    _check_name(cfg["name"])
     if "model" not in raw:
         raise ConfigError("model: missing (a [model] table with kind = ...)")
     _, cfg["model"] = _check_kind("model", raw["model"], MODELS)

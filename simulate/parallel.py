@@ -76,6 +76,18 @@ class Layout:
         """Every rank's ``obj`` on rank 0 (``None`` elsewhere)."""
         return [obj] if self.comm is None else self.comm.gather(obj, root=0)
 
+    def raise_together(self, error: Exception | None) -> None:
+        """Raise a ``ConfigError`` on every rank when any rank passes an error (else nothing).
+
+        For errors that one rank alone may meet (its own file is damaged): the
+        ranks exchange their errors, so every rank raises, naming the first
+        rank's error, and none waits in a collective for the others.
+        """
+        errors = [error] if self.comm is None else self.comm.allgather(error and str(error))
+        first = next((e for e in errors if e), None)
+        if first is not None:
+            raise first if isinstance(first, ConfigError) else ConfigError(str(first))
+
     def barrier(self) -> None:
         """Wait for every rank."""
         if self.comm is not None:

@@ -226,9 +226,16 @@ class Job:
         self.layout.barrier()
 
     def _restore(self) -> tuple[int, float] | JobResult | None:
-        marker = self.layout.bcast(
-            checkpoint.load_marker(self.ckpt_dir, self.stem) if self.layout.is_root else None
-        )
+        marker, error = None, None
+        if self.layout.is_root:
+            try:
+                marker = checkpoint.load_marker(
+                    self.ckpt_dir, self.stem, steps=self.cfg["steps"], result_type=JobResult
+                )
+            except checkpoint.CheckpointError as exc:
+                error = exc
+        self.layout.raise_together(error)  # every rank raises rank 0's error, none waits
+        marker = self.layout.bcast(marker)
         if marker is None:
             return None
         if marker["result"] is not None:
@@ -238,13 +245,38 @@ class Job:
                 f"--resume: {self.label} was checkpointed with {marker['ranks']} rank(s) and "
                 f"{marker['workers']} workers; resume it with the same layout"
             )
-        state = checkpoint.load(self.ckpt_dir, self.stem, self.layout.rank, marker)
+        error = None
+        try:
+            self._load_state(marker)
+        except checkpoint.CheckpointError as exc:
+            error = exc
+        self.layout.raise_together(error)
+        return marker["step"], marker["wall"]
+
+    def _load_state(self, marker: dict) -> None:
+        """This rank's checkpoint into ``w``, ``w_avg``, the algorithm and the communicator."""
+        like = {"w": self.w} if self.w_avg is None else {"w": self.w, "w_avg": self.w_avg}
+        # No array of the state is larger than the workers' stacked vectors or a server array.
+        fresh, _ = checkpoint.split_state(self.algorithm.state_dict())
+        largest = len(self.comm.worker_ids) * self.w.nbytes
+        state = checkpoint.load(
+            self.ckpt_dir,
+            self.stem,
+            self.layout.rank,
+            marker,
+            like=like,
+            max_bytes=max([largest, *(a.nbytes for a in fresh.values())]),
+            counters=("algo/steps", "comm/step_count"),
+        )
+        try:
+            self.algorithm.load_state_dict(state.get("algo", {}))
+            self.comm.load_state_dict(state.get("comm", {}))
+        except (TypeError, ValueError) as exc:
+            path = self.ckpt_dir / f"{self.stem}.r{self.layout.rank}.s{marker['step']}.npz"
+            raise checkpoint.CheckpointError(f"{path}: {exc}") from None
         self.w[...] = state["w"]
         if self.w_avg is not None:
             self.w_avg[...] = state["w_avg"]
-        self.algorithm.load_state_dict(state.get("algo", {}))
-        self.comm.load_state_dict(state.get("comm", {}))
-        return marker["step"], marker["wall"]
 
     # ------------------------------------------------------------ the loop
     def _gradients(self, t: int, lr: float) -> list[np.ndarray] | np.ndarray:

@@ -11,6 +11,10 @@ from pysketch import _cuda
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
+# A script that the DDP tests launch with torchrun, not a test module: --doctest-modules
+# would import it, and without PyTorch (whose tests skip) that import fails.
+collect_ignore = ["compress/ddp_worker.py"]
+
 
 @pytest.fixture(params=DEVICES)
 def device(request):

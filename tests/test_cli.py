@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pysketch.__main__ import build_parser, main
@@ -23,6 +25,10 @@ SMALL = ["--d", "20000", "--cols", "2000", "--k", "10", "--workers", "2"]
         (["--k", "0"], "argument --k: must be at least 1, got 0"),
         (["--hash", "md5"], "argument --hash: invalid choice"),
         (["--min-recall", "1.5"], "argument --min-recall: must lie in [0, 1]"),
+        # Sizes that cannot fit are refused before allocating (issue 20 item 12).
+        (["--d", "1e11"], "--d 100000000000: the quick start needs at least"),
+        (["--d", "100000000000"], "more than this machine has"),
+        (["--cols", "4000000000"], "--rows 5, --cols 4000000000: the quick start needs"),
     ],
 )
 def test_bad_arguments_are_argparse_errors(argv, fragment, capsys):
@@ -61,3 +67,18 @@ def test_low_recall_exits_1_with_a_message(capsys):
 def test_min_recall_zero_accepts_anything():
     argv = ["--d", "20000", "--cols", "4", "--rows", "1", "--k", "20", "--min-recall", "0"]
     assert main([*argv, "--workers", "1"]) == 0
+
+
+# ------------------------------------------------------------------ issue 20 items 12 and 20
+def test_integers_in_float_notation_are_accepted():
+    args = build_parser().parse_args(["--d", "2e4", "--cols", "2e3"])
+    assert (args.d, args.cols) == (20_000, 2_000)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--d", "2.5e0"])
+
+
+def test_the_error_is_given_with_the_scale_of_the_values(capsys):
+    assert main(SMALL) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("max |estimate"))
+    error, scale = (float(x) for x in re.findall(r": ([\d.]+) \(.* value, ([\d.]+)\)", line)[0])
+    assert f"{error / scale:.1%} of the largest recovered |true| value" in line

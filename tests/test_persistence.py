@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 import textwrap
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +267,74 @@ def test_any_tampered_field_gives_a_value_error(tmp_path_factory, field, value):
         assert loaded.params[field] == value
     else:
         assert (field, value) in {("version", 1), ("format", "pysketch.CountSketch")}
+
+
+# ------------------------------------------------- issue 20 item 7: compressed-data bombs
+BOMB_BYTES = 64 * 2**20  # what the crafted member inflates to; its archive is about 64 kB
+
+
+def bomb(good: bytes, field: str, descr: str, shape: tuple) -> bytes:
+    """``good`` with member ``field`` replaced by a deflated header + zeros of ``shape``."""
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(good)) as src,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
+        for name in src.namelist():
+            if name != f"{field}.npy":
+                dst.writestr(name, src.read(name))
+        size = np.dtype(descr).itemsize * int(np.prod(shape))
+        with dst.open(f"{field}.npy", "w", force_zip64=True) as member:
+            header = {"descr": descr, "fortran_order": False, "shape": shape}
+            np.lib.format.write_array_header_1_0(member, header)
+            chunk = bytes(2**20)
+            for _ in range(size // len(chunk)):
+                member.write(chunk)
+    return out.getvalue()
+
+
+BOMBS = [
+    ("CountSketch", "table", "<f4", (BOMB_BYTES // 4,)),
+    ("CountSketch", "hash", f"<U{BOMB_BYTES // 4}", ()),
+    ("CountMinSketch", "total_weight", "<f8", (BOMB_BYTES // 8,)),
+]
+
+
+@pytest.mark.parametrize(("kind", "field", "descr", "shape"), BOMBS)
+def test_a_compressed_bomb_is_refused_from_its_header(tmp_path, kind, field, descr, shape):
+    """A 64 kB archive whose member inflates to 64 MiB: refused before its data are read."""
+    data = bomb(SKETCHES[kind]().serialize(), field, descr, shape)
+    assert len(data) < BOMB_BYTES // 500
+    path = tmp_path / "bomb.npz"
+    path.write_bytes(data)
+    cls = type(SKETCHES[kind]())
+    for read in (lambda: cls.deserialize(data), lambda: cls.load(path)):
+        tracemalloc.start()  # NumPy reports its array buffers to tracemalloc too
+        try:
+            with pytest.raises(ValueError, match=field):
+                read()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 2**20, f"{peak / 2**20:.1f} MiB allocated while refusing the archive"
+
+
+def test_a_member_larger_than_its_header_says_is_refused(tmp_path):
+    """The zip directory's size of a member must be what its header implies."""
+    good = count_sketch().serialize()
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(good)) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, src.read(name) + (b"\0" * 64 if name == "table.npy" else b""))
+    with pytest.raises(ValueError, match="field 'table' is .* bytes in the archive"):
+        CountSketch.deserialize(out.getvalue())
+
+
+def test_object_arrays_are_refused_without_unpickling(tmp_path):
+    path = count_sketch().save(tmp_path / "s")
+    rewrite_path = tmp_path / "o.npz"
+    fields = fields_of(path)
+    fields["table"] = np.array([None, 1], dtype=object)
+    np.savez(rewrite_path, **fields)
+    with pytest.raises(ValueError, match="field 'table' holds Python objects"):
+        CountSketch.load(rewrite_path)

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 
-from .common import ASV_BENCH, HEAD_COLS, HEAD_ROWS
+from .common import ASV_BENCH, HEAD_COLS, HEAD_ROWS, sizes
 
 SCRIPT = os.path.join(ASV_BENCH, "allreduce_bench.py")
 
@@ -19,7 +19,7 @@ SCRIPT = os.path.join(ASV_BENCH, "allreduce_bench.py")
 class AllreduceSketchVsDense:
     """Seconds and bytes of one allreduce of a rows x cols sketch vs a dense d vector, 2 ranks."""
 
-    params = [[10**6, 10**7]]
+    params = [sizes([10**6], [10**7])]
     param_names = ["d"]
     timeout = 600
 

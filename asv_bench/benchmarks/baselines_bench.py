@@ -3,15 +3,25 @@ cols 5e5 (the headline table), so asv tracks pysketch and its references side by
 
 from __future__ import annotations
 
-from .common import HEAD_COLS, HEAD_ROWS, SEED, clamp_k, gradient_like, optional, require_backend
+from .common import (
+    BACKENDS,
+    HEAD_COLS,
+    HEAD_ROWS,
+    SEED,
+    clamp_k,
+    gradient_like,
+    optional,
+    require_backend,
+    sizes,
+)
 
-D_BASE = [10**6, 10**7]
+D_BASE = sizes([10**6], [10**7])
 
 
 class CSVec:
     """csvec-style PyTorch sketch: accumulateVec and unSketch(k) (estimate-all + torch.topk)."""
 
-    params = [D_BASE, ["cpu", "cuda"]]
+    params = [D_BASE, BACKENDS]
     param_names = ["d", "backend"]
     rounds = 1
     repeat = (1, 3, 10.0)

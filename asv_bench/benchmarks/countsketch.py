@@ -19,6 +19,7 @@ from .common import (
     gradient_like,
     optional,
     require_backend,
+    sizes,
     sparse_input,
     sync,
     to_backend,
@@ -91,7 +92,7 @@ class HashFamily:
     """Dense accumulate (with and without the NaN/Inf check) and estimate-all at the
     headline table size (rows 5, cols 5e5), per hash family."""
 
-    params = [[10**6, 10**7], ["mix", "polynomial"]]
+    params = [sizes([10**6], [10**7]), ["mix", "polynomial"]]
     param_names = ["d", "hash"]
     rounds = 1
     repeat = (1, 5, 10.0)

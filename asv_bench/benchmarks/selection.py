@@ -15,6 +15,7 @@ from .common import (
     gradient_like,
     optional,
     require_backend,
+    sizes,
     sync,
     to_backend,
 )
@@ -72,7 +73,7 @@ class TopKLargeK:
     """Top-k of a large fraction of d (issue 10, item 10), float32 on the CPU:
     ``pysketch.topk(x, k)`` (sorted) vs ``argpartition`` of |x| (unsorted)."""
 
-    params = [[10**6, 10**7], [0.01, 0.5, 1.0]]
+    params = [sizes([10**6], [10**7]), [0.01, 0.5, 1.0]]
     param_names = ["d", "k_fraction"]
     rounds = 1
     repeat = (1, 5, 20.0)

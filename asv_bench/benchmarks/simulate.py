@@ -16,13 +16,15 @@ from simulate import config, models
 from simulate.parallel import Layout, limit_threads
 from simulate.runner import Job
 
+from .common import sizes
+
 
 def _job(d: int, workers: int, algorithm: str) -> Job:
     algo = {"name": algorithm}
-    if algorithm != "sgd":
-        algo.update(k=max(1, d // 100), cols=max(1, d // 20))
-    if algorithm == "memsgd":
-        del algo["cols"]
+    if algorithm in ("memsgd", "fetchsgd"):
+        algo["k"] = max(1, d // 100)
+    if algorithm in ("fetchsgd", "sketchdl"):
+        algo["cols"] = max(1, d // 20)
     raw = {
         "steps": 10**6,
         "workers": workers,
@@ -38,23 +40,27 @@ def _job(d: int, workers: int, algorithm: str) -> Job:
     return job
 
 
+def _round(job: Job, t: int) -> None:
+    """One round as the runner takes it: the summed gradients where the job presums them."""
+    step = job.algorithm.step_summed if job.presum else job.algorithm.step
+    job.w -= step(job._gradients(t, 0.1), job.comm, lr=0.1)
+
+
 class SimulatorRound:
     """One round (gradients + ``algo.step`` + ``w -= update``) on a rotated quadratic."""
 
-    params = ([2**14, 2**17, 2**20], [8, 32], ["sgd", "memsgd", "fetchsgd", "sketchdl"])
+    params = (sizes([2**14, 2**17], [2**20]), [8, 32], ["sgd", "memsgd", "fetchsgd", "sketchdl"])
     param_names = ["d", "workers", "algorithm"]
     timeout = 300
 
     def setup(self, d, workers, algorithm):
         limit_threads(1)
         self.job = _job(d, workers, algorithm)
-        self.job.algorithm.step(self.job._gradients(0, 0.1), self.job.comm, lr=0.1)  # compile
+        _round(self.job, 0)  # compile
         self.t = 1
 
     def time_round(self, d, workers, algorithm):
-        job = self.job
-        update = job.algorithm.step(job._gradients(self.t, 0.1), job.comm, lr=0.1)
-        job.w -= update
+        _round(self.job, self.t)
         self.t += 1
 
     def time_gradients(self, d, workers, algorithm):
@@ -64,12 +70,12 @@ class SimulatorRound:
 class SimulatorMemory:
     """Peak memory of a FetchSGD round at large d (the workers' gradient buffer dominates)."""
 
-    params = ([2**20, 2**23], [8, 64])
+    params = (sizes([2**20], [2**23]), [8, 64])
     param_names = ["d", "workers"]
     timeout = 600
 
     def peakmem_round(self, d, workers):
         limit_threads(1)
         job = _job(d, workers, "fetchsgd")
-        job.w -= job.algorithm.step(job._gradients(0, 0.1), job.comm, lr=0.1)
+        _round(job, 0)
         np.asarray(job.w).sum()

@@ -117,7 +117,8 @@ def test_checkpoint_state_round_trips(tmp_path):
     arrays, scalars = checkpoint.split_state(state)
     assert set(arrays) == {"w", "algo/server.m"}
     path, scalars = checkpoint.save(tmp_path, "job", 0, 7, state)
-    checkpoint.commit(tmp_path, "job", {"step": 7, "scalars": [scalars]})
+    marker = {"step": 7, "wall": 1.0, "ranks": 1, "workers": 1, "scalars": [scalars]}
+    checkpoint.commit(tmp_path, "job", {**marker, "result": None})
     back = checkpoint.load(tmp_path, "job", 0, checkpoint.load_marker(tmp_path, "job"))
     np.testing.assert_array_equal(back["algo"]["server.m"], np.ones(2))
     assert back["algo"]["steps"] == 4 and back["flag"] is True and back["none"] is None
