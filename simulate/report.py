@@ -10,6 +10,8 @@ from pathlib import Path
 from . import checkpoint
 from .runner import COLUMNS, HIGHER_IS_BETTER, OUTCOMES, _bytes, job_stem, read_rows
 
+WIDTH = 100  # of the notes under the table
+
 
 def _num(value, digits=4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -129,10 +131,11 @@ def notes(results: list, cfg: dict) -> list[str]:
         if target["relative"]:
             start = "f(w0) - f*" if target["metric"] == "suboptimality" else "its value at step 0"
             relative = f"; the threshold is {target['value']:g} x ({start})"
-        out.append(
+        out += textwrap.wrap(
             f"steps to target: the first evaluation that meets {target_text(target)}, "
             f"resolved to eval_every = {cfg['eval_every']} steps (met within the "
-            f"{cfg['eval_every']} steps before it; not interpolated){relative}."
+            f"{cfg['eval_every']} steps before it; not interpolated){relative}.",
+            width=WIDTH,
         )
     rule = cfg["divergence"]
     chance = (
@@ -141,12 +144,13 @@ def notes(results: list, cfg: dict) -> list[str]:
         if any(r.final.get("test_accuracy") is not None for r in results)
         else ""
     )
-    out.append(
+    out += textwrap.wrap(
         f"diverged: loss (f - f* where known) not finite or above {rule['loss_ratio']:g}x its "
-        f"start{chance} ([divergence])."
+        f"start{chance} ([divergence]).",
+        width=WIDTH,
     )
     if cfg["expectation"]:
-        out += textwrap.wrap(f"expected: {cfg['expectation']}", width=100)
+        out += textwrap.wrap(f"expected: {cfg['expectation']}", width=WIDTH)
     surprises = [r.label for r in results if r.as_expected is False]
     if surprises:
         out.append(
