@@ -139,8 +139,7 @@ def _run(args, layout) -> int:
     extra = {"name": raw["name"], "ranks": layout.ranks, "seconds": time.perf_counter() - started}
     first = cases[0].config
     report.write_summary(run_dir, cases, results, extra)
-    plots.write(
-        run_dir,
+    figs = plots.figures(
         results,
         report.job_rows(run_dir, results),
         list(raw.get("sweep", {})),
@@ -148,6 +147,7 @@ def _run(args, layout) -> int:
         target=first["target"],
         steps=max(c.config["steps"] for c in cases),
     )
+    plots.write(run_dir, figs)
     where = f"{layout.ranks} MPI ranks" if layout.comm is not None else "one process"
     print(
         f"{report.title(raw['name'], cases)} ({where}), {first['steps']} steps, "

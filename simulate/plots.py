@@ -17,6 +17,7 @@ from .runner import target_threshold
 LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 4))]
 MARKERS = ["", "o", "s", "^", "v", "D"]
 FIGSIZE = (7.5, 4.2)
+LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0}
 
 
 def _pyplot():
@@ -95,11 +96,11 @@ def _y_range(curves: dict, results: list, log: bool) -> tuple[float, float] | No
     return low - pad, high + pad
 
 
-def _finish(fig, ax, title: str) -> None:
+def _finish(ax, title: str) -> None:
     ax.set_title(title, fontsize="medium")
     ax.grid(alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+        ax.legend(fontsize="small", **LEGEND)
 
 
 def _threshold(results: list, rows_by_job: dict, target: dict | None) -> float | None:
@@ -144,7 +145,7 @@ def _curves_figure(plt, results, rows_by_job, x_key, metric, title, target):
         xlabel="steps" if x_key == "step" else "bytes sent per worker (up + down), log scale",
         ylabel="f - f*" if metric == "suboptimality" else "training loss",
     )
-    _finish(fig, ax, title)
+    _finish(ax, title)
     return fig
 
 
@@ -167,7 +168,7 @@ def _error_figure(plt, results, rows_by_job, title, target):
             1.0 - target["value"], color="0.3", linewidth=0.8, linestyle="--", label="target"
         )
     ax.set(xlabel="steps", ylabel="test error (1 - accuracy), log scale")
-    _finish(fig, ax, title)
+    _finish(ax, title)
     return fig
 
 
@@ -255,14 +256,7 @@ def _sweep_figure(plt, results, rows_by_job, key, metric, title, target, steps):
         keys.insert(0, ("target", Line2D([], [], color="0.3", linewidth=0.8, linestyle="--")))
     handles += [h for _, h in keys]
     labels += [label for label, _ in keys]
-    axes[1].legend(
-        handles,
-        labels,
-        loc="upper left",
-        bbox_to_anchor=(1.02, 1.0),
-        borderaxespad=0.0,
-        fontsize="small",
-    )
+    axes[1].legend(handles, labels, fontsize="small", **LEGEND)
     fig.suptitle(title, fontsize="medium")
     return fig
 
@@ -314,19 +308,11 @@ def figures(
     return out
 
 
-def write(
-    run_dir: Path,
-    results: list,
-    rows_by_job: dict,
-    sweep_keys: list[str],
-    title: str = "",
-    target: dict | None = None,
-    steps: int = 0,
-) -> list[Path]:
-    """Write the run's plots into ``run_dir``; returns their paths (see :func:`figures`)."""
+def write(run_dir: Path, figs: dict) -> list[Path]:
+    """Save the :func:`figures` into ``run_dir`` and close them; returns their paths."""
     plt = _pyplot()
     paths = []
-    for name, fig in figures(results, rows_by_job, sweep_keys, title, target, steps).items():
+    for name, fig in figs.items():
         fig.savefig(run_dir / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
         paths.append(run_dir / name)
