@@ -167,19 +167,23 @@ def _exit_status(results: list) -> int:
 
 
 def _list() -> None:
-    """The shipped configs: name, measured wall time and description (machines as notes)."""
+    """The shipped configs: name, measured wall and CPU time, description (machines as notes)."""
     checked = {name: config.resolve(raw)[0].config for name, raw in config.shipped().items()}
     measured = {name: cfg["measured"] for name, cfg in checked.items()}
     machines = list(dict.fromkeys(m["machine"] for m in measured.values() if m))
-    print(f"{'config':<20} {'wall time':>9}  description")
+    print(f"{'config':<20} {'wall (load)':>15} {'CPU':>6}  description")
     for name, cfg in checked.items():
-        m = measured[name]
-        seconds = f"{m['seconds']:.0f} s [{machines.index(m['machine']) + 1}]" if m else "-"
-        print(f"{name:<20} {seconds:>9}  {cfg['description']}")
+        wall, cpu, m = "-", "-", measured[name]
+        if m:
+            load = "" if m["load"] is None else f" ({m['load']:g})"
+            wall = f"{m['seconds']:.0f} s{load} [{machines.index(m['machine']) + 1}]"
+            cpu = "-" if m["cpu_seconds"] is None else f"{m['cpu_seconds']:.0f} s"
+        print(f"{name:<20} {wall:>15} {cpu:>6}  {cfg['description']}")
         if m and m["command"]:
-            print(f"{'':<20} {'':>9}  (wall time of: {m['command']})")
+            print(f"{'':<20} {'':>15} {'':>6}  (measured as: {m['command']})")
     for i, machine in enumerate(machines, 1):
-        print(f"[{i}] `python -m simulate run NAME -q` unless noted, measured on {machine}")
+        print(f"[{i}] `python -m simulate run NAME -q` unless noted, on {machine}")
+    print("(load) is the load average while it ran; on an idle core, wall time ~ CPU time.")
 
 
 def _hessian(args, layout) -> int:

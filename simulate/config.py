@@ -104,7 +104,9 @@ DIVERGENCE = {
     "chance_margin": _num(0.0, 1.0, default=0.01),
 }
 MEASURED = {
-    "seconds": _num(**_POSITIVE, default=REQUIRED),
+    "seconds": _num(**_POSITIVE, default=REQUIRED),  # wall time
+    "cpu_seconds": _num(**_POSITIVE),
+    "load": _num(0.0),  # the machine's load average while it ran
     "machine": Field("str", REQUIRED),
     "command": Field("str", ""),
 }

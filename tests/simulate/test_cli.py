@@ -51,7 +51,9 @@ def test_list_and_help(capsys):
     out = capsys.readouterr().out
     for name, raw in config.shipped().items():
         (line,) = [x for x in out.splitlines() if x.startswith(f"{name} ")]
-        assert f"{raw['measured']['seconds']:.0f} s [" in line, line
+        m = raw["measured"]
+        assert f"{m['seconds']:.0f} s ({m['load']:g}) [" in line, line
+        assert f" {m['cpu_seconds']:.0f} s " in line, line
         assert raw["measured"]["machine"] in out
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--help"])
