@@ -177,20 +177,55 @@ def _train(args, layout, raw: dict, cases: list, run_dir: Path) -> int:
         cases, run_dir, layout, progress=_progress(args.quiet), resume=bool(args.resume)
     )
     if not layout.is_root:
-        return 0 if all(r.status == "done" for r in results) else EXIT_DIVERGED
+        return _exit_status(results)
     extra = {"name": raw["name"], "ranks": layout.ranks, "seconds": time.perf_counter() - started}
-    target = cases[0].config["target"]
+    first = cases[0].config
     report.write_summary(run_dir, cases, results, extra)
-    plots.write(run_dir, results, report.job_rows(run_dir, results), list(raw.get("sweep", {})))
-    workers = cases[0].config["workers"]
+    figs = plots.figures(
+        results,
+        report.job_rows(run_dir, results),
+        list(raw.get("sweep", {})),
+        title=report.title(raw["name"], cases),
+        target=first["target"],
+        steps=max(c.config["steps"] for c in cases),
+    )
+    plots.write(run_dir, figs)
     where = f"{layout.ranks} MPI ranks" if layout.comm is not None else "one process"
     print(
-        f"{raw['name']}: d = {cases[0].config['d']:,}, {workers} workers ({where}), "
-        f"{cases[0].config['steps']} steps, {extra['seconds']:.1f} s"
+        f"{report.title(raw['name'], cases)} ({where}), {first['steps']} steps, "
+        f"{extra['seconds']:.1f} s"
     )
-    print(report.table(results, target))
+    print(report.table(results, first["target"]))
+    for line in report.notes(results, first):
+        print(line)
     print(f"files: {run_dir}/ (config.toml, metrics/*.csv, summary.json, *.png)")
-    return 0 if all(r.status == "done" for r in results) else EXIT_DIVERGED
+    return _exit_status(results)
+
+
+def _exit_status(results: list) -> int:
+    """3 when a job diverged that the config does not expect to, else 0."""
+    unexpected = [r for r in results if r.status != "done" and r.expect != "diverge"]
+    return EXIT_DIVERGED if unexpected else 0
+
+
+def _list() -> None:
+    """The shipped configs: name, measured wall and CPU time, description (machines as notes)."""
+    checked = {name: config.resolve(raw)[0].config for name, raw in config.shipped().items()}
+    measured = {name: cfg["measured"] for name, cfg in checked.items()}
+    machines = list(dict.fromkeys(m["machine"] for m in measured.values() if m))
+    print(f"{'config':<20} {'wall (load)':>15} {'CPU':>6}  description")
+    for name, cfg in checked.items():
+        wall, cpu, m = "-", "-", measured[name]
+        if m:
+            load = "" if m["load"] is None else f" ({m['load']:g})"
+            wall = f"{m['seconds']:.0f} s{load} [{machines.index(m['machine']) + 1}]"
+            cpu = "-" if m["cpu_seconds"] is None else f"{m['cpu_seconds']:.0f} s"
+        print(f"{name:<20} {wall:>15} {cpu:>6}  {cfg['description']}")
+        if m and m["command"]:
+            print(f"{'':<20} {'':>15} {'':>6}  (measured as: {m['command']})")
+    for i, machine in enumerate(machines, 1):
+        print(f"[{i}] `python -m simulate run NAME -q` unless noted, on {machine}")
+    print("(load) is the load average while it ran; on an idle core, wall time ~ CPU time.")
 
 
 def _hessian(args, layout) -> int:
@@ -249,8 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     if args.command == "list":
-        for name, description in config.shipped().items():
-            print(f"{name:<24} {description}")
+        _list()
         return 0
     if args.command is None and not args.resume:
         args.config = "default"

@@ -21,6 +21,7 @@ Layout::
 from __future__ import annotations
 
 import copy
+import fnmatch
 import itertools
 import math
 import os
@@ -90,12 +91,27 @@ TOP = {
     "checkpoint_every": _num(0, kind="int", default=0),
     "out_dir": Field("str", "runs"),
     "description": Field("str", ""),
+    "expectation": Field("str", ""),
     "presum": Field("bool", True),
 }
 TARGET = {
     "metric": _choice("loss", "test_loss", "test_accuracy", "suboptimality", "grad_norm"),
     "value": _num(default=REQUIRED),
+    "relative": Field("bool", False),
 }
+DIVERGENCE = {
+    "loss_ratio": _num(1.0, default=10.0, open_low=True),
+    "warmup": Field("size", 0.25),
+    "chance_margin": _num(0.0, 1.0, default=0.01),
+}
+MEASURED = {
+    "seconds": _num(**_POSITIVE, default=REQUIRED),  # wall time
+    "cpu_seconds": _num(**_POSITIVE),
+    "load": _num(0.0),  # the machine's load average while it ran
+    "machine": Field("str", REQUIRED),
+    "command": Field("str", ""),
+}
+OUTCOMES = ("reach", "miss", "diverge")
 HESSIAN = {
     "top": _num(1, kind="int", default=3),
     "probes": _num(1, kind="int", default=8),
@@ -195,7 +211,17 @@ ALGORITHM_COMMON = {
     "local_steps": _num(1, kind="int", default=1),
     "local_lr": _num(**_POSITIVE),
 }
-SECTIONS = ("target", "hessian", "model", "schedule", "algorithms", "sweep")
+SECTIONS = (
+    "target",
+    "hessian",
+    "model",
+    "schedule",
+    "algorithms",
+    "sweep",
+    "divergence",
+    "expect",
+    "measured",
+)
 
 
 # ---------------------------------------------------------------- checking values
@@ -508,6 +534,13 @@ def _check_case(raw: Mapping[str, Any]) -> dict:
         if not sched["lam"]:
             raise ConfigError("schedule.lam: needed by the memsgd schedule (or a model l2 > 0)")
     cfg["target"] = _check_table("target", raw["target"], TARGET) if "target" in raw else None
+    if cfg["target"] and cfg["target"]["relative"] and cfg["target"]["metric"] == "test_accuracy":
+        raise ConfigError("target.relative: only for a metric that decreases, not test_accuracy")
+    cfg["divergence"] = _check_table("divergence", raw.get("divergence", {}), DIVERGENCE)
+    cfg["divergence"]["warmup"] = resolve_size(cfg["divergence"]["warmup"], cfg["steps"])
+    cfg["measured"] = (
+        _check_table("measured", raw["measured"], MEASURED) if "measured" in raw else None
+    )
     cfg["hessian"] = _check_table("hessian", raw.get("hessian", {}), HESSIAN)
     algos = raw.get("algorithms")
     if not isinstance(algos, list) or not algos:
@@ -623,13 +656,9 @@ def load(path: str | Path) -> dict:
     return raw
 
 
-def shipped() -> dict[str, str]:
-    """The shipped configs: name -> first line of their ``description``."""
-    out = {}
-    for path in sorted(CONFIG_DIR.glob("*.toml")):
-        with open(path, "rb") as f:
-            out[path.stem] = tomllib.load(f).get("description", "")
-    return out
+def shipped() -> dict[str, dict]:
+    """The shipped configs: name -> raw configuration (as :func:`load` returns it)."""
+    return {path.stem: load(path) for path in sorted(CONFIG_DIR.glob("*.toml"))}
 
 
 @dataclass
@@ -685,7 +714,44 @@ def resolve(raw: Mapping[str, Any], overrides: list[tuple[str, Any]] = ()) -> li
             cases.append(Case(label, values, _check_case(case_raw)))
         except ConfigError as exc:
             raise ConfigError(f"{exc} [sweep case {label}]" if label else str(exc)) from None
+    _resolve_expectations(raw.get("expect"), cases)
     return cases
+
+
+def job_label(case_label: str, algorithm_label: str) -> str:
+    """A job's label: ``"d=1024/fetchsgd"`` in a sweep, the algorithm's label otherwise."""
+    return f"{case_label}/{algorithm_label}" if case_label else algorithm_label
+
+
+def _resolve_expectations(table: Any, cases: list[Case]) -> None:
+    """Set every job's ``expect`` from the ``[expect]`` table (``None`` without one).
+
+    Its keys are glob patterns over job labels (``"*/fetchsgd"``, ``"sketchdl-ef"``)
+    or ``default`` (``"reach"`` unless given); its values are outcomes: ``"reach"``
+    the target, ``"miss"`` it, or ``"diverge"``.
+    """
+    if table is not None and not isinstance(table, Mapping):
+        raise _type_error("expect", "a table of job-label patterns", table)
+    if table is not None and cases[0].config["target"] is None:
+        raise ConfigError("expect: needs a [target] (outcomes are reaching it or not)")
+    rules = {
+        pattern: check_value(f"expect.{pattern}", Field("str", choices=OUTCOMES), value)
+        for pattern, value in (table or {}).items()
+    }
+    default = rules.pop("default", "reach" if table is not None else None)
+    used, labels = set(), []
+    for case in cases:
+        for algo in case.config["algorithms"]:
+            label = job_label(case.label, algo["label"])
+            labels.append(label)
+            hits = [p for p in rules if fnmatch.fnmatchcase(label, p)]
+            if len({rules[p] for p in hits}) > 1:
+                raise ConfigError(f"expect: {label} matches {hits}, which disagree")
+            used.update(hits)
+            algo["expect"] = rules[hits[0]] if hits else default
+    for pattern in rules:
+        if pattern not in used:
+            raise ConfigError(f"expect.{pattern}: matches no job (jobs: {', '.join(labels)})")
 
 
 # ---------------------------------------------------------------- writing TOML

@@ -6,7 +6,13 @@ For each case of the config (one per sweep point) the model is built once; each
 computes its stochastic gradient (or, with ``local_steps = K > 1``, runs ``K``
 local SGD steps and hands over its pseudo-gradient ``(w - w_i) / local_lr``);
 ``algo.step`` returns the update that every rank applies. Rank 0 evaluates every
-``eval_every`` rounds, appends a CSV row and checks that the loss is finite.
+``eval_every`` rounds, appends a CSV row and checks for a blow-up (``[divergence]``):
+a loss that is not finite or exceeds ``loss_ratio`` times its start, or a test
+accuracy at chance after the warm-up. A blown-up job stops, marked diverged.
+
+"Steps to target" is the first evaluated step that meets the ``[target]``: it is
+resolved to ``eval_every`` (the target was met within the ``eval_every`` steps
+before it), never interpolated.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ HIGHER_IS_BETTER = {"test_accuracy"}
 
 
 class Diverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The job blew up (see ``[divergence]``); the message says how."""
 
 
 @dataclass
@@ -66,6 +72,25 @@ class JobResult:
     wall: float = 0.0
     message: str = ""
     case_values: dict = field(default_factory=dict)
+    expect: str | None = None
+    outcome: str | None = None
+
+    @property
+    def as_expected(self) -> bool | None:
+        """Whether the outcome is the one ``[expect]`` states (``None``: none stated)."""
+        return None if self.expect is None else self.outcome == self.expect
+
+
+OUTCOMES = {"reach": "reached", "miss": "missed", "diverge": "diverged"}
+
+
+def outcome(status: str, steps_to_target: int | None, target: dict | None) -> str | None:
+    """``"diverge"``, ``"reach"`` or ``"miss"`` (``None`` without a target and no blow-up)."""
+    if status == "diverged":
+        return "diverge"
+    if not target:
+        return None
+    return "miss" if steps_to_target is None else "reach"
 
 
 def job_stem(label: str) -> str:
@@ -78,16 +103,58 @@ def algorithm_kwargs(algo: dict) -> dict:
     return {k: algo[k] for k in config.ALGORITHMS[algo["name"]] if algo.get(k) is not None}
 
 
-def reached(row: dict, target: dict | None) -> bool:
-    """Whether a metrics row meets the config's ``[target]``."""
+def target_threshold(target: dict | None, first: dict | None) -> float | None:
+    """The value the target's metric must reach: ``value``, times its step-0 value if relative.
+
+    ``None`` without a target, or when a relative target's start is unknown.
+    """
     if not target:
+        return None
+    if not target["relative"]:
+        return target["value"]
+    start = (first or {}).get(target["metric"])
+    return None if start is None else target["value"] * start
+
+
+def reached(row: dict, target: dict | None, threshold: float | None) -> bool:
+    """Whether a metrics row meets the config's ``[target]`` (its ``threshold``)."""
+    if not target or threshold is None:
         return False
     value = row.get(target["metric"])
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return False
     if target["metric"] in HIGHER_IS_BETTER:
-        return value >= target["value"]
-    return value <= target["value"]
+        return value >= threshold
+    return value <= threshold
+
+
+def blow_up(row: dict, first: dict, cfg: dict, chance: float | None) -> str | None:
+    """Why the metrics ``row`` shows a blow-up under ``cfg["divergence"]``, or ``None``.
+
+    The loss (``f - f*`` where known, since a loss with a linear term may be
+    negative) that is not finite or above ``loss_ratio`` times its value at step
+    0; or, after ``warmup`` steps, a test accuracy within ``chance_margin`` of
+    ``chance`` (always predicting the most frequent class).
+    """
+    rule = cfg["divergence"]
+    metric = "suboptimality" if first.get("suboptimality") is not None else "loss"
+    name = "f - f*" if metric == "suboptimality" else "loss"
+    value, start = row.get(metric), first.get(metric)
+    if value is None or not np.isfinite(value):
+        return f"the {name} is {value} after {row['step']} steps"
+    if start is not None and start > 0 and value > rule["loss_ratio"] * start:
+        return (
+            f"the {name} is {value:.4g} after {row['step']} steps, above {rule['loss_ratio']:g}x "
+            f"its start {start:.4g}"
+        )
+    accuracy = row.get("test_accuracy")
+    if chance is not None and accuracy is not None and row["step"] > rule["warmup"]:
+        if accuracy <= chance + rule["chance_margin"]:
+            return (
+                f"the test accuracy is {accuracy:.3f} after {row['step']} steps, at chance "
+                f"({chance:.3f}, the most frequent class; warm-up {rule['warmup']} steps)"
+            )
+    return None
 
 
 def _fmt(value: Any) -> str:
@@ -134,7 +201,7 @@ class Job:
     def __init__(self, case, algo, model, run_dir: Path, layout, progress=None):
         self.case, self.algo, self.model, self.layout = case, algo, model, layout
         self.cfg = case.config
-        self.label = f"{case.label}/{algo['label']}" if case.label else algo["label"]
+        self.label = config.job_label(case.label, algo["label"])
         self.stem = job_stem(self.label)
         self.run_dir = run_dir
         self.csv_path = run_dir / "metrics" / f"{self.stem}.csv"
@@ -142,6 +209,10 @@ class Job:
         self.progress = progress
         self.schedule = Schedule(self.cfg["schedule"], algo["lr"])
         self.rows: list[dict] = []
+        # What run(resume=True) did: "skipped" (finished before), "resumed" or "started".
+        self.resumed: str | None = None
+        self.resumed_from = 0
+        self.chance: float | None = None  # the model's chance accuracy, set by run()
 
     # ------------------------------------------------------------ set-up
     def _build(self):
@@ -176,7 +247,8 @@ class Job:
         last = self.rows[-1] if self.rows else {}
         steps = last.get("step", 0)
         target = self.cfg["target"]
-        hit = next((r["step"] for r in self.rows if reached(r, target)), None)
+        threshold = target_threshold(target, self.rows[0] if self.rows else None)
+        hit = next((r["step"] for r in self.rows if reached(r, target, threshold)), None)
         moved = (last.get("upload") or 0.0) + (last.get("download") or 0.0)
         sgd = 2.0 * steps * self.model.d * np.dtype(self.cfg["dtype"]).itemsize
         return JobResult(
@@ -195,6 +267,8 @@ class Job:
             wall=last.get("wall") or 0.0,
             message=message,
             case_values=self.case.values,
+            expect=self.algo.get("expect"),
+            outcome=outcome(status, hit, target),
         )
 
     # ------------------------------------------------------------ checkpoints
@@ -316,28 +390,32 @@ class Job:
             )
             with open(self.csv_path, "a", newline="") as f:
                 csv.writer(f).writerow([_fmt(row.get(c)) for c in COLUMNS])
-        finite = self.layout.bcast(None if row is None else bool(np.isfinite(row["loss"])))
+        why = None
         if row is not None:
             self.rows.append(row)
-        if not finite:
-            raise Diverged(
-                f"{self.label}: the loss is {row['loss'] if row else 'not finite'} after "
-                f"{step} steps; stopped (lower the learning rate). Files so far are kept."
-            )
+            why = blow_up(row, self.rows[0], self.cfg, self.chance)
+        why = self.layout.bcast(why)
+        if why is not None:
+            raise Diverged(f"{self.label}: {why}; stopped ([divergence]). Files so far are kept.")
         return row
 
     def run(self, resume: bool = False) -> JobResult:
         """Train, or with ``resume`` continue from the last checkpoint; see the class doc."""
         self._build()
+        self.chance = self.model.chance_accuracy()
         root = self.layout.is_root
         start, wall0 = 0, 0.0
         restored = self._restore() if resume else None
+        if resume:
+            finished = isinstance(restored, JobResult)
+            self.resumed = "started" if restored is None else "skipped" if finished else "resumed"
         if isinstance(restored, JobResult):
             return restored
         if root:
             self.csv_path.parent.mkdir(parents=True, exist_ok=True)
         if restored is not None:
             start, wall0 = restored
+            self.resumed_from = start
             if root:
                 self.rows = read_rows(self.csv_path, upto=start)
                 with open(self.csv_path, "w", newline="") as f:
@@ -362,8 +440,8 @@ class Job:
                     update = step(self._gradients(t, lr), self.comm, lr=lr)
                 except NonFiniteError as exc:  # raised on every rank alike
                     raise Diverged(
-                        f"{self.label}: NaN or Inf gradients at step {t + 1}; stopped (lower the "
-                        "learning rate). Files so far are kept."
+                        f"{self.label}: NaN or Inf gradients at step {t + 1}; stopped. Files so "
+                        "far are kept."
                     ) from exc
                 self.w -= update
                 if self.w_avg is not None:
@@ -424,7 +502,20 @@ def run_cases(cases, run_dir: Path, layout, progress=None, resume=False, log=pri
         for algo in cfg["algorithms"]:
             job = Job(case, algo, model, run_dir, layout, progress)
             result = job.run(resume=resume)
+            if layout.is_root and resume:
+                log(_resume_line(job, result))
             if result.status != "done" and layout.is_root:
                 log(result.message)
             results.append(result)
     return results
+
+
+def _resume_line(job: Job, result: JobResult) -> str:
+    """What ``--resume`` did with a job: skipped it (finished before), resumed or started it."""
+    if job.resumed == "skipped":
+        return (
+            f"resume: skipped {job.label} (finished before: {result.status} at step {result.steps})"
+        )
+    if job.resumed == "resumed":
+        return f"resume: resumed {job.label} from step {job.resumed_from} to {result.steps}"
+    return f"resume: started {job.label} from step 0 (no checkpoint) to {result.steps}"

@@ -104,6 +104,10 @@ class Model:
         """``test_loss`` and ``test_accuracy`` where the data have a test split."""
         return {}
 
+    def chance_accuracy(self) -> float | None:
+        """The test accuracy of always predicting the most frequent class (``None``: no test)."""
+        return None
+
     def metrics(self, w: np.ndarray) -> dict[str, float | None]:
         """Everything the per-step CSV records about ``w``.
 
@@ -188,3 +192,13 @@ class DataModel(Model):
         value, _ = self._loss_grad(w, self.data.x_test, self.data.y_test, grad=False)
         accuracy = float(np.mean(self._predict(w, self.data.x_test) == self.data.y_test))
         return {"test_loss": float(value), "test_accuracy": accuracy}
+
+    def _test_classes(self) -> np.ndarray:
+        """The test labels as the model predicts them (class ids)."""
+        return self.data.y_test
+
+    def chance_accuracy(self):
+        if not self.has_test:
+            return None
+        _, counts = np.unique(self._test_classes(), return_counts=True)
+        return float(counts.max() / counts.sum())

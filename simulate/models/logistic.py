@@ -52,8 +52,11 @@ class Logistic(DataModel):
         if not self.has_test:
             return {}
         value, _ = self._loss_grad(w, self.data.x_test, self.data.y_test, grad=False)
-        correct = (self.data.x_test @ w > 0) == (self._signs(self.data.y_test) > 0)
+        correct = (self.data.x_test @ w > 0) == self._test_classes()
         return {"test_loss": value, "test_accuracy": float(np.mean(correct))}
+
+    def _test_classes(self):
+        return self._signs(self.data.y_test) > 0
 
     def hvp(self, w, v):
         x = self.data.x_train

@@ -52,7 +52,13 @@ def assert_same_metrics(a: Path, b: Path, labels, rel=1e-9):
 
 def test_list_and_help(capsys):
     assert cli.main(["list"]) == 0
-    assert "default" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for name, raw in config.shipped().items():
+        (line,) = [x for x in out.splitlines() if x.startswith(f"{name} ")]
+        m = raw["measured"]
+        assert f"{m['seconds']:.0f} s ({m['load']:g}) [" in line, line
+        assert f" {m['cpu_seconds']:.0f} s " in line, line
+        assert raw["measured"]["machine"] in out
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--help"])
     assert exit_.value.code == 0 and "--resume" in capsys.readouterr().out
@@ -111,6 +117,22 @@ def test_a_sweep_writes_its_plot(tiny_toml, tmp_path, capsys):
     assert code == 0
     assert (tmp_path / "tiny" / "sweep.png").exists()
     assert "d=128" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("expect", "code"), [("diverge", 0), ("reach", 3)])
+def test_a_blow_up_exits_3_unless_the_config_expects_it(tiny_toml, tmp_path, capsys, expect, code):
+    args = ["run", str(tiny_toml), "-q", "--out", str(tmp_path), "--set", "schedule.lr=2.5"]
+    args += [
+        "--set",
+        'target={metric = "loss", value = 1e-9}',
+        "--set",
+        f'expect={{sgd = "{expect}"}}',
+    ]
+    args += ["--set", 'algorithms=[{name = "sgd"}]', "--set", "steps=30", "--set", "eval_every=1"]
+    assert cli.main(args) == code
+    out = capsys.readouterr().out
+    assert "diverged @ " in out and "above 10x its start" in out
+    assert ("(!) not as the config expects: sgd" in out) == (expect == "reach")
 
 
 def test_bad_config_exits_2_naming_the_key(tiny_toml, tmp_path, capsys):

@@ -67,7 +67,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_files(tiny_raw, tmp_path)
     tiny_raw["algorithms"] = tiny_raw["algorithms"][:1]
     results = run(tiny_raw, tmp_path)
     assert results[0].status == "diverged" and results[0].steps < 30
-    assert "lower the learning rate" in results[0].message
+    assert "stopped" in results[0].message and "Files so far are kept" in results[0].message
     assert len(metrics(tmp_path, "sgd")) >= 1
 
 
@@ -136,3 +136,112 @@ def test_presummed_gradients_give_the_same_run(tiny_raw, tmp_path):
     run(tiny_raw, tmp_path / "off", overrides=[("presum", False)])
     for label in ("sgd", "fetchsgd", "sketchdl"):
         assert metrics(tmp_path / "on", label) == metrics(tmp_path / "off", label)
+
+
+def test_a_loss_far_above_its_start_is_a_divergence(tiny_raw, tmp_path):
+    """lr 2.5 on lambda_max = 1: f - f* grows 2.25x a step, finite, and is stopped at 10x."""
+    tiny_raw.update(steps=30, eval_every=1)
+    tiny_raw["schedule"]["lr"] = 2.5
+    tiny_raw["algorithms"] = [{"name": "sgd"}]
+    (result,) = run(tiny_raw, tmp_path)
+    rows = metrics(tmp_path, "sgd")
+    assert result.status == "diverged" and result.outcome == "diverge"
+    assert np.isfinite(rows[-1]["suboptimality"])
+    assert rows[-1]["suboptimality"] > 10 * rows[0]["suboptimality"]
+    assert rows[-2]["suboptimality"] <= 10 * rows[0]["suboptimality"]
+    assert result.steps == rows[-1]["step"] < 30
+    assert "above 10x its start" in result.message
+    # the ratio is configurable: at 1e6 the same run goes further
+    (late,) = run(tiny_raw, tmp_path / "late", overrides=[("divergence.loss_ratio", 1e6)])
+    assert late.status == "diverged" and late.steps > result.steps
+
+
+@pytest.mark.parametrize(
+    ("step", "accuracy", "why"),
+    [(10, 0.52, None), (30, 0.52, "at chance (0.510"), (30, 0.53, None), (30, 0.5, "at chance")],
+)
+def test_accuracy_at_chance_after_the_warm_up_is_a_divergence(step, accuracy, why):
+    cfg = {"divergence": {"loss_ratio": 10.0, "warmup": 25, "chance_margin": 0.01}}
+    first = {"step": 0, "loss": 0.69, "test_accuracy": 0.5}
+    row = {"step": step, "loss": 0.6, "test_accuracy": accuracy}
+    message = runner.blow_up(row, first, cfg, chance=0.51)
+    assert (message is None) == (why is None)
+    if why:
+        assert why in message and f"after {step} steps" in message
+
+
+def test_relative_target_is_a_fraction_of_the_start(tiny_raw, tmp_path):
+    tiny_raw["target"] = {"metric": "suboptimality", "value": 0.83, "relative": True}
+    tiny_raw["algorithms"] = [{"name": "sgd"}]
+    (result,) = run(tiny_raw, tmp_path)
+    rows = metrics(tmp_path, "sgd")
+    first = next(r["step"] for r in rows if r["suboptimality"] <= 0.83 * rows[0]["suboptimality"])
+    assert result.steps_to_target == first > 0 and result.outcome == "reach"
+    tiny_raw["target"]["value"] = 1e-9
+    (missed,) = run(tiny_raw, tmp_path / "miss")
+    assert missed.steps_to_target is None and missed.outcome == "miss"
+
+
+def test_expectations_are_set_per_job_from_label_patterns(tiny_raw):
+    tiny_raw["target"] = {"metric": "suboptimality", "value": 0.5, "relative": True}
+    tiny_raw["sweep"] = {"model.d": [64, 128]}
+    tiny_raw["expect"] = {"d=128/sgd": "miss", "*/fetchsgd": "diverge"}
+    cases = config.resolve(tiny_raw)
+    got = {
+        config.job_label(c.label, a["label"]): a["expect"]
+        for c in cases
+        for a in c.config["algorithms"]
+    }
+    assert got == {
+        "d=64/sgd": "reach",
+        "d=64/memsgd": "reach",
+        "d=64/fetchsgd": "diverge",
+        "d=128/sgd": "miss",
+        "d=128/memsgd": "reach",
+        "d=128/fetchsgd": "diverge",
+    }
+    result = runner.JobResult("d=64/sgd", "d=64", "sgd", expect="reach", outcome="miss")
+    assert result.as_expected is False
+
+
+@pytest.mark.parametrize(
+    ("expect", "error"),
+    [
+        ({"d=256/sgd": "miss"}, r"expect\.d=256/sgd: matches no job"),
+        ({"sgd": "fail"}, r"expect\.sgd: 'fail' is not one of reach, miss, diverge"),
+        ({"*": "miss", "sgd": "reach"}, "sgd matches"),
+    ],
+)
+def test_bad_expectations_name_the_key(tiny_raw, expect, error):
+    tiny_raw["target"] = {"metric": "loss", "value": 0.5}
+    tiny_raw["expect"] = expect
+    with pytest.raises(config.ConfigError, match=error):
+        config.resolve(tiny_raw)
+    del tiny_raw["target"]
+    with pytest.raises(config.ConfigError, match=r"expect: needs a \[target\]"):
+        config.resolve(tiny_raw)
+
+
+def test_resume_says_which_jobs_it_skipped_resumed_and_started(tiny_raw, tmp_path, monkeypatch):
+    tiny_raw["checkpoint_every"] = 4
+    real = models.Quadratic._add_worker_terms
+    calls = {"fetchsgd": 0}
+
+    def failing(self, g, worker, step, local_step):
+        calls["fetchsgd"] += 1
+        if step == 9 and calls["fetchsgd"] > 2 * 12 * 4:  # during the third job
+            raise Interrupt
+        return real(self, g, worker, step, local_step)
+
+    monkeypatch.setattr(models.Quadratic, "_add_worker_terms", failing)
+    with pytest.raises(Interrupt):
+        run(tiny_raw, tmp_path)
+    monkeypatch.setattr(models.Quadratic, "_add_worker_terms", real)
+    lines = []
+    cases = config.resolve(tiny_raw)
+    runner.run_cases(cases, tmp_path, Layout(mpi=False), resume=True, log=lines.append)
+    assert lines == [
+        "resume: skipped sgd (finished before: done at step 12)",
+        "resume: skipped memsgd (finished before: done at step 12)",
+        "resume: resumed fetchsgd from step 8 to 12",
+    ]
