@@ -104,6 +104,7 @@ _DATA_SPLIT = {
     "sharding": _choice("iid", "label"),
     "test_fraction": _num(0.0, 0.9, default=0.2),
     "batch_size": _num(1, kind="int", default=32),
+    "sampling": _choice("replacement", "shuffle"),
     "l2": _num(0.0, default=None),
 }
 MODELS = {
@@ -409,6 +410,12 @@ def _check_case(raw: Mapping[str, Any]) -> dict:
     if not isinstance(algos, list) or not algos:
         raise ConfigError("algorithms: expected a non-empty array of tables [[algorithms]]")
     cfg["algorithms"] = [_check_algorithm(f"algorithms.{i}", a, d) for i, a in enumerate(algos)]
+    for i, algo in enumerate(cfg["algorithms"]):
+        if cfg["model"].get("sampling") == "shuffle" and algo["local_steps"] > 1:
+            raise ConfigError(
+                f"algorithms.{i}.local_steps: model.sampling = 'shuffle' draws one minibatch "
+                "a step; use sampling = 'replacement' with local steps"
+            )
     labels = [a["label"] for a in cfg["algorithms"]]
     for label in labels:
         if labels.count(label) > 1:
