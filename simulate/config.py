@@ -15,7 +15,8 @@ Layout::
     [model]                   # kind = "quadratic" | "logistic" | "mlp" and its keys
     [schedule]                # kind = "constant" | "step" | "memsgd"
     [[algorithms]]            # one table per algorithm: name = "sgd" | "memsgd" | ...
-    [sweep]                   # "model.d" = [1024, 4096]: one case per combination
+    [sweep]                   # "model.d" = [1024, 4096]: one case per combination;
+                              # "workers,model.batch_size" = [[4, 64], [16, 16]]: zipped
 """
 
 from __future__ import annotations
@@ -571,12 +572,21 @@ def resolve(raw: Mapping[str, Any], overrides: list[tuple[str, Any]] = ()) -> li
     sweep = raw.pop("sweep", {})
     if not isinstance(sweep, Mapping):
         raise _type_error("sweep", "a table of lists", sweep)
+    axes = []  # one list of {key: value} points per sweep entry
     for key, values in sweep.items():
         if not isinstance(values, list) or not values:
             raise _type_error(f"sweep.{key}", "a non-empty list", values)
+        keys = [k.strip() for k in key.split(",")]
+        if len(keys) == 1:
+            axes.append([{key: v} for v in values])
+            continue
+        for v in values:  # "a,b" = [[a1, b1], [a2, b2]]: the keys move together
+            if not isinstance(v, list) or len(v) != len(keys):
+                raise _type_error(f"sweep.{key}", f"a list of {len(keys)}-element lists", v)
+        axes.append([dict(zip(keys, v, strict=True)) for v in values])
     cases = []
-    for combo in itertools.product(*sweep.values()):
-        values = dict(zip(sweep, combo, strict=True))
+    for combo in itertools.product(*axes):
+        values = {k: v for point in combo for k, v in point.items()}
         case_raw = copy.deepcopy(raw)
         for key, value in values.items():
             try:
