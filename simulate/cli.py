@@ -7,6 +7,8 @@ Examples::
     python -m simulate run quadratic_rotated --set model.d=65536 -q
     python -m simulate --resume runs/default
     python -m simulate hessian logistic_memsgd          # lambda_max, sum |lambda|, kappa
+    python -m simulate claims memsgd --set steps=2000   # a claim: runs and pages in runs/
+    python -m simulate claims --write-docs              # every claim, pages in docs/results
     mpirun -n 2 python -m simulate run fetchsgd_scaling --workers-per-rank 128
 """
 
@@ -66,16 +68,21 @@ def _parser() -> argparse.ArgumentParser:
     claims = sub.add_parser(
         "claims",
         parents=[common],
-        help="reproduce the papers' claims and write their pages in docs/results/",
+        help="reproduce the papers' claims: runs and pages in a run folder (--write-docs: "
+        "publish the pages in docs/results/)",
     )
     claims.add_argument(
         "names", nargs="*", metavar="NAME", help="which claims (default: all of them)"
     )
     claims.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="also publish the pages, figures and index in --docs (default docs/results)",
+    )
+    claims.add_argument(
         "--docs",
-        default="docs/results",
         metavar="DIR",
-        help="where the pages go (default: docs/results)",
+        help="where --write-docs publishes (default: docs/results; giving it implies --write-docs)",
     )
     hess = sub.add_parser("hessian", parents=[common], help="Hessian spectrum at the initial w")
     hess.add_argument("config")
@@ -171,24 +178,57 @@ def _hessian(args, layout) -> int:
     return 0
 
 
-def _claims(args) -> int:
-    from . import claims
-    from .parallel import limit_threads
+def _claims_command(args) -> str:
+    """The command line that reproduces a claims run (for its pages)."""
+    words = ["python", "-m", "simulate", "claims", *args.names]
+    words += [f"--set {text}" for text in args.overrides]
+    if args.threads != 1:
+        words.append(f"--threads {args.threads}")
+    words.append("--write-docs" if args.docs is None else f"--docs {args.docs}")
+    return " ".join(words)
 
-    limit_threads(args.threads)
-    try:
-        chosen = [claims.load(name) for name in args.names or claims.CLAIMS]
-    except config.ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    out, docs = Path(args.out or "runs") / "claims", Path(args.docs)
+
+def _claims(args, layout) -> int:
+    import os
+
+    from . import claims
+
+    if args.workers_per_rank is not None:
+        raise config.ConfigError(
+            "--workers-per-rank: each claim fixes its workers W (the Sketched-SGD claim sweeps "
+            "them); change W with --set workers=N, and run under mpiexec -n R with R dividing W"
+        )
+    chosen = [claims.load(name) for name in args.names or claims.CLAIMS]
+    overrides = [config.parse_override(text) for text in args.overrides]
+    for claim in chosen:  # every --set and worker count checked before anything runs
+        claims.check(claim, overrides, layout)
+    run_dir = None
+    if layout.is_root:
+        run_dir = _new_run_dir(Path(args.out or "runs"), "claims")
+    out = Path(layout.bcast(str(run_dir) if run_dir else None))
+    pages = out / "pages"
+    docs = Path(args.docs or "docs/results") if (args.write_docs or args.docs) else None
+    command = _claims_command(args)
+    if layout.comm is not None:
+        command = f"mpiexec -n {layout.ranks} {command}"
     started = time.perf_counter()
     for claim in chosen:
-        finding, seconds = claims.run_claim(claim, out, _progress(args.quiet))
-        claims.write_page(claim, finding, seconds, docs)
-        claims.write_index(docs, claim, finding, seconds)
+        provenance = claims.Provenance(command, layout.ranks, args.threads, os.getloadavg()[0])
+        finding, seconds = claims.run_claim(
+            claim, out, _progress(args.quiet), overrides=overrides, layout=layout
+        )
+        if finding is None:  # not rank 0
+            continue
+        for where in filter(None, (pages, docs)):
+            claims.write_page(claim, finding, seconds, where, provenance)
+            claims.write_index(where, claim, finding, seconds)
         print(f"{claim.name}: {finding.verdict} ({seconds:.0f} s). {finding.reason}")
-    print(f"all: {time.perf_counter() - started:.0f} s; pages in {docs}/, runs in {out}/")
+    if layout.is_root:
+        published = f"; published in {docs}/" if docs else " (--write-docs publishes them)"
+        print(
+            f"all: {time.perf_counter() - started:.0f} s; runs in {out}/, pages in "
+            f"{pages}/{published}"
+        )
     return 0
 
 
@@ -212,15 +252,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command is None and not args.resume:
         args.config = "default"
-    if args.command == "claims":
-        return _claims(args)
     from .parallel import Layout, limit_threads
 
-    limit_threads(args.threads)
-    layout = Layout(args.workers_per_rank)
+    layout = Layout(None if args.command == "claims" else args.workers_per_rank)
+    commands = {"claims": _claims, "hessian": _hessian}
     try:
+        limit_threads(args.threads)
         with _abort_on_error(layout):
-            return (_hessian if args.command == "hessian" else _run)(copy.copy(args), layout)
+            return commands.get(args.command, _run)(copy.copy(args), layout)
     except (config.ConfigError, ValueError) as exc:
         if layout.is_root:
             print(f"error: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,11 +15,11 @@ from tests.simulate.conftest import TINY
 
 def _claim(tmp_path):
     path = tmp_path / "tiny.toml"
-    path.write_text(config.dumps(TINY))
+    path.write_text(config.dumps({**TINY, "sweep": {"seed": [3]}}))
 
     def analyse(runs, out):
         run = runs["tiny"]
-        steps, loss = run.series("fetchsgd", "loss")
+        steps, loss = run.series("fetchsgd", "loss", run.cases[0].label)
         fig = _analysis.line_plot(
             out / "loss.png", {"fetchsgd": (steps, loss)}, xlabel="step", ylabel="loss", title="t"
         )
@@ -76,3 +77,54 @@ def test_a_damaged_verdict_ledger_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="not a readable verdict ledger"):
         claims.write_index(tmp_path, claim, finding, 1.0)
     assert not (tmp_path / "index.rst").exists()
+
+
+@pytest.fixture
+def tiny_claim(tmp_path, monkeypatch):
+    """A claim ``tiny`` that ``python -m simulate claims tiny`` finds."""
+    claim = _claim(tmp_path)
+    monkeypatch.setattr(claims, "CONFIG_DIR", tmp_path)
+    monkeypatch.setattr(claims, "CLAIMS", ("tiny",))
+    real = claims.load
+    monkeypatch.setattr(claims, "load", lambda name: claim if name == "tiny" else real(name))
+    return claim
+
+
+def test_claims_set_reaches_the_runs_and_pages_stay_in_the_run_folder(tiny_claim, tmp_path):
+    out = tmp_path / "runs"
+    args = ["claims", "tiny", "-q", "--out", str(out), "--set", "steps=6"]
+    assert main([*args, "--set", "sweep.seed=[4, 5]"]) == 0
+    run = out / "claims"
+    for seed in (4, 5):
+        with open(run / "tiny" / "tiny" / "metrics" / f"seed={seed}_fetchsgd.csv") as f:
+            assert f.read().splitlines()[-1].startswith("6,")  # 6 steps, not the config's 12
+    page = (run / "pages" / "tiny.rst").read_text()
+    assert "claims tiny --set steps=6 --set sweep.seed=[4, 5] --write-docs" in page
+    assert "one process, 1 Numba thread" in page and "load average" in page
+    assert not (tmp_path / "docs").exists() and not Path("docs/results/tiny.rst").exists()
+    assert main(args) == 0 and (out / "claims-2" / "pages" / "tiny.rst").exists()
+
+
+def test_claims_write_docs_publishes_the_pages(tiny_claim, tmp_path):
+    docs = tmp_path / "docs"
+    assert main(["claims", "-q", "--out", str(tmp_path / "runs"), "--docs", str(docs)]) == 0
+    assert (docs / "tiny.rst").exists() and (docs / "tiny_loss.png").exists()
+    assert json.loads((docs / "verdicts.json").read_text())["tiny"]["verdict"] == "held"
+    assert f"--docs {docs}" in (docs / "tiny.rst").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers-per-rank", "2"], "--workers-per-rank: each claim fixes its workers"),
+        (["--set", "seed=4"], "tiny sweeps seed; set sweep.seed=[...]"),
+        (["--set", "sweep.model.d=[64]"], "tiny has no sweep of that key"),
+        (["--set", "model.nonsense=1"], "model.nonsense: unknown key"),
+        (["--set", "steps"], "expected key=value"),
+    ],
+)
+def test_claims_refuses_what_it_cannot_honour(tiny_claim, tmp_path, capsys, args, message):
+    out = tmp_path / "runs"
+    assert main(["claims", "tiny", "-q", "--out", str(out), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # refused before anything ran
