@@ -27,7 +27,8 @@ MEMORY = ("top-1", "random-1")
 NO_MEMORY = ("top-1, no memory", "random-1, no memory")
 #: The slope is fitted over the last ``1 - START`` of the run.
 START = 0.3
-#: A memory variant matches SGD's rate when its slope is within this fraction of SGD's ...
+#: A memory variant keeps SGD's rate when its slope is at least ``1 - SLOPE_TOL`` times
+#: SGD's (a steeper slope is a variant catching up: the rate is an upper bound) ...
 SLOPE_TOL = 0.2
 #: ... and its final gap within this factor of SGD's.
 FINAL_TOL = 2.0
@@ -97,7 +98,7 @@ def analyse(runs: dict[str, Run], out: Path) -> Finding:
     Finding
         On every data set: SGD's slope (fitted to the mean over seeds of
         ``f - f*``) at most :data:`SGD_SLOPE_MAX`; both memory variants'
-        slopes within :data:`SLOPE_TOL` of SGD's and their final gaps within
+        slopes at least ``1 - SLOPE_TOL`` times SGD's and their final gaps within
         :data:`FINAL_TOL` times SGD's (geometric mean over seeds of the
         per-seed ratio, each seed against SGD on the same samples); both
         variants without memory at least :data:`NO_MEMORY_FACTOR` times above
@@ -184,7 +185,7 @@ def analyse(runs: dict[str, Run], out: Path) -> Finding:
                     f"below {BYTES_FRACTION} d/k = {fmt(BYTES_FRACTION * d / k)}"
                 )
             if label in MEMORY:
-                rate_ok = sgd_ok and abs(ratio - 1) <= SLOPE_TOL and final <= FINAL_TOL
+                rate_ok = sgd_ok and ratio >= 1 - SLOPE_TOL and final <= FINAL_TOL
                 rate_held.append(rate_ok)
                 if not rate_ok:
                     failures.append(
@@ -244,8 +245,9 @@ def analyse(runs: dict[str, Run], out: Path) -> Finding:
     criteria = (
         f"criteria, on each data set: SGD's slope of log(f - f*) against log t over the last "
         f"{1 - START:.0%} of the run, fitted to the mean of f - f* over the seeds, at most "
-        f"{SGD_SLOPE_MAX:g}; each memory variant's slope (fitted the same way) within "
-        f"{SLOPE_TOL:.0%} of SGD's and its final gap within {FINAL_TOL:g}x SGD's (geometric "
+        f"{SGD_SLOPE_MAX:g}; each memory variant's slope (fitted the same way) at least "
+        f"{1 - SLOPE_TOL:.0%} of SGD's (as steep or steeper: not slower) and its final gap "
+        f"within {FINAL_TOL:g}x SGD's (geometric "
         f"mean over the seeds of each seed's ratio to SGD on the same samples); each variant "
         f"without memory ending at least {NO_MEMORY_FACTOR:g}x above SGD (the same ratio); "
         f"bytes up + down per worker at least {BYTES_FRACTION:g} d/k times fewer than SGD's; "
@@ -304,19 +306,28 @@ The slopes are fitted to the recorded ``f - f*`` of the averaged iterate over th
 last 70% of the run, with ``log t`` (not ``log(t + tau)``) as the abscissa; with
 ``tau`` under 0.5% of the horizon, fitting against ``log(t + tau)`` changes them by
 about 0.01. They are compared with SGD's measured slope rather than with the
-``-1`` of the ``O(1/t)`` bound: over ten epochs the fitted slope deviates from
-``-1`` through the runs' sampling noise and their finite horizon, which SGD and
+``-1`` of the ``O(1/t)`` bound: the fitted slope departs from ``-1`` through
+the sampling (below), the runs' noise and their finite horizon, which SGD and
 the memory variants share, since they see the same samples. The slope is fitted
 to the mean of ``f - f*`` over the three seeds; the table gives the range of the
 seeds' own slopes beside it. The final gaps are compared seed by seed (each
 variant against SGD on the same samples) and the ratios averaged geometrically.
 
-Sampling: the simulator's default draws each sample with replacement, which on
-these problems leaves a larger final ``f - f*`` than a pass over a fresh
-permutation each epoch; the claim now runs the latter, as the paper's code does.
-``sampling = "replacement"`` remains available. Random-1 with memory lags SGD over the first few thousand steps and
-then joins it, the transient of the theory's ``d/k`` terms; top-1 with memory
-lags less.
+Sampling: the simulator's default draws each sample with replacement; this
+claim visits a fresh permutation of the training set each epoch, as the paper's
+code does (``sampling = "replacement"`` remains available). Without
+replacement, SGD's averaged iterate decays much faster than ``1/t`` over these
+ten or so epochs: slopes near -2.4 (synthetic) and -2.3 (digits), where the
+earlier, one-seed, with-replacement version of this page measured -1.05 and
+-1.35. Random reshuffling is known to beat sampling with replacement on
+strongly convex problems once a few epochs have passed (HaoChen and Sra,
+"Random shuffling beats SGD after finite epochs", ICML 2019). The memory
+variants share that faster rate. Random-1 with memory lags SGD over the first
+few thousand steps and then catches up, so over the fitted window its slope is
+steeper than SGD's: the rate criterion is one-sided (at least 80% of SGD's
+slope), since the claim is that memory does not slow the rate, and the final
+gap, compared seed by seed, bounds how far behind a variant may end (the lag is
+the transient of the theory's ``d/k`` terms; top-1 with memory lags less).
 
 The variants without memory apply the biased update
 ``comp_k(eta_t g_t)``: top-1 applies only the largest coordinate of each step and

@@ -97,6 +97,21 @@ def test_final_gap_is_paired_by_seed(tmp_path, fine):
     assert "top-1: slope" in finding.reason and "final gap 2.29x SGD's" in finding.reason
 
 
+def test_a_slower_rate_fails_and_a_steeper_one_catching_up_holds(tmp_path, fine):
+    def slower(t, seed):  # ends at 1.5x SGD's gap, but decaying like t^-0.75
+        return 1.5 * _one_over_t(STEPS[-1], seed) * ((t + 100) / (STEPS[-1] + 100)) ** -0.75
+
+    finding = _analyse(fine | {"random-1": slower}, tmp_path)
+    assert finding.verdict == "held partly"
+    assert "random-1: slope -0.737 (0.75 of SGD's), final gap 1.5x" in finding.reason
+
+    def catching_up(t, seed):  # 3x SGD's gap early, SGD's at the end: a steeper slope
+        return _one_over_t(t, seed) * (1.0 + 2.0 * (1.0 - t / STEPS[-1]) ** 2)
+
+    finding = _analyse(fine | {"random-1": catching_up}, tmp_path)
+    assert finding.verdict == "held", finding.reason
+
+
 def test_held_partly_when_no_memory_converges_too(tmp_path, fine):
     finding = _analyse(fine | {"random-1, no memory": _one_over_t}, tmp_path)
     assert finding.verdict == "held partly"
