@@ -41,6 +41,80 @@ def first_step_below(steps: Sequence[float], values: Sequence[float], target: fl
     return None
 
 
+def paired_interval(
+    differences: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean of paired differences and its two-sided Student-t confidence interval.
+
+    Parameters
+    ----------
+    differences : sequence of float
+        One difference per pair (a run and its reference on the same seed).
+    confidence : float
+        Coverage of the interval.
+
+    Returns
+    -------
+    mean, low, high : float
+        ``nan`` when a difference is not finite; the interval is ``(-inf, inf)``
+        with fewer than two pairs.
+
+    Examples
+    --------
+    >>> mean, low, high = paired_interval([-0.84, -0.67, -0.95])
+    >>> round(mean, 3), round(low, 3), round(high, 3)
+    (-0.82, -1.17, -0.47)
+    """
+    from scipy import stats
+
+    x = np.asarray(differences, dtype=float)
+    if x.size == 0 or not np.all(np.isfinite(x)):
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, -math.inf, math.inf
+    half = stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return mean, float(mean - half), float(mean + half)
+
+
+def interval_plot(
+    path: Path,
+    series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    hlines: dict[str, float] | None = None,
+    logx: bool = False,
+) -> Path:
+    """One PNG of points with interval bars: label -> (x, mean, low, high); ``hlines`` labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    for i, (label, (x, mean, low, high)) in enumerate(series.items()):
+        x, mean = np.asarray(x, dtype=float), np.asarray(mean, dtype=float)
+        below = np.clip(mean - np.asarray(low, dtype=float), 0, None)
+        above = np.clip(np.asarray(high, dtype=float) - mean, 0, None)
+        shift = x * (1 + 0.03 * i) if logx else x  # side by side, not on top of each other
+        ax.errorbar(shift, mean, yerr=[below, above], marker="o", capsize=3, label=label)
+    for j, (label, y) in enumerate((hlines or {}).items()):
+        ax.axhline(y, color="0.4", linestyle=("--", ":", "-.")[j % 3], linewidth=1, label=label)
+    ax.set_xscale("log" if logx else "linear")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def fmt(value, digits: int = 3) -> str:
     """A table cell: ``-`` for missing, ``digits`` significant digits otherwise."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
