@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also publish the pages, figures and index in --docs (default docs/results)",
     )
     claims.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted claims run in RUN_DIR (runs/claims-N): finished jobs "
+        "are not run again",
+    )
+    claims.add_argument(
         "--docs",
         metavar="DIR",
         help="where --write-docs publishes (default: docs/results; giving it implies --write-docs)",
@@ -202,8 +208,10 @@ def _claims(args, layout) -> int:
     overrides = [config.parse_override(text) for text in args.overrides]
     for claim in chosen:  # every --set and worker count checked before anything runs
         claims.check(claim, overrides, layout)
-    run_dir = None
-    if layout.is_root:
+    if args.resume and not Path(args.resume).is_dir():
+        raise config.ConfigError(f"--resume: {args.resume} is not a folder of a claims run")
+    run_dir = args.resume
+    if layout.is_root and not args.resume:
         run_dir = _new_run_dir(Path(args.out or "runs"), "claims")
     out = Path(layout.bcast(str(run_dir) if run_dir else None))
     pages = out / "pages"
@@ -213,9 +221,16 @@ def _claims(args, layout) -> int:
         command = f"mpiexec -n {layout.ranks} {command}"
     started = time.perf_counter()
     for claim in chosen:
-        provenance = claims.Provenance(command, layout.ranks, args.threads, os.getloadavg()[0])
+        provenance = claims.Provenance(
+            command, layout.ranks, args.threads, os.getloadavg()[0], bool(args.resume)
+        )
         finding, seconds = claims.run_claim(
-            claim, out, _progress(args.quiet), overrides=overrides, layout=layout
+            claim,
+            out,
+            _progress(args.quiet),
+            overrides=overrides,
+            layout=layout,
+            resume=bool(args.resume),
         )
         if finding is None:  # not rank 0
             continue

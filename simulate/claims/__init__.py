@@ -145,7 +145,9 @@ def config_cases(name: str, overrides=()) -> tuple[dict, list]:
         raise config.ConfigError(f"{name}: {exc}") from None
 
 
-def run_config(raw: dict, cases: list, run_dir: Path, layout=None, progress=None) -> Run | None:
+def run_config(
+    raw: dict, cases: list, run_dir: Path, layout=None, progress=None, resume: bool = False
+) -> Run | None:
     """Run one resolved config into ``run_dir``; its :class:`Run` on rank 0 (``None`` elsewhere).
 
     Parameters
@@ -153,24 +155,36 @@ def run_config(raw: dict, cases: list, run_dir: Path, layout=None, progress=None
     raw, cases
         From :func:`config_cases`.
     run_dir : Path
-        The config's folder (replaced if it exists).
+        The config's folder (replaced if it exists, unless ``resume``).
     layout : parallel.Layout, optional
         Ranks and communicator (default: one process).
     progress : callable, optional
         Progress-bar factory.
+    resume : bool
+        Keep ``run_dir`` and skip the jobs that finished there (the config must
+        be the same); the others start again.
     """
     from .. import report, runner
     from ..parallel import Layout
 
     layout = layout or Layout(mpi=False)
+    problem = None
     if layout.is_root:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
-        _write_text(run_dir / "config.toml", config.dumps(raw))
-    layout.barrier()
+        text = config.dumps(raw)
+        saved = run_dir / "config.toml"
+        if resume and saved.exists():
+            if saved.read_text() != text:
+                problem = f"--resume: {run_dir} was run with another config; start a new run"
+        else:
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True)
+            _write_text(saved, text)
+    problem = layout.bcast(problem)
+    if problem:
+        raise config.ConfigError(problem)
     started = time.perf_counter()
-    results = runner.run_cases(cases, run_dir, layout, progress=progress)
+    results = runner.run_cases(cases, run_dir, layout, progress=progress, resume=resume)
     seconds = time.perf_counter() - started
     if not layout.is_root:
         return None
@@ -199,11 +213,20 @@ def check(claim: Claim, overrides=(), layout=None) -> dict[str, tuple[dict, list
 
 
 def run_claim(
-    claim: Claim, out: Path, progress=None, log=print, *, overrides=(), layout=None
+    claim: Claim,
+    out: Path,
+    progress=None,
+    log=print,
+    *,
+    overrides=(),
+    layout=None,
+    resume: bool = False,
 ) -> tuple[Finding | None, float]:
     """Run every config of ``claim`` under ``out/<name>/`` and analyse them (on rank 0).
 
-    Returns the :class:`Finding` (``None`` on the other ranks) and the wall time.
+    Returns the :class:`Finding` (``None`` on the other ranks) and the wall time:
+    of this call, or with ``resume`` the training time of every job summed (the
+    finished jobs' from their records) plus this call's analysis.
     """
     started = time.perf_counter()
     root = layout is None or layout.is_root
@@ -211,10 +234,14 @@ def run_claim(
     for name, (raw, cases) in check(claim, overrides, layout).items():
         if root:
             log(f"[{claim.name}] running {name} ...")
-        runs[name] = run_config(raw, cases, out / claim.name / name, layout, progress)
+        runs[name] = run_config(raw, cases, out / claim.name / name, layout, progress, resume)
     if not root:
         return None, time.perf_counter() - started
+    analysed = time.perf_counter()
     finding = claim.analyse(runs, out / claim.name)
+    if resume:
+        jobs = sum(r.wall for run in runs.values() for r in run.results)
+        return finding, jobs + time.perf_counter() - analysed
     return finding, time.perf_counter() - started
 
 
@@ -232,18 +259,24 @@ class Provenance:
         Numba and BLAS threads of each process.
     load : float
         The machine's 1-minute load average when the runs started (others' work too).
+    resumed : bool
+        Whether the runs were resumed (the wall time is then the jobs' training time).
     """
 
     command: str
     ranks: int = 1
     threads: int = 1
     load: float = 0.0
+    resumed: bool = False
 
     def where(self) -> str:
         """The machine and layout, in words."""
         procs = "one process" if self.ranks == 1 else f"{self.ranks} MPI processes"
         threads = f"{self.threads} Numba thread{'s' if self.threads > 1 else ''}"
-        return f"{machine()}, {procs}, {threads}; load average {self.load:.1f} when it started"
+        text = f"{machine()}, {procs}, {threads}; load average {self.load:.1f} when it started"
+        if self.resumed:
+            text += " (resumed: the jobs' training times summed)"
+        return text
 
 
 def machine() -> str:

@@ -128,3 +128,19 @@ def test_claims_refuses_what_it_cannot_honour(tiny_claim, tmp_path, capsys, args
     assert main(["claims", "tiny", "-q", "--out", str(out), *args]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()  # refused before anything ran
+
+
+def test_claims_resume_skips_finished_jobs_and_refuses_another_config(tiny_claim, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["claims", "tiny", "-q", "--out", str(out), "--set", "steps=6"]) == 0
+    run = out / "claims"
+    csv = run / "tiny" / "tiny" / "metrics" / "seed=3_fetchsgd.csv"
+    first, stamp = csv.read_text(), csv.stat().st_mtime_ns
+    assert main(["claims", "tiny", "-q", "--resume", str(run), "--set", "steps=6"]) == 0
+    assert csv.stat().st_mtime_ns == stamp and csv.read_text() == first  # not run again
+    page = (run / "pages" / "tiny.rst").read_text()
+    assert "(resumed: the jobs' training times summed)" in page
+    capsys.readouterr()
+    assert main(["claims", "tiny", "-q", "--resume", str(run), "--set", "steps=8"]) == 2
+    assert "was run with another config" in capsys.readouterr().err
+    assert main(["claims", "tiny", "-q", "--resume", str(tmp_path / "nope")]) == 2
