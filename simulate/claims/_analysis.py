@@ -23,6 +23,31 @@ def loglog_slope(steps: Sequence[float], values: Sequence[float], start: float =
     return float(np.polyfit(np.log(t[keep]), np.log(v[keep]), 1)[0])
 
 
+def loglog_fit(
+    x: Sequence[float], y: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Least-squares slope of ``log y`` against ``log x`` and its Student-t interval.
+
+    For ``y ~ C x^a`` this is ``a``; ``(nan, nan, nan)`` with fewer than three
+    positive points (no residual left to estimate the interval).
+
+    Examples
+    --------
+    >>> a, low, high = loglog_fit([1, 2, 4, 8], [3, 6.1, 11.9, 24.2])
+    >>> round(a, 2), low < 1 < high
+    (1.0, True)
+    """
+    from scipy import stats
+
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(xs) & np.isfinite(ys) & (xs > 0) & (ys > 0)
+    if keep.sum() < 3:
+        return math.nan, math.nan, math.nan
+    fit = stats.linregress(np.log(xs[keep]), np.log(ys[keep]))
+    half = stats.t.ppf(0.5 + confidence / 2, keep.sum() - 2) * fit.stderr
+    return float(fit.slope), float(fit.slope - half), float(fit.slope + half)
+
+
 def log_slope(steps: Sequence[float], values: Sequence[float], start: float = 0.3) -> float:
     """Slope of ``log(value)`` against ``step`` (a linear rate ``~ exp(-c t)`` gives ``-c``)."""
     t = np.asarray(steps, dtype=float)
