@@ -11,6 +11,8 @@ from simulate import claims, config
 from simulate.claims import _analysis
 from simulate.cli import main
 from tests.simulate.conftest import TINY
+from tests.simulate.test_cli import assert_same_metrics
+from tests.test_distributed import _mpiexec, needs_mpi
 
 
 def _claim(tmp_path):
@@ -144,3 +146,33 @@ def test_claims_resume_skips_finished_jobs_and_refuses_another_config(tiny_claim
     assert main(["claims", "tiny", "-q", "--resume", str(run), "--set", "steps=8"]) == 2
     assert "was run with another config" in capsys.readouterr().err
     assert main(["claims", "tiny", "-q", "--resume", str(tmp_path / "nope")]) == 2
+
+
+RATES_SMALL = [
+    "--set",
+    "steps=10",
+    "--set",
+    "sweep.model.d,algorithms.Sketched-SGD.cols,algorithms.FetchSGD.cols="
+    "[[1024, 100, 100], [4096, 120, 120]]",
+]
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_claims_under_mpiexec_equal_the_in_process_run(tmp_path):
+    """The rates claim, cut down by --set, on 2 ranks x 2 workers and in one process."""
+    local = tmp_path / "local"
+    assert main(["claims", "rates", "-q", "--out", str(local), *RATES_SMALL]) == 0
+    mpi = tmp_path / "mpi"
+    result = _mpiexec(
+        2, ["-m", "simulate", "claims", "rates", "-q", "--out", str(mpi), *RATES_SMALL], 600
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    stems = [p.stem for p in (local / "claims/rates/rates_quadratic/metrics").glob("*.csv")]
+    assert len(stems) == 10
+    assert_same_metrics(
+        local / "claims/rates/rates_quadratic", mpi / "claims/rates/rates_quadratic", stems
+    )
+    page = (mpi / "claims" / "pages" / "rates.rst").read_text()
+    assert "mpiexec -n 2 python -m simulate claims rates --set steps=10" in page
+    assert "2 MPI processes" in page
