@@ -206,6 +206,12 @@ def _claims(args, layout) -> int:
         )
     chosen = [claims.load(name) for name in args.names or claims.CLAIMS]
     overrides = [config.parse_override(text) for text in args.overrides]
+    for key in claims.unreached(chosen, overrides):
+        names = ", ".join(c for claim in chosen for c in claim.configs)
+        raise config.ConfigError(
+            f"--set {key}: reaches no config of the chosen claims ({names}); NAME:key sets "
+            "config NAME only, sweep.<key> the configs that sweep <key>"
+        )
     for claim in chosen:  # every --set and worker count checked before anything runs
         claims.check(claim, overrides, layout)
     if args.resume and not Path(args.resume).is_dir():

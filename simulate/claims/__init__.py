@@ -105,6 +105,20 @@ def load(name: str) -> Claim:
     return importlib.import_module(f"{__name__}.{name}").CLAIM
 
 
+def _reaches(name: str, sweep: dict, key: str) -> str | None:
+    """The key of ``--set key`` as it applies to config ``name``, or ``None`` if not at all.
+
+    ``NAME:key`` reaches config ``NAME`` only; ``sweep.<key>`` the configs that
+    sweep ``<key>``; any other key every config.
+    """
+    prefix, sep, rest = key.partition(":")
+    if sep:
+        return rest if prefix == name else None
+    if key.startswith("sweep.") and key[len("sweep.") :] not in sweep:
+        return None
+    return key
+
+
 def config_cases(name: str, overrides=()) -> tuple[dict, list]:
     """The raw config ``name`` of :data:`CONFIG_DIR` with ``overrides``, and its checked cases.
 
@@ -113,9 +127,11 @@ def config_cases(name: str, overrides=()) -> tuple[dict, list]:
     name : str
         A config stem (``"memsgd_digits"``).
     overrides : sequence of (str, object)
-        ``--set`` pairs. ``sweep.<swept key>`` replaces the values of one of the
-        config's sweeps (``sweep.model.d=[1024, 4096]``). A key the config sweeps
-        cannot be set directly: the sweep would silently win.
+        ``--set`` pairs. ``NAME:key`` applies to config ``NAME`` only;
+        ``sweep.<swept key>`` replaces the values of a sweep in the configs that
+        have it (``sweep.model.d=[1024, 4096]``); any other key applies to every
+        config. A key the config sweeps cannot be set directly: the sweep would
+        silently win.
 
     Raises
     ------
@@ -125,17 +141,20 @@ def config_cases(name: str, overrides=()) -> tuple[dict, list]:
     raw = config.load(CONFIG_DIR / f"{name}.toml")
     sweep = raw.get("sweep", {})
     swept = {k.strip() for key in sweep for k in key.split(",")}
-    for key, value in overrides:
+    for given, value in overrides:
+        key = _reaches(name, sweep, given)
+        if key is None:
+            continue
         if key.startswith("sweep."):
             if key[len("sweep.") :] not in sweep:
                 raise config.ConfigError(
-                    f"--set {key}: {name} has no sweep of that key (its sweeps: "
+                    f"--set {given}: {name} has no sweep of that key (its sweeps: "
                     f"{', '.join(sweep) or 'none'})"
                 )
             sweep[key[len("sweep.") :]] = value
         elif key in swept:
             raise config.ConfigError(
-                f"--set {key}: {name} sweeps {key}; set sweep.{key}=[...] to change its values"
+                f"--set {given}: {name} sweeps {key}; set sweep.{key}=[...] to change its values"
             )
         else:
             config.set_path(raw, key, value)
@@ -143,6 +162,20 @@ def config_cases(name: str, overrides=()) -> tuple[dict, list]:
         return raw, config.resolve(raw)
     except config.ConfigError as exc:
         raise config.ConfigError(f"{name}: {exc}") from None
+
+
+def unreached(claims: list[Claim], overrides) -> list[str]:
+    """The ``--set`` keys that reach no config of ``claims`` (see :func:`config_cases`)."""
+    sweeps = {
+        name: config.load(CONFIG_DIR / f"{name}.toml").get("sweep", {})
+        for claim in claims
+        for name in claim.configs
+    }
+    return [
+        key
+        for key, _ in overrides
+        if all(_reaches(name, sweep, key) is None for name, sweep in sweeps.items())
+    ]
 
 
 def run_config(

@@ -277,8 +277,8 @@ Scaled down: ``d`` stops at ``2^18`` and the workers at 4 to keep the 25 jobs
 within a minute or so on two cores; the papers' own sweeps are on real networks.
 The bytes to the target grow with ``d`` as each bound's size does: linearly for
 SGD and for mem-SGD (``k = d/256``), like ``log d`` for the two heavy-hitter
-sketches, not at all for sketch-DL. The constant of ``O(k log d)`` is not given by the papers; ``k log2 d``
-cells, 5 rows, is the choice here.
+sketches, not at all for sketch-DL. The constant of ``O(k log d)`` is not given
+by the papers; ``k log2 d`` cells, 5 rows, is the choice here.
 
 The coordinate basis is the friendly case for the heavy-hitter methods. Where the
 gradient has no heavy hitters (the rotated basis) they lose their guarantee and,

@@ -95,13 +95,13 @@ def tiny_claim(tmp_path, monkeypatch):
 def test_claims_set_reaches_the_runs_and_pages_stay_in_the_run_folder(tiny_claim, tmp_path):
     out = tmp_path / "runs"
     args = ["claims", "tiny", "-q", "--out", str(out), "--set", "steps=6"]
-    assert main([*args, "--set", "sweep.seed=[4, 5]"]) == 0
+    assert main([*args, "--set", "tiny:sweep.seed=[4, 5]"]) == 0
     run = out / "claims"
     for seed in (4, 5):
         with open(run / "tiny" / "tiny" / "metrics" / f"seed={seed}_fetchsgd.csv") as f:
             assert f.read().splitlines()[-1].startswith("6,")  # 6 steps, not the config's 12
     page = (run / "pages" / "tiny.rst").read_text()
-    assert "claims tiny --set steps=6 --set sweep.seed=[4, 5] --write-docs" in page
+    assert "claims tiny --set steps=6 --set tiny:sweep.seed=[4, 5] --write-docs" in page
     assert "one process, 1 Numba thread" in page and "load average" in page
     assert not (tmp_path / "docs").exists() and not Path("docs/results/tiny.rst").exists()
     assert main(args) == 0 and (out / "claims-2" / "pages" / "tiny.rst").exists()
@@ -120,7 +120,9 @@ def test_claims_write_docs_publishes_the_pages(tiny_claim, tmp_path):
     [
         (["--workers-per-rank", "2"], "--workers-per-rank: each claim fixes its workers"),
         (["--set", "seed=4"], "tiny sweeps seed; set sweep.seed=[...]"),
-        (["--set", "sweep.model.d=[64]"], "tiny has no sweep of that key"),
+        (["--set", "sweep.model.d=[64]"], "--set sweep.model.d: reaches no config"),
+        (["--set", "tiny:sweep.model.d=[64]"], "tiny has no sweep of that key"),
+        (["--set", "other:steps=3"], "--set other:steps: reaches no config of the chosen"),
         (["--set", "model.nonsense=1"], "model.nonsense: unknown key"),
         (["--set", "steps"], "expected key=value"),
     ],
