@@ -113,12 +113,7 @@ def interval_plot(
     logx: bool = False,
 ) -> Path:
     """One PNG of points with interval bars: label -> (x, mean, low, high); ``hlines`` labelled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    plt, fig, ax = _figure()
     for i, (label, (x, mean, low, high)) in enumerate(series.items()):
         x, mean = np.asarray(x, dtype=float), np.asarray(mean, dtype=float)
         below = np.clip(mean - np.asarray(low, dtype=float), 0, None)
@@ -128,6 +123,22 @@ def interval_plot(
     for j, (label, y) in enumerate((hlines or {}).items()):
         ax.axhline(y, color="0.4", linestyle=("--", ":", "-.")[j % 3], linewidth=1, label=label)
     ax.set_xscale("log" if logx else "linear")
+    return _save(plt, fig, ax, path, xlabel, ylabel, title)
+
+
+def _figure():
+    """pyplot (Agg), a figure and its axes, the size of every claim figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    return plt, fig, ax
+
+
+def _save(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label, grid and legend ``ax``, write ``fig`` to ``path`` and close it."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -169,26 +180,12 @@ def line_plot(
     logy: bool = True,
 ) -> Path:
     """One PNG with a line per curve (label -> (x, y))."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    plt, fig, ax = _figure()
     for label, (x, y) in curves.items():
         ax.plot(x, y, label=label, marker="." if len(x) < 30 else None)
     ax.set_xscale("log" if logx else "linear")
     ax.set_yscale("log" if logy else "linear")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, xlabel, ylabel, title)
 
 
 def tail_mean(values: Sequence[float | None], n: int = 5) -> float:
