@@ -185,13 +185,16 @@ def _hessian(args, layout) -> int:
 
 
 def _claims_command(args) -> str:
-    """The command line that reproduces a claims run (for its pages)."""
+    """The shell command that reproduces a claims run (for its pages)."""
+    import shlex
+
     words = ["python", "-m", "simulate", "claims", *args.names]
-    words += [f"--set {text}" for text in args.overrides]
+    for text in args.overrides:
+        words += ["--set", text]
     if args.threads != 1:
-        words.append(f"--threads {args.threads}")
-    words.append("--write-docs" if args.docs is None else f"--docs {args.docs}")
-    return " ".join(words)
+        words += ["--threads", str(args.threads)]
+    words += ["--write-docs"] if args.docs is None else ["--docs", args.docs]
+    return shlex.join(words)
 
 
 def _claims(args, layout) -> int:

@@ -101,7 +101,7 @@ def test_claims_set_reaches_the_runs_and_pages_stay_in_the_run_folder(tiny_claim
         with open(run / "tiny" / "tiny" / "metrics" / f"seed={seed}_fetchsgd.csv") as f:
             assert f.read().splitlines()[-1].startswith("6,")  # 6 steps, not the config's 12
     page = (run / "pages" / "tiny.rst").read_text()
-    assert "claims tiny --set steps=6 --set tiny:sweep.seed=[4, 5] --write-docs" in page
+    assert "claims tiny --set steps=6 --set 'tiny:sweep.seed=[4, 5]' --write-docs" in page
     assert "one process, 1 Numba thread" in page and "load average" in page
     assert not (tmp_path / "docs").exists() and not Path("docs/results/tiny.rst").exists()
     assert main(args) == 0 and (out / "claims-2" / "pages" / "tiny.rst").exists()
