@@ -437,7 +437,8 @@ def analyse(runs: dict[str, Run], out: Path) -> Finding:
         verdict, reason = "held", f"All three parts held ({criteria}). {measured}"
     elif best is None or best < LARGE_FACTOR or not met:
         verdict = "failed"
-        reason = f"Not met: {'; '.join(failures)} ({criteria}). {measured}"
+        held = f"Met: {'; '.join(met)}. " if met else ""
+        reason = f"{held}Not met: {'; '.join(failures)} ({criteria}). {measured}"
     else:
         verdict = "held partly"
         reason = f"Met: {'; '.join(met)}. Not met: {'; '.join(failures)} ({criteria}). {measured}"

@@ -144,7 +144,10 @@ def test_failed_when_even_10x_loses(tmp_path):
         _runs(lambda label, values: 0.96 if label == "sgd" else 0.94), tmp_path
     )
     assert finding.verdict == "failed"
-    assert "the largest reduction without loss is none" in finding.reason
+    assert finding.reason.startswith(
+        "Met: (2) traffic per worker to the target flat in W; (3) no loss from W = 4 to 256. "
+        "Not met: the largest reduction without loss is none"
+    )
 
 
 def test_traffic_to_the_target_that_grows_with_w_fails_part_2(tmp_path):
