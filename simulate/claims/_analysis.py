@@ -111,8 +111,13 @@ def interval_plot(
     title: str,
     hlines: dict[str, float] | None = None,
     logx: bool = False,
+    ylim: tuple[float, float] | None = None,
 ) -> Path:
-    """One PNG of points with interval bars: label -> (x, mean, low, high); ``hlines`` labelled."""
+    """One PNG of points with interval bars: label -> (x, mean, low, high); ``hlines`` labelled.
+
+    With ``ylim``, a mean outside it is written at the edge of the axes instead of
+    stretching them (a diverged run would squash the others).
+    """
     plt, fig, ax = _figure()
     for i, (label, (x, mean, low, high)) in enumerate(series.items()):
         x, mean = np.asarray(x, dtype=float), np.asarray(mean, dtype=float)
@@ -120,6 +125,13 @@ def interval_plot(
         above = np.clip(np.asarray(high, dtype=float) - mean, 0, None)
         shift = x * (1 + 0.03 * i) if logx else x  # side by side, not on top of each other
         ax.errorbar(shift, mean, yerr=[below, above], marker="o", capsize=3, label=label)
+        if ylim is not None:
+            for xi, yi in zip(shift, mean, strict=True):
+                if not ylim[0] <= yi <= ylim[1]:
+                    edge = min(max(yi, ylim[0]), ylim[1])
+                    ax.annotate(f"{yi:.3g}", (xi, edge), ha="center", va="bottom", fontsize=8)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     for j, (label, y) in enumerate((hlines or {}).items()):
         ax.axhline(y, color="0.4", linestyle=("--", ":", "-.")[j % 3], linewidth=1, label=label)
     ax.set_xscale("log" if logx else "linear")

@@ -196,6 +196,7 @@ def _compression(comp: Run, rows: list, failures: list, out: Path):
         ylabel="final test accuracy difference (pp)",
         title=f"Sketched-SGD against SGD on the digits MLP, W = {w}",
         logx=True,
+        ylim=(-5 * 100 * MARGIN, 2 * 100 * MARGIN),
     )
     measured = (
         f"Compression (W = {w}, {seeds} seeds; differences Sketched-SGD minus SGD, mean "
