@@ -268,7 +268,12 @@ def _powerlaw(run: Run, rows: list, out: Path, msgs: list) -> tuple[bool, list[P
 
 
 def _best(run: Run, jobs: list[str], case: str, f0: float, target: float) -> tuple[str, int | None]:
-    """The job of a step-size grid with the fewest steps to ``target``, then the lowest end."""
+    """The job of a step-size grid with the fewest steps to ``target``, then the lowest end.
+
+    Only stable step sizes count (the job finished and ends no higher than ``f0``),
+    unless none is: a step size that reaches the target and then blows up is not
+    the algorithm's best.
+    """
 
     def score(label):
         hit = steps_to(run, label, case, target)
@@ -278,7 +283,8 @@ def _best(run: Run, jobs: list[str], case: str, f0: float, target: float) -> tup
             final if math.isfinite(final) else math.inf,
         )
 
-    best = min(jobs, key=score)
+    stable = [g for g in jobs if run.job(g, case).status == "done" and score(g)[1] <= 1.0]
+    best = min(stable or jobs, key=score)
     return best, steps_to(run, best, case, target)
 
 
