@@ -573,7 +573,7 @@ def analyse(runs: dict[str, Run], out: Path) -> Finding:
         f"over the seeds, every seed reaching it) vary by at most {RATIO_TOL:g}x over the "
         f"sweep (max / min); (2) flat, fresh hashes: with the best step size of the grid, the "
         f"steps to f - f* <= {FLAT_TARGET:g} f0 are reached at every d and grow like "
-        f"(1 + d/b)^a with |a - 1| <= {EXPONENT_TOL:g} (least-squares fit of the logarithms); "
+        f"(1 + d/b)^a with a within {EXPONENT_TOL:g} of 1 (least-squares fit of the logarithms); "
         f"(3) flat, fixed hashes: the lowest final f - f* of the grid within {STALL_TOL:g} f0 of "
         f"(1 - b/d) f0 at every d >= {STALL_MIN_DB} b; (4) MLP: the fitted exponent a of "
         f"kappa ~ d^a has its {CONFIDENCE:.0%} interval below 1; (5) at equal bytes per "
@@ -611,38 +611,38 @@ for the whole run (the released FetchSGD code keeps its hash tables too);
 ``reseed = true`` draws fresh hashes every step, the independent sketches that an
 analysis in expectation over the sketch assumes.
 
-1. ``sketchdl_powerlaw``: ``lambda_i = i^-2`` (``kappa`` from 1.644 to 1.645),
-   rotated basis, ``d = 2^10, 2^12, ..., 2^20``, one worker (full-batch), 100
-   steps at ``lr = 1``, a metrics row every 5 steps, seeds 0, 1 and 2; SGD and
-   sketch-DL (fixed hashes) at ``b = 100`` (``c = 20``) and ``b = 1000``
-   (``c = 200``). Each seed and ``d`` draws its own ``w*`` and rotation, so the
-   shape of ``f - f*`` over the steps changes from one to the next even for SGD;
-   the target of each run is therefore the ``f - f*`` that SGD reaches at step 30
-   on the same problem, and the table gives the mean over the seeds of the steps
-   each sketch-DL run needs to reach it.
-2. and 3. ``sketchdl_flat``: all ``lambda_i = 1`` (``kappa = d``),
-   ``d = 2^10, 2^12, 2^14, 2^16`` (``d/b`` from 1 to 66), ``b = 1000``, 100
-   steps, a metrics row every step. A flat spectrum makes the best step size
-   depend on ``d/b``, so each ``d`` runs a grid ``lr = 2^0, 2^-1, ..., 2^-7``,
-   once with fresh hashes each step and once with fixed hashes, and the table
-   keeps the best of each (fewest steps to ``f - f* <= f0 / 2``, then lowest
-   final value); SGD solves the flat problem in one step at ``lr = 1``.
-4. ``sketchdl_mlp``: a one-hidden-layer tanh MLP on scikit-learn's digits at
-   widths 16, 32, ..., 1024 (``d = 1,210 .. 76,810``). ``kappa`` of the
-   full-data Hessian at the initial weights comes from
-   :func:`simulate.hessian.spectrum_summary` (``lambda_max`` by Lanczos,
-   ``sum |lambda|`` by stochastic Lanczos quadrature with 8 probes of 20 steps),
-   exactly as ``python -m simulate hessian simulate/configs/claims/sketchdl_mlp.toml``
-   prints it; the exponent of ``kappa ~ d^a`` is the least-squares slope of
-   ``log kappa`` against ``log d`` with its 95% Student-t interval. The same config
-   trains SGD and sketch-DL (``b = 1000``) on each width (4 workers, batches of
-   32, 150 steps, ``lr = 0.5``) for the test accuracies in the table.
-5. ``sketchdl_topk``: ``d = 2^16``, ``lambda_i = i^-2``, 4 workers, 150 steps at
-   ``lr = 1``, coordinate and rotated basis. Sketch-DL with ``b = 1000`` against
-   mem-SGD top-250 (250 index/value pairs up and the other 3 workers' 750 down) and
-   FetchSGD (the same 1,000-cell sketch up, its top-500 down, no momentum, the
-   default ``error = "zero"`` of the released code), all at 8 kB per worker and
-   step."""
+- Part 1, ``sketchdl_powerlaw``: ``lambda_i = i^-2`` (``kappa`` from 1.644 to 1.645),
+  rotated basis, ``d = 2^10, 2^12, ..., 2^20``, one worker (full-batch), 100
+  steps at ``lr = 1``, a metrics row every 5 steps, seeds 0, 1 and 2; SGD and
+  sketch-DL (fixed hashes) at ``b = 100`` (``c = 20``) and ``b = 1000``
+  (``c = 200``). Each seed and ``d`` draws its own ``w*`` and rotation, so the
+  shape of ``f - f*`` over the steps changes from one to the next even for SGD;
+  the target of each run is therefore the ``f - f*`` that SGD reaches at step 30
+  on the same problem, and the table gives the mean over the seeds of the steps
+  each sketch-DL run needs to reach it.
+- Parts 2 and 3, ``sketchdl_flat``: all ``lambda_i = 1`` (``kappa = d``),
+  ``d = 2^10, 2^12, 2^14, 2^16`` (``d/b`` from 1 to 66), ``b = 1000``, 100
+  steps, a metrics row every step. A flat spectrum makes the best step size
+  depend on ``d/b``, so each ``d`` runs a grid ``lr = 2^0, 2^-1, ..., 2^-7``,
+  once with fresh hashes each step and once with fixed hashes, and the table
+  keeps the best of each (fewest steps to ``f - f* <= f0 / 2``, then lowest
+  final value); SGD solves the flat problem in one step at ``lr = 1``.
+- Part 4, ``sketchdl_mlp``: a one-hidden-layer tanh MLP on scikit-learn's digits at
+  widths 16, 32, ..., 1024 (``d = 1,210 .. 76,810``). ``kappa`` of the
+  full-data Hessian at the initial weights comes from
+  :func:`simulate.hessian.spectrum_summary` (``lambda_max`` by Lanczos,
+  ``sum |lambda|`` by stochastic Lanczos quadrature with 8 probes of 20 steps),
+  exactly as ``python -m simulate hessian simulate/configs/claims/sketchdl_mlp.toml``
+  prints it; the exponent of ``kappa ~ d^a`` is the least-squares slope of
+  ``log kappa`` against ``log d`` with its 95% Student-t interval. The same config
+  trains SGD and sketch-DL (``b = 1000``) on each width (4 workers, batches of
+  32, 150 steps, ``lr = 0.5``) for the test accuracies in the table.
+- Part 5, ``sketchdl_topk``: ``d = 2^16``, ``lambda_i = i^-2``, 4 workers, 150 steps at
+  ``lr = 1``, coordinate and rotated basis. Sketch-DL with ``b = 1000`` against
+  mem-SGD top-250 (250 index/value pairs up and the other 3 workers' 750 down) and
+  FetchSGD (the same 1,000-cell sketch up, its top-500 down, no momentum, the
+  default ``error = "zero"`` of the released code), all at 8 kB per worker and
+  step."""
 
 NOTES = """\
 Scaled down: the power-law sweep stops at ``d = 2^20`` (about ``10^6``) and the
