@@ -7,6 +7,8 @@ Examples::
     python -m simulate run quadratic_basis --set model.d=65536 -q
     python -m simulate --resume runs/default
     python -m simulate hessian logistic_memsgd          # lambda_max, sum |lambda|, kappa
+    python -m simulate claims memsgd --set steps=2000   # a claim: runs and pages in runs/
+    python -m simulate claims --write-docs              # every claim, pages in docs/results
     mpirun -n 2 python -m simulate run fetchsgd_scaling --workers-per-rank 128
 """
 
@@ -78,16 +80,27 @@ def _parser() -> argparse.ArgumentParser:
     claims = sub.add_parser(
         "claims",
         parents=[common],
-        help="reproduce the papers' claims and write their pages in docs/results/",
+        help="reproduce the papers' claims: runs and pages in a run folder (--write-docs: "
+        "publish the pages in docs/results/)",
     )
     claims.add_argument(
         "names", nargs="*", metavar="NAME", help="which claims (default: all of them)"
     )
     claims.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="also publish the pages, figures and index in --docs (default docs/results)",
+    )
+    claims.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted claims run in RUN_DIR (runs/claims-N): finished jobs "
+        "are not run again",
+    )
+    claims.add_argument(
         "--docs",
-        default="docs/results",
         metavar="DIR",
-        help="where the pages go (default: docs/results)",
+        help="where --write-docs publishes (default: docs/results; giving it implies --write-docs)",
     )
     hess = sub.add_parser("hessian", parents=[common], help="Hessian spectrum at the initial w")
     hess.add_argument("config")
@@ -139,31 +152,49 @@ def _run_directory(args, raw: dict, cases: list, layout):
     """
     from . import checkpoint, rundir
 
+    def prepare(run_dir: Path | None) -> Path:
+        if run_dir is not None:
+            rundir.check_unchanged(run_dir, cases)
+            return run_dir
+        run_dir = rundir.create(Path(raw.get("out_dir", "runs")), raw["name"])
+        text = config.dumps(raw).encode()
+        checkpoint.atomic_write(run_dir / "config.toml", lambda f: f.write(text))
+        rundir.record(run_dir, cases)
+        return run_dir
+
+    with _locked_folder(layout, args.resume, prepare) as run_dir:
+        try:
+            yield run_dir
+        except OSError as exc:
+            if exc.filename is None:  # write() names no file: name the run's folder
+                raise OSError(exc.errno, exc.strerror or str(exc), f"{run_dir}/") from exc
+            raise
+
+
+@contextlib.contextmanager
+def _locked_folder(layout, resume: str | None, prepare):
+    """A run folder held by rank 0's lock while the block runs: ``resume``, or the new
+    one ``prepare(None)`` makes; ``prepare(folder)`` returns it after the lock is taken on a
+    resumed one (a new folder is locked as soon as ``prepare`` made it). Its errors
+    reach every rank."""
+    from . import rundir
+
     run_dir, held, error = None, None, None
     if layout.is_root:
         try:
-            if args.resume:
-                run_dir = Path(args.resume)
-                held = rundir.lock(run_dir)
-                rundir.check_unchanged(run_dir, cases)
+            if resume:
+                held = rundir.lock(Path(resume))
+                run_dir = prepare(Path(resume))
             else:
-                run_dir = rundir.create(Path(raw.get("out_dir", "runs")), raw["name"])
+                run_dir = prepare(None)
                 held = rundir.lock(run_dir)
-                text = config.dumps(raw).encode()
-                checkpoint.atomic_write(run_dir / "config.toml", lambda f: f.write(text))
-                rundir.record(run_dir, cases)
         except config.ConfigError as exc:
             error = exc
         except OSError as exc:
             error = config.ConfigError(_os_error(exc))
     try:
         layout.raise_together(error)
-        run_dir = Path(layout.bcast(str(run_dir) if run_dir else None))
-        yield run_dir
-    except OSError as exc:
-        if exc.filename is None:  # write() names no file: name the run's folder
-            raise OSError(exc.errno, exc.strerror or str(exc), f"{run_dir}/") from exc
-        raise
+        yield Path(layout.bcast(str(run_dir) if run_dir else None))
     finally:
         if held is not None:
             held.close()
@@ -248,24 +279,83 @@ def _hessian(args, layout) -> int:
     return 0
 
 
-def _claims(args) -> int:
-    from . import claims
-    from .parallel import limit_threads
+def _claims_command(args) -> str:
+    """The shell command that reproduces a claims run (for its pages)."""
+    import shlex
 
-    limit_threads(args.threads)
-    try:
-        chosen = [claims.load(name) for name in args.names or claims.CLAIMS]
-    except config.ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    out, docs = Path(args.out or "runs") / "claims", Path(args.docs)
+    words = ["python", "-m", "simulate", "claims", *args.names]
+    for text in args.overrides:
+        words += ["--set", text]
+    if args.threads != 1:
+        words += ["--threads", str(args.threads)]
+    words += ["--write-docs"] if args.docs is None else ["--docs", args.docs]
+    return shlex.join(words)
+
+
+def _claims(args, layout) -> int:
+    from . import claims
+
+    if args.workers_per_rank is not None:
+        raise config.ConfigError(
+            "--workers-per-rank: each claim fixes its workers W (the Sketched-SGD claim sweeps "
+            "them); change W with --set workers=N, and run under mpiexec -n R with R dividing W"
+        )
+    chosen = [claims.load(name) for name in args.names or claims.CLAIMS]
+    overrides = [config.parse_override(text) for text in args.overrides]
+    for key in claims.unreached(chosen, overrides):
+        names = ", ".join(c for claim in chosen for c in claim.configs)
+        raise config.ConfigError(
+            f"--set {key}: reaches no config of the chosen claims ({names}); NAME:key sets "
+            "config NAME only, sweep.<key> the configs that sweep <key>"
+        )
+    for claim in chosen:  # every --set and worker count checked before anything runs
+        claims.check(claim, overrides, layout)
+    if args.resume and not Path(args.resume).is_dir():
+        raise config.ConfigError(f"--resume: {args.resume} is not a folder of a claims run")
+    from . import rundir
+
+    def prepare(run_dir: Path | None) -> Path:
+        return run_dir or rundir.create(Path(args.out or "runs"), "claims")
+
+    with _locked_folder(layout, args.resume, prepare) as out:
+        return _run_claims(args, layout, chosen, overrides, out)
+
+
+def _run_claims(args, layout, chosen: list, overrides: list, out: Path) -> int:
+    import os
+
+    from . import claims
+
+    pages = out / "pages"
+    docs = Path(args.docs or "docs/results") if (args.write_docs or args.docs) else None
+    command = _claims_command(args)
+    if layout.comm is not None:
+        command = f"mpiexec -n {layout.ranks} {command}"
     started = time.perf_counter()
     for claim in chosen:
-        finding, seconds = claims.run_claim(claim, out, _progress(args.quiet))
-        claims.write_page(claim, finding, seconds, docs)
-        claims.write_index(docs, claim, finding, seconds)
+        provenance = claims.Provenance(
+            command, layout.ranks, args.threads, os.getloadavg()[0], bool(args.resume)
+        )
+        finding, seconds = claims.run_claim(
+            claim,
+            out,
+            _progress(args.quiet),
+            overrides=overrides,
+            layout=layout,
+            resume=bool(args.resume),
+        )
+        if finding is None:  # not rank 0
+            continue
+        for where in filter(None, (pages, docs)):
+            claims.write_page(claim, finding, seconds, where, provenance)
+            claims.write_index(where, claim, finding, seconds)
         print(f"{claim.name}: {finding.verdict} ({seconds:.0f} s). {finding.reason}")
-    print(f"all: {time.perf_counter() - started:.0f} s; pages in {docs}/, runs in {out}/")
+    if layout.is_root:
+        published = f"; published in {docs}/" if docs else " (--write-docs publishes them)"
+        print(
+            f"all: {time.perf_counter() - started:.0f} s; runs in {out}/, pages in "
+            f"{pages}/{published}"
+        )
     return 0
 
 
@@ -288,15 +378,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command is None and not args.resume:
         args.config = "default"
-    if args.command == "claims":
-        return _claims(args)
     from .parallel import Layout, limit_threads
 
-    limit_threads(args.threads)
-    layout = Layout(args.workers_per_rank)
+    layout = Layout(None if args.command == "claims" else args.workers_per_rank)
+    commands = {"claims": _claims, "hessian": _hessian}
     try:
+        limit_threads(args.threads)
         with _abort_on_error(layout):
-            return (_hessian if args.command == "hessian" else _run)(copy.copy(args), layout)
+            return commands.get(args.command, _run)(copy.copy(args), layout)
     except (config.ConfigError, ValueError) as exc:
         if layout.is_root:
             print(f"error: {exc}", file=sys.stderr)

@@ -15,7 +15,8 @@ Layout::
     [model]                   # kind = "quadratic" | "logistic" | "mlp" and its keys
     [schedule]                # kind = "constant" | "step" | "memsgd"
     [[algorithms]]            # one table per algorithm: name = "sgd" | "memsgd" | ...
-    [sweep]                   # "model.d" = [1024, 4096]: one case per combination
+    [sweep]                   # "model.d" = [1024, 4096]: one case per combination;
+                              # "workers,model.batch_size" = [[4, 64], [16, 16]]: zipped
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ _DATA_SPLIT = {
     "sharding": _choice("iid", "label"),
     "test_fraction": _num(0.0, 0.9, default=0.2),
     "batch_size": _num(1, kind="int", default=32),
+    "sampling": _choice("replacement", "shuffle"),
     "l2": _num(0.0, default=None),
 }
 MODELS = {
@@ -546,6 +548,12 @@ def _check_case(raw: Mapping[str, Any]) -> dict:
     if not isinstance(algos, list) or not algos:
         raise ConfigError("algorithms: expected a non-empty array of tables [[algorithms]]")
     cfg["algorithms"] = [_check_algorithm(f"algorithms.{i}", a, d) for i, a in enumerate(algos)]
+    for i, algo in enumerate(cfg["algorithms"]):
+        if cfg["model"].get("sampling") == "shuffle" and algo["local_steps"] > 1:
+            raise ConfigError(
+                f"algorithms.{i}.local_steps: model.sampling = 'shuffle' draws one minibatch "
+                "a step; use sampling = 'replacement' with local steps"
+            )
     labels = [a["label"] for a in cfg["algorithms"]]
     for label in labels:
         if labels.count(label) > 1:
@@ -697,12 +705,21 @@ def resolve(raw: Mapping[str, Any], overrides: list[tuple[str, Any]] = ()) -> li
     sweep = raw.pop("sweep", {})
     if not isinstance(sweep, Mapping):
         raise _type_error("sweep", "a table of lists", sweep)
+    axes = []  # one list of {key: value} points per sweep entry
     for key, values in sweep.items():
         if not isinstance(values, list) or not values:
             raise _type_error(f"sweep.{key}", "a non-empty list", values)
+        keys = [k.strip() for k in key.split(",")]
+        if len(keys) == 1:
+            axes.append([{key: v} for v in values])
+            continue
+        for v in values:  # "a,b" = [[a1, b1], [a2, b2]]: the keys move together
+            if not isinstance(v, list) or len(v) != len(keys):
+                raise _type_error(f"sweep.{key}", f"a list of {len(keys)}-element lists", v)
+        axes.append([dict(zip(keys, v, strict=True)) for v in values])
     cases = []
-    for combo in itertools.product(*sweep.values()):
-        values = dict(zip(sweep, combo, strict=True))
+    for combo in itertools.product(*axes):
+        values = {k: v for point in combo for k, v in point.items()}
         case_raw = copy.deepcopy(raw)
         for key, value in values.items():
             try:

@@ -6,6 +6,7 @@ MPI rank, so that a worker's shard does not depend on the layout of the ranks.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 from .config import DATASET_SIZES, train_size
 
 # Tags that make the seeds of independent random streams differ.
-TAG_DATA, TAG_SPLIT, TAG_TEACHER = 11, 12, 13
+TAG_DATA, TAG_SPLIT, TAG_TEACHER, TAG_EPOCH = 11, 12, 13, 14
 
 
 @dataclass
@@ -165,3 +166,55 @@ def shard(labels: np.ndarray, workers: int, sharding: str, seed: int) -> list[np
     if sharding == "label":
         order = order[np.argsort(labels[order], kind="stable")]
     return np.array_split(order, workers)
+
+
+@functools.lru_cache(maxsize=1024)
+def _epoch_order(size: int, seed: int, worker: int, epoch: int) -> np.ndarray:
+    """The order in which ``worker`` visits its ``size`` samples in ``epoch`` (read-only)."""
+    order = np.random.default_rng([seed, TAG_EPOCH, worker, epoch]).permutation(size)
+    order.flags.writeable = False
+    return order
+
+
+def epoch_batch(size: int, batch_size: int, step: int, seed: int, worker: int) -> np.ndarray:
+    """Positions in a shard of minibatch ``step`` when sampling without replacement.
+
+    The worker's stream of samples is a fresh random permutation of its shard in
+    every epoch, one after the other (``torch.utils.data.DataLoader(shuffle=True)``,
+    and mem-SGD's reference code); minibatch ``step`` takes the next ``batch_size``
+    of them, continuing into the next epoch when one runs out. The positions are a
+    function of the ids only, so any MPI layout and a resumed run draw the same.
+
+    Parameters
+    ----------
+    size : int
+        Samples in the worker's shard.
+    batch_size : int
+        Samples per minibatch.
+    step : int
+        The minibatch's number (0-based).
+    seed : int
+        The run's seed.
+    worker : int
+        Global worker id.
+
+    Returns
+    -------
+    ndarray of int64, shape (batch_size,)
+        Positions in ``0 .. size - 1``.
+
+    Examples
+    --------
+    >>> epoch = np.concatenate([epoch_batch(5, 1, t, seed=0, worker=0) for t in range(5)])
+    >>> sorted(epoch.tolist())
+    [0, 1, 2, 3, 4]
+    """
+    out = np.empty(batch_size, dtype=np.int64)
+    filled, start = 0, step * batch_size
+    while filled < batch_size:
+        epoch, offset = divmod(start + filled, size)
+        take = min(batch_size - filled, size - offset)
+        order = _epoch_order(size, seed, worker, epoch)
+        out[filled : filled + take] = order[offset : offset + take]
+        filled += take
+    return out

@@ -143,6 +143,7 @@ class DataModel(Model):
 
         self.seed, self.dtype = seed, np.dtype(dtype)
         self.batch_size, self.l2 = model["batch_size"], model["l2"]
+        self.sampling = model["sampling"]
         self.data = data.load(model, seed, self.dtype)
         self.shards = data.shard(self.data.y_train, workers, model["sharding"], seed)
         self.has_test = self.data.y_test.size > 0
@@ -165,8 +166,19 @@ class DataModel(Model):
         return self.loss_and_gradient(w)[1]
 
     def batch(self, worker: int, step: int, local_step: int = 0) -> np.ndarray:
-        """The training-sample indices of a worker's minibatch (drawn with replacement)."""
+        """The training-sample indices of a worker's minibatch.
+
+        Drawn with replacement (``sampling = "replacement"``), or the next samples
+        of a fresh permutation of the shard each epoch (``"shuffle"``, one
+        minibatch a step; :func:`simulate.data.epoch_batch`).
+        """
+        from .. import data
+
         shard = self.shards[worker]
+        if self.sampling == "shuffle":
+            if local_step:
+                raise ValueError("sampling = 'shuffle' draws one minibatch a step (no local steps)")
+            return shard[data.epoch_batch(shard.size, self.batch_size, step, self.seed, worker)]
         rng = worker_rng(self.seed, worker, step, local_step)
         return shard[rng.integers(0, shard.size, self.batch_size)]
 

@@ -74,8 +74,10 @@ def _hit(label):
 def test_held_partly_when_fetchsgd_only_ties_with_topk(tmp_path):
     finding = fetchsgd.analyse(_run(_acc, _hit), tmp_path)
     assert finding.verdict == "held partly", finding.reason
-    assert "error='zero' is the stable variant" in finding.reason
-    assert "does not beat local top-k" in finding.reason
+    assert finding.reason.startswith(
+        "Met: (1) error='zero' is at least as stable and accurate as error='subtract'. "
+        "Not met: (2) FetchSGD beats local top-k"
+    )
     assert "fetchsgd_subtract_1row in 6/6" in finding.reason
     assert len(finding.rows) == 2 * len(LABELS)
     assert all(p.exists() for p in finding.figures) and len(finding.figures) == 3
@@ -89,6 +91,7 @@ def test_held_when_fetchsgd_is_better_on_label_shards(tmp_path):
 
     finding = fetchsgd.analyse(_run(acc, _hit), tmp_path)
     assert finding.verdict == "held", finding.reason
+    assert finding.reason.startswith("Both parts held")
 
 
 def test_held_when_tied_but_faster(tmp_path):
@@ -106,7 +109,7 @@ def test_failed_when_topk_is_better_on_label_shards(tmp_path):
 
     finding = fetchsgd.analyse(_run(acc, _hit), tmp_path)
     assert finding.verdict == "failed"
-    assert "does worse than local top-k" in finding.reason
+    assert finding.reason.startswith("FetchSGD does worse than local top-k")
 
 
 def test_zero_that_diverges_is_not_the_stable_variant(tmp_path):
@@ -117,4 +120,25 @@ def test_zero_that_diverges_is_not_the_stable_variant(tmp_path):
         _run(acc, _hit, diverge=lambda label: label == "fetchsgd_zero_1row"), tmp_path
     )
     assert finding.verdict == "held partly"
-    assert "error='zero' is not the more stable variant" in finding.reason
+    assert "Not met: (1) error='zero' is at least as stable" in finding.reason
+
+
+def test_failed_when_no_criterion_holds(tmp_path):
+    """error='zero' diverges and FetchSGD only ties with top-k: nothing held, so failed."""
+    finding = fetchsgd.analyse(
+        _run(_acc, _hit, diverge=lambda label: label == "fetchsgd_zero_1row"), tmp_path
+    )
+    assert finding.verdict == "failed", finding.reason
+    assert finding.reason.startswith("Not met: (1) error='zero'")
+    assert "(2) FetchSGD beats local top-k" in finding.reason
+
+
+def test_subtract_more_accurate_than_zero_fails_the_variant_part(tmp_path):
+    def acc(label, sharding):
+        if label == "fetchsgd_subtract":
+            return 0.99
+        return 0.90 if label.startswith("topk") else _acc(label, sharding)
+
+    finding = fetchsgd.analyse(_run(acc, _hit), tmp_path)
+    assert finding.verdict == "held partly", finding.reason
+    assert "Not met: (1)" in finding.reason

@@ -57,22 +57,33 @@ def _sgd_like(slowdown: float = 1.0):
     return lambda t: {"suboptimality": 1.0 / (1.0 + t / slowdown), "test_accuracy": 0.95}
 
 
-def _runs(powerlaw=None, flat_reached_everywhere=False, topk_fine_rotated=False):
+def _flat_theory(case, algo, t, fresh_steps=None, stall=None):
+    """f - f* / f0 of sketch-DL on the flat quadratic as the analysis predicts it.
+
+    Fresh hashes contract by ``1 - 2 lr + lr^2 (1 + d/b)`` a step; fixed hashes
+    converge to the subspace's ``(1 - b/d) f0`` (or ``stall(d, b)``); step sizes
+    beyond the stable range blow up. ``fresh_steps(d, b)`` replaces the fresh
+    curve by one that crosses ``f0 / 2`` at that step.
+    """
+    if algo["name"] == "sgd":
+        return {"suboptimality": 1.0 if t == 0 else 1e-16}
+    d, b, lr = _d(case), algo["rows"] * algo["cols"], algo["lr"]
+    if algo["reseed"]:
+        if fresh_steps is not None:
+            return {"suboptimality": 0.5 ** (t / fresh_steps(d, b))}
+        return {"suboptimality": (1 - 2 * lr + lr**2 * (1 + d / b)) ** t}
+    if lr * d / b > 2:  # falls below f0 / 2 at first, then blows up
+        return {"suboptimality": 0.3 if t in (1, 2) else 10.0 ** (t - 2) if t else 1.0}
+    floor = max(0.0, 1 - b / d) if stall is None else stall(d, b)
+    return {"suboptimality": floor + (1 - floor) * 0.5**t}
+
+
+def _runs(powerlaw=None, flat=None, topk_fine_rotated=False):
     def pl(case, algo, t):
         if algo["name"] == "sgd":
             return _sgd_like()(t)
         slow = 1.2 if powerlaw is None else powerlaw(_d(case))
         return _sgd_like(slow)(t)
-
-    def flat(case, algo, t):
-        if algo["name"] == "sgd":
-            return {"suboptimality": 1.0 if t == 0 else 1e-16}
-        d, b = _d(case), algo["rows"] * algo["cols"]
-        if algo["lr"] > 0.3:  # the large step sizes blow up
-            return {"suboptimality": 10.0**t}
-        if flat_reached_everywhere or d < 2 * b:
-            return {"suboptimality": 1.0 if t < 3 else 0.1}
-        return {"suboptimality": 1.0 if t == 0 else 1 - b / d}
 
     def mlp(case, algo, t):
         return {"loss": 1.0 / (1 + t), "test_accuracy": 0.9}
@@ -85,7 +96,7 @@ def _runs(powerlaw=None, flat_reached_everywhere=False, topk_fine_rotated=False)
 
     return {
         "sketchdl_powerlaw": fake_run("sketchdl_powerlaw", pl),
-        "sketchdl_flat": fake_run("sketchdl_flat", flat),
+        "sketchdl_flat": fake_run("sketchdl_flat", flat or _flat_theory),
         "sketchdl_mlp": fake_run("sketchdl_mlp", mlp),
         "sketchdl_topk": fake_run("sketchdl_topk", topk),
     }
@@ -105,17 +116,59 @@ def small_kappa(monkeypatch):
 def test_sketchdl_held(tmp_path, small_kappa):
     finding = sketchdl.analyse(_runs(), tmp_path)
     assert finding.verdict == "held", finding.reason
-    assert len(finding.figures) == 5 and all(p.exists() for p in finding.figures)
-    flat_rows = [r for r in finding.rows if r[0] == "flat, rotated" and r[4] != "sgd"]
-    assert "lr = 0.25" in flat_rows[0][1]  # the best stable step size, not a diverging one
-    assert flat_rows[-1][5].startswith("never")
+    assert len(finding.figures) == 6 and all(p.exists() for p in finding.figures)
+    fixed = [r for r in finding.rows if r[0] == "flat, rotated" and r[1].startswith("fixed")]
+    assert "lr = 0.0156" in fixed[-1][1]  # the best stable step size, not a diverging one
+    assert "kappa ~ d^0.5 (95% interval 0.5 .. 0.5)" in finding.reason
+
+
+def test_independence_bounds_max_over_min_across_the_whole_sweep(tmp_path, small_kappa):
+    """Slow at the smallest d only: the largest / smallest d and the growth over the
+    smallest d both look fine (0.57, never above d_min's), but max / min is 1.75."""
+    finding = sketchdl.analyse(_runs(powerlaw=lambda d: 2.2 if d == 1024 else 1.2), tmp_path)
+    assert finding.verdict == "held partly"
+    assert "not met: (1) power law" in finding.reason and "max / min 1.75" in finding.reason
 
 
 def test_sketchdl_held_partly_when_steps_grow_with_d(tmp_path, small_kappa):
     runs = _runs(powerlaw=lambda d: 1.2 * (d / 1024) ** 0.2)
     finding = sketchdl.analyse(runs, tmp_path)
     assert finding.verdict == "held partly"
-    assert "not met: power law" in finding.reason and "dependent" in finding.reason
+    assert "not met: (1) power law" in finding.reason and "dependent" in finding.reason
+
+
+def test_fresh_hashes_whose_steps_do_not_grow_like_d_over_b_fail_part_2(tmp_path, small_kappa):
+    def flat(case, algo, t):
+        return _flat_theory(case, algo, t, fresh_steps=lambda d, b: 3.0)
+
+    finding = sketchdl.analyse(_runs(flat=flat), tmp_path)
+    assert finding.verdict == "held partly"
+    assert "not met: (2) flat, fresh hashes" in finding.reason
+
+
+def test_fixed_hashes_that_go_below_the_subspace_fail_part_3(tmp_path, small_kappa):
+    def flat(case, algo, t):
+        return _flat_theory(case, algo, t, stall=lambda d, b: 0.5 * (1 - b / d))
+
+    finding = sketchdl.analyse(_runs(flat=flat), tmp_path)
+    assert finding.verdict == "held partly"
+    assert "not met: (3) flat, fixed hashes" in finding.reason
+
+
+def test_kappa_growing_like_d_fails_part_4(tmp_path, monkeypatch):
+    noise = iter([1.1, 0.9, 1.05, 0.95, 1.0, 1.1, 0.9])
+    monkeypatch.setattr(
+        sketchdl,
+        "mlp_kappa",
+        lambda cfg: {
+            "d": (d := config.model_dimension(cfg["model"])),
+            "kappa": 0.05 * d**0.95 * next(noise),
+            "lambda_max": 1.0,
+        },
+    )
+    finding = sketchdl.analyse(_runs(), tmp_path)
+    assert finding.verdict == "held partly"
+    assert "not met: (4) MLP" in finding.reason
 
 
 def test_sketchdl_failed(tmp_path, monkeypatch):
@@ -124,11 +177,11 @@ def test_sketchdl_failed(tmp_path, monkeypatch):
         "mlp_kappa",
         lambda cfg: {"d": config.model_dimension(cfg["model"]), "kappa": 1e9, "lambda_max": 1.0},
     )
-    runs = _runs(
-        powerlaw=lambda d: 1.2 * (d / 1024) ** 0.3,
-        flat_reached_everywhere=True,
-        topk_fine_rotated=True,
-    )
+
+    def flat(case, algo, t):
+        return _flat_theory(case, algo, t, fresh_steps=lambda d, b: 3.0, stall=lambda d, b: 0.0)
+
+    runs = _runs(powerlaw=lambda d: 1.2 * (d / 1024) ** 0.3, flat=flat, topk_fine_rotated=True)
     finding = sketchdl.analyse(runs, tmp_path)
     assert finding.verdict == "failed", finding.reason
 

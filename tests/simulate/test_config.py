@@ -128,6 +128,25 @@ def test_sweep_expands_cases(tiny_raw):
         config.resolve(tiny_raw)
 
 
+def test_zipped_sweep_keys_move_together(tiny_raw):
+    tiny_raw["sweep"] = {
+        "model.d": [64, 128],
+        "workers,algorithms.fetchsgd.cols": [[2, 16], [4, 32]],
+    }
+    cases = config.resolve(tiny_raw)
+    assert [c.label for c in cases] == [
+        "d=64,workers=2,cols=16",
+        "d=64,workers=4,cols=32",
+        "d=128,workers=2,cols=16",
+        "d=128,workers=4,cols=32",
+    ]
+    assert cases[1].values == {"model.d": 64, "workers": 4, "algorithms.fetchsgd.cols": 32}
+    assert cases[1].config["workers"] == 4 and cases[1].config["algorithms"][2]["cols"] == 32
+    tiny_raw["sweep"] = {"workers,model.d": [[2, 64], [4]]}
+    with pytest.raises(ConfigError, match=r"sweep\.workers,model\.d: expected a list of 2-element"):
+        config.resolve(tiny_raw)
+
+
 def test_shipped_configs_are_valid():
     names = config.shipped()
     assert "default" in names

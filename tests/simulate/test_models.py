@@ -178,3 +178,31 @@ def test_float32_gradients_stay_float32():
     w = model.init()
     assert model.worker_gradient(w, 0, 0).dtype == np.float32
     assert model.init().dtype == np.float32
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7])
+def test_shuffle_sampling_visits_each_sample_once_an_epoch(batch_size):
+    model = build("logistic-dense", workers=2, batch_size=batch_size, sampling="shuffle")
+    shard = model.shards[1]
+    epochs = 3
+    drawn = np.concatenate(
+        [model.batch(1, step) for step in range(epochs * shard.size // batch_size + 1)]
+    )[: epochs * shard.size]
+    for e in range(epochs):
+        assert sorted(drawn[e * shard.size : (e + 1) * shard.size]) == sorted(shard)
+    orders = drawn[: 2 * shard.size].reshape(2, shard.size)
+    assert not np.array_equal(orders[0], orders[1])  # a fresh order each epoch
+    again = build("logistic-dense", workers=2, batch_size=batch_size, sampling="shuffle")
+    np.testing.assert_array_equal(again.batch(1, 5), model.batch(1, 5))  # ids alone decide
+
+
+def test_shuffle_sampling_refuses_local_steps():
+    from simulate import config
+
+    raw = {
+        **BASE,
+        "model": {**MODELS["logistic-dense"], "sampling": "shuffle"},
+        "algorithms": [{"name": "sgd", "local_steps": 2}],
+    }
+    with pytest.raises(config.ConfigError, match=r"algorithms\.0\.local_steps"):
+        resolved(raw)
