@@ -21,8 +21,8 @@ A step of :mod:`pysketch.compress.algorithms`, on either device:
 With ``check_finite=False`` there is no status, no read and no scratch: the
 state is updated in place and the step never waits for the device, so it can
 be captured in a CUDA graph. Every buffer is allocated on the first step
-(on the input's stream) and reused by every later one; nothing is allocated
-by a later step but what top-k allocates itself, and the update when no
+(on the input's stream) and reused by every later one, top-k's workspace
+included; nothing is allocated by a later step but the update when no
 ``out`` is given.
 """
 
