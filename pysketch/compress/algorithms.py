@@ -425,6 +425,12 @@ class MemSGD(Algorithm):
     Update: the mean of the workers' sparse vectors. Top-k pairs are
     allgathered; random-k values (shared indices) are allreduced.
 
+    With worker momentum ``rho > 0`` (the local top-k of FetchSGD's released
+    code [RPU20]_): ``u_i = rho u_i + g_i`` and ``m_i += lr u_i``; after
+    sending, ``u_i`` is zeroed at the coordinates sent (momentum masking), as
+    ``m_i`` is, so a coordinate's momentum does not keep pushing an update
+    that has already been applied.
+
     Parameters
     ----------
     d, lr, seed, dtype, device
@@ -433,8 +439,10 @@ class MemSGD(Algorithm):
         Coordinates each worker sends, in ``[1, d]``.
     compressor : {"topk", "randomk"}, default "topk"
     memory : bool, default True
-        ``False`` sends ``comp(lr g_i)`` and forgets the rest (the biased
-        baseline that converges worse).
+        ``False`` sends ``comp(lr g_i)`` (``comp(lr u_i)`` with momentum) and
+        forgets the rest (the biased baseline that converges worse).
+    rho : float, default 0.0
+        Worker momentum in ``[0, 1)``, masked where a worker sent.
 
     Examples
     --------
@@ -449,15 +457,24 @@ class MemSGD(Algorithm):
 
     name = "memsgd"
     stateful_workers = True
-    _PARAMS = ("k", "compressor", "memory")
+    _PARAMS = ("k", "compressor", "memory", "rho")
 
     def __init__(
-        self, d: int, *, lr: float, k: int, compressor: str = "topk", memory: bool = True, **kw
+        self,
+        d: int,
+        *,
+        lr: float,
+        k: int,
+        compressor: str = "topk",
+        memory: bool = True,
+        rho: float = 0.0,
+        **kw,
     ) -> None:
         super().__init__(d, lr=lr, **kw)
         self.k = check_count("k", k, self.d)
         self.compressor = _check_choice("compressor", compressor, ("topk", "randomk"))
         self.memory = _arrays.check_bool("memory", memory)
+        self.rho = _check_real("rho", rho, 0.0, 1.0)
         self._comp = (
             TopK(self.d, self.k)
             if compressor == "topk"
@@ -465,13 +482,20 @@ class MemSGD(Algorithm):
         )
 
     def _new_worker(self, init: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-        if not self.memory:
-            return {}
-        return {"memory": _dense_state(ErrorFeedback, self, init and init["memory"])}
+        worker = {}
+        if self.memory:
+            worker["memory"] = _dense_state(ErrorFeedback, self, init and init["memory"])
+        if self.rho:
+            worker["momentum"] = _dense_state(
+                Momentum, self, init and init["momentum"], rho=self.rho
+            )
+        return worker
 
     def _step(self, vectors, comm, lr):
         messages = []
         for worker, g in zip(self._workers, vectors, strict=True):
+            if self.rho:
+                g = worker["momentum"].update(g, check_finite=False)
             if self.memory:
                 ef = worker["memory"]
                 ef.add(g, scale=lr, check_finite=False)
@@ -479,6 +503,8 @@ class MemSGD(Algorithm):
                 ef.subtract_sparse(msg.indices, msg.values, check_finite=False)
             else:
                 msg = self._comp.compress(lr * g, step=self.steps)
+            if self.rho:
+                worker["momentum"].zero_at(msg.indices)
             messages.append(msg)
         combined = comm.combine(messages)
         return self._comp.decompress(combined) / self.dtype.type(comm.world_size)
