@@ -492,6 +492,10 @@ class MemSGD(Algorithm):
         return worker
 
     def _step(self, vectors, comm, lr):
+        return self._server_update(comm.combine(self._local_messages(vectors, lr)), comm, lr)
+
+    def _local_messages(self, vectors, lr):
+        """What this process's workers send (their state moves on); no communication."""
         messages = []
         for worker, g in zip(self._workers, vectors, strict=True):
             if self.rho:
@@ -506,7 +510,10 @@ class MemSGD(Algorithm):
             if self.rho:
                 worker["momentum"].zero_at(msg.indices)
             messages.append(msg)
-        combined = comm.combine(messages)
+        return messages
+
+    def _server_update(self, combined, comm, lr):
+        """The update, from the combination of every worker's messages."""
         return self._comp.decompress(combined) / self.dtype.type(comm.world_size)
 
 
@@ -699,7 +706,16 @@ class FetchSGD(_SketchAlgorithm):
         self._error = self._sketcher.new_sketch()
 
     def _step(self, vectors, comm, lr):
-        mean = self._combine_linear(self._sketcher, vectors, comm).sketch
+        return self._server_update(self._combine_linear(self._sketcher, vectors, comm), comm, lr)
+
+    def _local_messages(self, vectors, lr):
+        """The one sketch this process sends: of its workers' sum (no communication)."""
+        local = vectors[0] if len(vectors) == 1 else self._local_sum(vectors)
+        return [self._sketcher.compress(local)]
+
+    def _server_update(self, combined, comm, lr):
+        """Momentum, error and the unsketched update, from the sum of every worker's sketch."""
+        mean = combined.sketch
         mean.scale(1.0 / comm.world_size)
         self._momentum.scale(self.rho).add(mean)
         self._error._axpy(lr, self._momentum)  # in place: `momentum * lr` would copy the table
