@@ -9,7 +9,7 @@ One protocol, three places the workers can live:
     ``mpiexec -n R``; each rank simulates ``workers_per_rank`` workers, so
     ``W = R * workers_per_rank`` (256 workers on 2 cores). Built on
     :mod:`pysketch.distributed`.
-:func:`pysketch.compress.torch_ddp.fetchsgd_hook`
+:func:`pysketch.compress.torch_ddp.sketch_hook`
     A PyTorch DDP communication hook drives the same algorithms with a
     communicator over ``torch.distributed``.
 
