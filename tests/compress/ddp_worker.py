@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from pysketch.compress.torch_ddp import fetchsgd_state, sketch_hook, topk_state
 from pysketch.kernels.parallel import num_threads
 
-WORLD = 2
+WORLD = int(os.environ.get("DDP_TEST_WORLD", "2"))  # 1 for NCCL on a single GPU
 CAP_MB = 0.0005
 # DDP's buckets of Mixed at CAP_MB: its first iteration's, and its rebuilt ones.
 INITIAL_BUCKETS = [["b.weight", "b.bias"], ["a.weight", "a.bias", "inp.weight", "inp.bias"]]
@@ -75,16 +75,17 @@ def model(dtype=None, cap: float = CAP_MB) -> DDP:
     return DDP(net, bucket_cap_mb=cap)
 
 
-def batch(step: int):
+def batch(step: int, device: str | torch.device = "cpu"):
     gen = torch.Generator().manual_seed(1000 * dist.get_rank() + step)  # each rank its data
     x = torch.randn(32, 10, generator=gen)
-    return x, (x[:, :3].argmax(dim=1) + dist.get_rank()) % 16
+    return x.to(device), ((x[:, :3].argmax(dim=1) + dist.get_rank()) % 16).to(device)
 
 
 def train(ddp: DDP, opt, steps: int, start: int = 0, poison: int | None = None) -> list[float]:
     losses = []
+    device = next(ddp.parameters()).device
     for step in range(start, start + steps):
-        x, y = batch(step)
+        x, y = batch(step, device)
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(ddp(x).float(), y)
         if step == poison and dist.get_rank() == 1:
@@ -130,6 +131,23 @@ def replay(out: dict, name: str) -> None:
     out["log"], out["params"] = log, params(ddp)
     out["groups"] = [(list(g.names), g.dtype, g.algorithm.dtype.name) for g in state._groups]
     out["upload"] = state.comm.total.upload
+
+
+def cuda(out: dict, name: str) -> None:
+    """:func:`replay` with the model on a GPU and the hook on an NCCL process group."""
+    torch.cuda.set_device(dist.get_rank() % torch.cuda.device_count())
+    device = torch.device("cuda", torch.cuda.current_device())
+    group = dist.new_group(backend="nccl")
+    torch.manual_seed(0)
+    ddp = DDP(Mixed().to(device), device_ids=[device], bucket_cap_mb=CAP_MB, process_group=group)
+    state, log = STATES[name](), []
+    state.register(ddp, recorder(ddp, log))
+    out["losses"] = train(ddp, optimizer(name, ddp.parameters()), STEPS)
+    out["log"] = [{**e, "grad": e["grad"].cpu(), "out": e["out"].cpu()} for e in log]
+    out["params"] = {n: p.cpu() for n, p in params(ddp).items()}
+    out["groups"] = [(list(g.names), g.dtype, g.algorithm.dtype.name) for g in state._groups]
+    out["upload"] = state.comm.total.upload
+    out["devices"] = sorted({g.algorithm.device for g in state._groups})
 
 
 def equivalence(out: dict, _: str) -> None:
@@ -300,6 +318,7 @@ SCENARIOS = {
     f.__name__: f
     for f in (
         replay,
+        cuda,
         equivalence,
         resume_first,
         resume_second,
