@@ -679,7 +679,6 @@ class HookState:
 
     # ----------------------------------------------------------- the hook
     def _bucket(self, bucket: Any):
-        torch, dist = _torch()
         if self._named is None:
             raise RuntimeError(
                 "this HookState knows no model: register the hook with state.register(ddp_model) "
