@@ -43,36 +43,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "examples"))
 
+from ddp_digits import cnn, digits  # noqa: E402  (the worked example's model and data)
 from machine import cpu_description  # noqa: E402
 
 from pysketch.compress.torch_ddp import fetchsgd_state, topk_state  # noqa: E402
 
 WORLD, BATCH, LR = 2, 32, 0.01
-
-
-def cnn() -> torch.nn.Module:
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 32, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Conv2d(32, 64, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(),
-        torch.nn.Linear(64 * 4 * 4, 256),
-        torch.nn.ReLU(),
-        torch.nn.Linear(256, 10),
-    )
-
-
-def digits():
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    order = np.random.default_rng(0).permutation(len(y))
-    x = torch.tensor(x[order] / 16.0, dtype=torch.float32).reshape(-1, 1, 8, 8)
-    y = torch.tensor(y[order])
-    return (x[:-300], y[:-300]), (x[-300:], y[-300:])
 
 
 def powersgd_bytes(net: torch.nn.Module, rank: int) -> int:

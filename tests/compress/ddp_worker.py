@@ -110,11 +110,11 @@ def recorder(ddp: DDP, log: list):
             "names": [names[id(p)] for p in bucket.parameters()],
             "grad": bucket.buffer().detach().clone(),
         }
+        log.append(entry)  # in bucket order (the results complete in any order)
         future = sketch_hook(state, bucket)
 
         def record(done):
             entry["out"] = done.value().detach().clone()
-            log.append(entry)
             return done.value()
 
         return future.then(record)

@@ -39,28 +39,29 @@ ROOT = Path(__file__).resolve().parents[2]
 ALGORITHMS = sorted(STATES)
 
 
-def run_ddp(tmp: Path, jobs: list[str], *, torchrun: bool = False, **env: str | None):
-    """Run the jobs in 2 processes (torch.multiprocessing.spawn, or torchrun)."""
-    tmp.mkdir(parents=True, exist_ok=True)
+def python(*args: str, **env: str | None) -> str:
+    """Run ``python ARGS`` from the repository with ``env`` (``None`` unsets); its stdout."""
     environ = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     environ["NUMBA_NUM_THREADS"] = "1"  # small tests: one kernel thread (unless env says)
     for key, value in env.items():
         environ.pop(key, None)
         if value is not None:
             environ[key] = value
-    launcher = [sys.executable, "-m"]
-    if torchrun:
-        launcher += ["torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
     proc = subprocess.run(
-        [*launcher, "tests.compress.ddp_worker", str(tmp), *jobs],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=900,
+        [sys.executable, *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=900
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    world = int(environ.get("DDP_TEST_WORLD", "2"))
+    return proc.stdout
+
+
+def run_ddp(tmp: Path, jobs: list[str], *, torchrun: bool = False, **env: str | None):
+    """Run the jobs in 2 processes (torch.multiprocessing.spawn, or torchrun)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    launcher = ["-m"]
+    if torchrun:
+        launcher += ["torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
+    python(*launcher, "tests.compress.ddp_worker", str(tmp), *jobs, **env)
+    world = int(env.get("DDP_TEST_WORLD") or 2)
     return [torch.load(tmp / f"rank{rank}.pt", weights_only=False) for rank in range(world)]
 
 
@@ -294,10 +295,7 @@ def test_a_kernel_call_leaves_torchs_threads_alone():
         "pysketch.topk(np.arange(10**5, dtype=np.float32), 3)\n"
         "print(torch.get_num_threads())\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[-1] == "1"
+    assert python("-c", code, NUMBA_NUM_THREADS="2").split()[-1] == "1"  # OMP_NUM_THREADS=1
 
 
 # ------------------------------------------------------ one process only
@@ -402,17 +400,7 @@ def test_a_bad_state_dict_is_refused_and_changes_nothing(change, match):
 
 
 def test_the_worked_example_trains_checkpoints_and_resumes():
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, "docs/examples/ddp_digits.py", "40"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
-    first, resumed = out.stdout.splitlines()[-2:]
+    first, resumed = python("docs/examples/ddp_digits.py", "40").splitlines()[-2:]
     assert first.startswith("step 40: ") and resumed.startswith("resumed, step 80: ")
     accuracy = float(re.search(r"test accuracy ([\d.]+)%", resumed).group(1))
     assert accuracy > 80.0, resumed
