@@ -49,7 +49,11 @@ def num_threads() -> int:
     ``NUMBA_NUM_THREADS``, and PyTorch in the same process reads that count
     for its own intra-op threads, whose reductions then add in another order
     (a DDP run gave other parameters at ``NUMBA_NUM_THREADS=1`` and ``2``).
-    The share (:func:`set_thread_share`) applies to every thread of the process.
+    The share (:func:`set_thread_share`, set by
+    :func:`~pysketch.distributed.configure_threads` under a launcher) applies
+    to every thread of the process: ``numba.set_num_threads`` can lower the
+    count below it, not raise it (``NUMBA_NUM_THREADS`` or
+    ``PYSKETCH_AUTO_THREADS=0`` leave the share unset).
 
     Examples
     --------
