@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -314,6 +315,23 @@ def nonfinite(out: dict, policy: str) -> None:
     out["finite after"] = all(torch.isfinite(p).all().item() for p in ddp.parameters())
 
 
+def communicator(out: dict, config: str) -> None:
+    """TorchCommunicator without DDP: algorithm.step over the process group, then a NaN."""
+    from pysketch.compress.torch_ddp import TorchCommunicator
+    from tests.compress.scenarios import build, gradient, trajectory
+
+    comm = TorchCommunicator()
+    out["trajectory"], out["total"] = trajectory(build(config), comm), comm.total
+    algo = build(config)
+    g = gradient(dist.get_rank(), 0, np.zeros(algo.d, dtype=np.float32))
+    if dist.get_rank() == 1:
+        g[3] = np.nan
+    try:
+        algo.step([g], comm)
+    except Exception as exc:
+        out["error"] = (type(exc).__name__, str(exc))
+
+
 SCENARIOS = {
     f.__name__: f
     for f in (
@@ -328,6 +346,7 @@ SCENARIOS = {
         determinism,
         mismatch,
         nonfinite,
+        communicator,
     )
 }
 

@@ -34,9 +34,13 @@ from tests.compress.ddp_worker import (  # noqa: E402
     STATES,
     STEPS,
 )
+from tests.compress.scenarios import build, trajectory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ALGORITHMS = sorted(STATES)
+# A gathered, a random-k, two sketched (two rounds for Sketched-SGD) and a desketched one.
+COMMUNICATOR_CONFIGS = ["memsgd-topk", "memsgd-randomk", "fetchsgd-zero", "sketched-p1-p2"]
+COMMUNICATOR_CONFIGS += ["sketchdl-ef"]
 
 
 def python(*args: str, **env: str | None) -> str:
@@ -106,6 +110,7 @@ def resumed(tmp_path_factory):
 def hardened(tmp_path_factory):
     jobs = ["dtypes:topk", "dtypes:fetchsgd", "grad_scaler", "nonfinite:raise"]
     jobs += ["nonfinite:propagate", "mismatch:config", "mismatch:iter", "mismatch:rank"]
+    jobs += [f"communicator:{config}" for config in COMMUNICATOR_CONFIGS]
     return run_ddp(tmp_path_factory.mktemp("hardened"), jobs)
 
 
@@ -268,6 +273,19 @@ def test_states_that_differ_across_ranks_raise_on_every_rank(hardened, kind, mat
     for rank in hardened:
         error, message = rank[f"mismatch:{kind}"]["error"]
         assert error == "ValueError" and re.search(match, message), message
+
+
+@pytest.mark.parametrize("config", COMMUNICATOR_CONFIGS)
+def test_torch_communicator_runs_the_algorithms_as_in_one_process(hardened, config):
+    expected_comm = LocalCommunicator(2)
+    expected = trajectory(build(config), expected_comm)
+    for rank in hardened:
+        run = rank[f"communicator:{config}"]
+        np.testing.assert_allclose(run["trajectory"], expected, rtol=1e-5, atol=1e-5)
+        assert run["total"] == expected_comm.total
+        # A NaN on rank 1 is a NonFiniteError on every rank, as with MPICommunicator.
+        kind, message = run["error"]
+        assert kind == "NonFiniteError" and "rank 1" in message and "vectors[0]" in message
 
 
 # ------------------------------------------------------------- threads
