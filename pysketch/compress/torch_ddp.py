@@ -18,12 +18,12 @@ What the hook returns
     as to DDP's gradients. Two algorithms:
 
     :func:`topk_state`
-        mem-SGD [SCJ18]_: each rank keeps an error memory ``m += u`` and sends
+        mem-SGD [SCJ18]_: each rank keeps an error memory ``m += g`` and sends
         its top-k (or random-k) pairs; the hook returns the mean of the sent
         vectors. With ``rho > 0`` it is the local top-k of FetchSGD's released
-        code [RPU20]_: worker momentum ``u = rho u + g``, masked where the rank
-        sent; the hook then returns the compressed momentum, so use an
-        optimizer without momentum.
+        code [RPU20]_: worker momentum ``u = rho u + g`` and ``m += u``, both
+        masked where the rank sent; the hook then returns the compressed
+        momentum, so use an optimizer without momentum.
     :func:`fetchsgd_state`
         FetchSGD [RPU20]_: ranks send a Count Sketch of their gradient; the
         error (and, with ``rho > 0``, the momentum) accumulate in sketch space
@@ -87,7 +87,11 @@ Dtypes
 Devices
     CPU tensors reach the kernels as NumPy arrays, CUDA tensors as CuPy arrays
     (DLPack, no copies; ``pip install pysketch[cuda12]``), and the collectives
-    run on the process group (gloo, NCCL) with the tensors themselves.
+    run on the process group (gloo, NCCL) with the tensors themselves. The
+    copy of each group's state that a failed step is rolled back to is taken
+    with the algorithm's ``state_dict()``, on the host: on a GPU that is a
+    device-to-host copy of the dense state per step (its cost is not yet
+    measured).
 """
 
 from __future__ import annotations
