@@ -129,6 +129,7 @@ class Step:
         self.limit = _arrays.fit_limit(self.dtype)
         self.first = comm.worker_ids[0] if len(comm.worker_ids) else 0
         self.status: Any = None  # every worker's counts and the server's, read at the end
+        self.counts: np.ndarray | None = None  # the status on the host, once read
         self._local: Any = None  # where this process's workers count, until the collective
         self._input_factor = 1.0
         self._swaps: list[tuple[dict, str, Any]] = []
