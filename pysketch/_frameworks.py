@@ -22,7 +22,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["flatten", "unflatten", "follows", "adopt", "check_tensor", "is_torch", "like"]
+__all__ = [
+    "flatten",
+    "unflatten",
+    "follows",
+    "adopt",
+    "check_no_grad",
+    "check_tensor",
+    "is_torch",
+    "like",
+]
 
 
 def is_torch(obj: Any) -> bool:
@@ -30,15 +39,20 @@ def is_torch(obj: Any) -> bool:
     return type(obj).__module__.split(".")[0] == "torch" and hasattr(obj, "requires_grad")
 
 
-def check_tensor(obj: Any, name: str) -> None:
-    """Refuse tensors the kernels cannot read zero-copy, naming ``name`` and the fix."""
-    if not is_torch(obj):
-        return
-    if obj.requires_grad:
+def check_no_grad(obj: Any, name: str) -> None:
+    """Refuse a tensor that requires grad, naming ``name`` and the fix."""
+    if is_torch(obj) and obj.requires_grad:
         raise TypeError(
             f"{name} is a tensor that requires grad; pysketch does not track gradients: "
             f"pass {name}.detach() (or call under torch.no_grad())"
         )
+
+
+def check_tensor(obj: Any, name: str) -> None:
+    """Refuse tensors the kernels cannot read zero-copy, naming ``name`` and the fix."""
+    if not is_torch(obj):
+        return
+    check_no_grad(obj, name)
     dtype = str(obj.dtype).removeprefix("torch.")
     if dtype in ("bfloat16", "float16"):
         raise TypeError(
@@ -104,7 +118,7 @@ def follows(*names: str, record: bool = False) -> Callable:
     return decorate
 
 
-def flatten(arrays: Sequence[Any]) -> Any:
+def flatten(arrays: Sequence[Any], *, skip_none: bool = True) -> Any:
     """One 1-D vector holding every array of ``arrays``, flattened, in order.
 
     For sketching a model's gradients without flattening them by hand:
@@ -112,36 +126,54 @@ def flatten(arrays: Sequence[Any]) -> Any:
     result is in the arrays' framework (``torch.cat`` for tensors,
     ``cupy.concatenate`` for CuPy arrays, ``numpy.concatenate`` otherwise):
     one copy, as a contiguous vector is what a sketch reads. Tensors that
-    require grad are detached (gradients are data here).
+    require grad are refused, as by every pysketch function: gradients are
+    data here, so pass ``p.detach()`` (a parameter's ``.grad`` never requires
+    grad).
 
     Parameters
     ----------
-    arrays : sequence of arrays
-        Same framework, device and dtype; any shapes. Non-empty.
+    arrays : sequence of arrays or None
+        Same framework, device and dtype; any shapes. ``None`` entries (the
+        ``.grad`` of a frozen or unused parameter) are left out; at least
+        one array is needed.
+    skip_none : bool, default True
+        ``False`` refuses ``None`` entries instead (``TypeError`` naming the
+        first).
 
     Returns
     -------
-    vector : 1-D array of length ``sum(a.size for a in arrays)``
+    vector : 1-D array of length ``sum(a.size for a in arrays if a is not None)``
 
     Examples
     --------
     >>> import numpy as np
     >>> from pysketch import flatten, unflatten
-    >>> parts = [np.ones((2, 3), np.float32), np.arange(4, dtype=np.float32)]
+    >>> parts = [np.ones((2, 3), np.float32), None, np.arange(4, dtype=np.float32)]
     >>> flat = flatten(parts)
     >>> flat.shape
     (10,)
-    >>> [a.shape for a in unflatten(flat, parts)]
-    [(2, 3), (4,)]
+    >>> [None if a is None else a.shape for a in unflatten(flat, parts)]
+    [(2, 3), None, (4,)]
     """
-    arrays = list(arrays)
+    from pysketch._arrays import check_bool  # not at import: it loads Numba
+
+    skip_none = check_bool("skip_none", skip_none)
+    given = list(arrays)
+    for i, a in enumerate(given):
+        if a is None and not skip_none:
+            raise TypeError(
+                f"arrays[{i}] is None (a parameter without a gradient?): leave it out, "
+                "or pass skip_none=True"
+            )
+        check_no_grad(a, f"arrays[{i}]")
+    arrays = [a for a in given if a is not None]
     if not arrays:
-        raise ValueError("arrays must hold at least one array")
+        raise ValueError("arrays must hold at least one array (None entries are left out)")
     first = arrays[0]
     if is_torch(first):
         import torch
 
-        return torch.cat([a.detach().reshape(-1) for a in arrays])
+        return torch.cat([a.reshape(-1) for a in arrays])
     module = type(first).__module__.split(".")[0]
     if module == "cupy":
         import cupy
@@ -158,13 +190,15 @@ def unflatten(vector: Any, like_arrays: Sequence[Any]) -> list[Any]:
     vector : 1-D array
         Of length ``sum(a.size for a in like_arrays)`` (a dense update
         recovered from a sketch, say).
-    like_arrays : sequence of arrays
-        Only their shapes are read.
+    like_arrays : sequence of arrays or None
+        Only their shapes are read; ``None`` entries (as :func:`flatten`
+        leaves out) take no part of ``vector``.
 
     Returns
     -------
-    list of arrays
-        Views (no copies) of ``vector``, in its framework.
+    list of arrays or None
+        Views (no copies) of ``vector``, in its framework, and ``None``
+        where ``like_arrays`` holds ``None``.
 
     Examples
     --------
@@ -174,8 +208,8 @@ def unflatten(vector: Any, like_arrays: Sequence[Any]) -> list[Any]:
     >>> a.tolist(), b.tolist()
     ([0.0, 1.0, 2.0], [[3.0, 4.0]])
     """
-    shapes = [tuple(a.shape) for a in like_arrays]
-    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
+    shapes = [None if a is None else tuple(a.shape) for a in like_arrays]
+    sizes = [0 if shape is None else int(np.prod(shape, dtype=np.int64)) for shape in shapes]
     if tuple(vector.shape) != (sum(sizes),):
         raise ValueError(
             f"vector must have shape ({sum(sizes)},) to match like_arrays, "
@@ -183,6 +217,6 @@ def unflatten(vector: Any, like_arrays: Sequence[Any]) -> list[Any]:
         )
     views, start = [], 0
     for shape, size in zip(shapes, sizes, strict=True):
-        views.append(vector[start : start + size].reshape(shape))
+        views.append(None if shape is None else vector[start : start + size].reshape(shape))
         start += size
     return views

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numba
 import numpy as np
 
 from pysketch import _arrays, _cuda, hashing, selection
@@ -34,6 +33,7 @@ from pysketch._base import TableSketch
 from pysketch._frameworks import follows
 from pysketch.kernels import countsketch as kernels
 from pysketch.kernels import reductions
+from pysketch.kernels.parallel import num_threads
 
 __all__ = ["CountSketch"]
 
@@ -318,7 +318,7 @@ class CountSketch(TableSketch):
         # cells of ``buffers`` it uses (scratch rows: one per thread, or at most
         # the table's cells when threads outnumber rows).
         chunks = 2 if n >= self._table.size else 1
-        pieces = numba.get_num_threads()
+        pieces = num_threads()
         buffers = np.empty((min(pieces, self.rows) if chunks > 1 else 0, self.cols), self.dtype)
         spilled = np.empty((pieces, 4), dtype=np.int64)
         kernels.cpu_accumulate(

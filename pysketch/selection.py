@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 
 from pysketch import _arrays, _cuda
@@ -32,6 +31,7 @@ from pysketch._frameworks import follows
 from pysketch.hashing import splitmix64_host
 from pysketch.kernels import elementwise, reductions
 from pysketch.kernels import select as sel
+from pysketch.kernels.parallel import num_threads
 
 __all__ = ["topk", "randomk", "threshold", "gather", "scatter"]
 
@@ -176,7 +176,7 @@ def _topk_cpu(arr: np.ndarray, k: int) -> np.ndarray:
     if d <= _SERIAL_MAX:  # every entry is a candidate
         return _by_magnitude(*_winners(np.arange(d, dtype=np.int64), bits & mask, k), d)
     shift = width - sel.DIGIT_BITS
-    threads = numba.get_num_threads()
+    threads = num_threads()
     hist = sel.cpu_histogram(bits, mask, np.uint64(shift), threads)
     b, n = _top_bucket(hist, k)
     lo = np.uint64(b << shift)
@@ -654,7 +654,7 @@ def threshold(x: Any, tau: float, *, check_finite: bool = True) -> tuple[Any, An
         if check_finite:
             _arrays.check_finite(inp, "x")
         arr = np.asarray(inp.array)
-        idx = sel.cpu_threshold(_arrays.kernel_values(inp).array, tau, numba.get_num_threads())
+        idx = sel.cpu_threshold(_arrays.kernel_values(inp).array, tau, num_threads())
         return idx, arr[idx]
     tau_device = _cuda.to_device(np.array([tau], dtype=np.float64), stream=inp.stream)
     return _threshold_device(inp, tau_device, check_finite=check_finite)

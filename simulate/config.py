@@ -179,6 +179,7 @@ ALGORITHMS = {
         "k": Field("size", REQUIRED),
         "compressor": _choice("topk", "randomk"),
         "memory": Field("bool", True),
+        "rho": _num(0.0, 1.0, default=0.0),
     },
     "sketched_sgd": {
         "k": Field("size", REQUIRED),

@@ -108,13 +108,34 @@ def test_flatten_a_models_gradients():
     sketch = CountSketch(d, 5, 4 * d, seed=1).accumulate(flat)
     pieces = unflatten(sketch.estimate(), grads)
     assert [p.shape for p in pieces] == [g.shape for g in grads]
-    flat_params = flatten(list(model.parameters()))  # requires_grad: detached
-    assert not flat_params.requires_grad
+    with pytest.raises(TypeError, match=r"arrays\[0\] is a tensor that requires grad.*detach"):
+        flatten(list(model.parameters()))  # as every pysketch function refuses them
+    assert not flatten([p.detach() for p in model.parameters()]).requires_grad
+
+
+def test_flatten_leaves_out_the_gradients_of_frozen_parameters():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    model[0].weight.requires_grad_(False)
+    model(torch.randn(5, 4)).sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert grads[0] is None
+    flat = flatten(grads)
+    assert flat.shape == (3 + 6 + 2,)
+    pieces = unflatten(flat, grads)
+    assert pieces[0] is None
+    for piece, grad in zip(pieces[1:], grads[1:], strict=True):
+        assert torch.equal(piece, grad)
+    with pytest.raises(TypeError, match=r"arrays\[0\] is None.*skip_none=True"):
+        flatten(grads, skip_none=False)
 
 
 def test_flatten_and_unflatten_refuse_bad_input():
     with pytest.raises(ValueError, match="arrays"):
         flatten([])
+    with pytest.raises(ValueError, match="at least one array"):
+        flatten([None, None])
+    with pytest.raises(TypeError, match="skip_none must be a bool"):
+        flatten([np.zeros(2)], skip_none="no")
     with pytest.raises(ValueError, match="shape"):
         unflatten(np.zeros(5), [np.zeros(2)])
 

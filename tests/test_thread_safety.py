@@ -44,7 +44,8 @@ _CONCURRENT = textwrap.dedent(
     for t in threads:
         t.join()
     assert not errors, errors
-    print(numba.threading_layer())
+    from numba.np.ufunc import parallel as layer
+    print(layer._is_initialized)  # pysketch never starts a threading layer
     """
 )
 
@@ -61,8 +62,7 @@ def test_python_threads_may_call_kernels_concurrently(layer):
         timeout=900,
     )
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
-    if layer == "workqueue":
-        assert result.stdout.split()[-1] == "workqueue"
+    assert result.stdout.split()[-1] == "False"
 
 
 def _rows_of(out, bad):

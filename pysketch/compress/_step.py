@@ -18,6 +18,13 @@ A step of :mod:`pysketch.compress.algorithms`, on either device:
    the communicator forgets the step's traffic; otherwise the scratch is
    committed by swapping buffers (no copy).
 
+Step 2 has two phases around the collective: the *local phase* fills the
+payload (:meth:`Step.wire` for an allreduce, :meth:`Step.pairs` for an
+allgather) and counts this process's workers, with no communication; the
+*server phase* computes the update from what the collective returned. A
+step runs them in turn (:meth:`Step.exchange` between); the DDP hook starts
+the collective asynchronously between them (:meth:`Step.collective`).
+
 With ``check_finite=False`` there is no status, no read and no scratch: the
 state is updated in place and the step never waits for the device, so it can
 be captured in a CUDA graph. Every buffer is allocated on the first step
@@ -61,6 +68,8 @@ class Workspace:
         self._arrays: dict[Any, Any] = {}
         self._owners: dict[Any, Any] = {}
         self._streams: dict[Any, Any] = {}
+        #: The status entries' positions in an allgather, on the host and on the device.
+        self.positions: tuple[np.ndarray, Any] | None = None
 
     def get(self, name: Any, shape: tuple[int, ...], dtype: Any, stream: Any) -> Any:
         """The buffer ``name``: allocated when missing or of another shape or dtype."""
@@ -120,9 +129,17 @@ class Step:
         self.limit = _arrays.fit_limit(self.dtype)
         self.first = comm.worker_ids[0] if len(comm.worker_ids) else 0
         self.status: Any = None  # every worker's counts and the server's, read at the end
+        self.counts: np.ndarray | None = None  # the status on the host, once read
         self._local: Any = None  # where this process's workers count, until the collective
         self._input_factor = 1.0
         self._swaps: list[tuple[dict, str, Any]] = []
+        self._gather: tuple[list[int], int] | None = None  # the pairs' lengths and status
+        #: The sum over every worker of what :meth:`wire` returned, once the collective ran.
+        self.payload: Any = None
+        #: Every worker's pairs, in worker order, once the collective ran (:meth:`pairs`).
+        self.gathered: tuple[Any, Any] | None = None
+        #: The indices the local phase chose for every worker (random-k's shared ones).
+        self.indices: Any = None
 
     # ------------------------------------------------------------- buffers
     def buffer(self, name: Any, shape: int | tuple[int, ...], dtype: Any = None) -> Any:
@@ -170,7 +187,7 @@ class Step:
         """``array`` as a kernel input on this step's stream."""
         return _arrays.Input(array, self.device, self.stream)
 
-    # ------------------------------------------------------------- status
+    # ------------------------------------------------------------- the wire
     def wire(self, n: int, *, zero: bool = True) -> Any:
         """The payload (``n`` values, zeroed unless ``zero`` is false) of the step's
         allreduce, followed by the (zeroed) status."""
@@ -183,19 +200,67 @@ class Step:
             self.status = packed[n:]
             per = WORKER_SLOTS
             self._local = self.status[per * self.first : per * (self.first + len(self.inputs))]
-        return packed[:n]
+        self.payload = packed[:n]
+        return self.payload
 
-    def allreduce(self) -> None:
-        """Sum the wire (payload and status) over every worker, in place: one collective."""
-        self.comm._sum_packed(self.algo._workspace.owner("wire"), self._nbytes)
+    def pairs(self, lengths: list[int], index_dtype: Any) -> tuple[Any, Any]:
+        """Buffers for this process's workers' (index, value) pairs, ``lengths[w]`` for
+        local worker ``w`` in worker order: the payload of the step's allgather, in which
+        this process's status travels after its pairs."""
+        n, s = sum(lengths), self.stream
+        extra = WORKER_SLOTS * len(self.inputs) if self.checked else 0
+        send_idx = self.buffer("send indices", n + extra, index_dtype)
+        send_val = self.buffer("send values", n + extra)
+        if self.checked:
+            _dense.fill(send_idx[n:], 0, s)
+            _dense.fill(send_val[n:], 0, s)
+            self._local = send_val[n:]
+        self._gather = (list(lengths), extra)
+        return send_idx[:n], send_val[:n]
 
-    def count_locally(self, trailer: Any) -> None:
-        """Count this process's workers into ``trailer`` (zeroed here), which travels in an
-        allgather; :meth:`gathered_status` then brings every process's counts together."""
-        _dense.fill(trailer, 0, self.stream)
-        self._local = trailer
+    def collective(self, *, async_op: bool = False) -> Any:
+        """Run the collective that the local phase filled: the allreduce of :meth:`wire`,
+        or the allgather of :meth:`pairs`; pass what it returns to :meth:`received`.
 
-    def gathered_status(self, values: Any, positions: Any) -> None:
+        With ``async_op`` (a communicator that starts collectives, as
+        :class:`~pysketch.compress.torch_ddp.TorchCommunicator`), start it and
+        return its future, whose value is what to pass.
+        """
+        comm = self.comm
+        if self._gather is None:
+            args: tuple = (self.owner("wire"), self._nbytes)
+            return comm._start_sum_packed(*args) if async_op else comm._sum_packed(*args)
+        lengths, extra = self._gather
+        args = (self.owner("send indices"), self.owner("send values"), lengths, extra)
+        return comm._start_gather_packed(*args) if async_op else comm._gather_packed(*args)
+
+    def received(self, result: Any) -> None:
+        """Take the collective's result: the gathered pairs and, among them, the status."""
+        if self._gather is None:
+            return
+        idx, val, positions = result
+        if self.checked:
+            self._gathered_status(val, self._positions_on_device(positions))
+        self.gathered = (idx, val)
+
+    def exchange(self) -> None:
+        """The step's collective, run now: :meth:`collective`, then :meth:`received`."""
+        self.received(self.collective())
+
+    def _positions_on_device(self, positions: list[int]) -> Any:
+        """The status entries' positions in the gathered pairs, uploaded once per layout."""
+        host = np.asarray(positions, dtype=np.int64)
+        if self.device == CPU:
+            return host
+        workspace = self.algo._workspace
+        kept = workspace.positions
+        if kept is None or not np.array_equal(kept[0], host):
+            device = self.buffer("status positions", host.shape[0], np.int64)
+            _cuda.upload(host, device, self.stream)
+            workspace.positions = kept = (host, device)
+        return kept[1]
+
+    def _gathered_status(self, values: Any, positions: Any) -> None:
         """The status from the gathered ``values`` at ``positions`` (which are then zeroed)."""
         self.status = self.buffer("status", status_size(self.comm.world_size))
         n = WORKER_SLOTS * self.comm.world_size
@@ -203,6 +268,7 @@ class Step:
         _dense.gather(self.status[:n], values, positions, self.stream)
         _dense.set_at(values, positions, 0, self.stream)
 
+    # ------------------------------------------------------------- status
     def count_input(self, worker: int, x: Any, factor: float = 1.0) -> None:
         """Count NaN/Inf in local worker ``worker``'s input, and values that overflow the
         dtype once multiplied by ``factor``."""
@@ -224,13 +290,30 @@ class Step:
             _dense.count_unfit(_dense.flat(x), 1.0, self.limit, slots, self.stream)
 
     # ------------------------------------------------------------- the end
-    def raise_if_failed(self) -> None:
-        """Read the status (the step's one wait for the device); raise if anything failed."""
+    def mark_failed(self) -> None:
+        """Mark this process's workers as failed (NaN counts): every process then raises, and
+        this one can raise its own error instead (a local phase that could not run)."""
+        _dense.fill(self._local, np.nan, self.stream)
+
+    def failure(self) -> ValueError | RuntimeError | None:
+        """Read the status (the step's one wait for the device): the error that every
+        process raises, or ``None`` when nothing failed (or nothing was checked)."""
         if not self.checked:
-            return
-        counts = _dense.to_host(self.status, self.stream)
-        if counts.any():
-            raise self._error(np.asarray(counts, dtype=np.float64))
+            return None
+        self.counts = np.asarray(_dense.to_host(self.status, self.stream), dtype=np.float64)
+        return self._error(self.counts) if self.counts.any() else None
+
+    def raise_if_failed(self) -> None:
+        """Raise :meth:`failure`'s error, if any."""
+        error = self.failure()
+        if error is not None:
+            raise error
+
+    def failed_ranks(self) -> list[int]:
+        """The processes with a worker whose counts are not all zero (after :meth:`failure`)."""
+        world = self.comm.world_size
+        per_worker = self.counts[: WORKER_SLOTS * world].reshape(world, WORKER_SLOTS)
+        return self._ranks_of(per_worker.any(axis=1))
 
     def commit(self) -> None:
         """Swap every scratch buffer into the state it replaces (no copy)."""
@@ -238,7 +321,15 @@ class Step:
         for holder, key, name in self._swaps:
             holder[key] = workspace.exchange(name, holder[key])
 
-    def _error(self, counts: np.ndarray) -> ValueError:
+    def _rank_of(self, g: int) -> int:
+        """The process that holds global worker ``g``."""
+        return int(np.searchsorted(np.cumsum((0, *self.comm.layout)), g, side="right")) - 1
+
+    def _ranks_of(self, workers: np.ndarray) -> list[int]:
+        """The processes that hold the workers where ``workers`` (one flag each) is true."""
+        return sorted({self._rank_of(g) for g in np.flatnonzero(workers)})
+
+    def _error(self, counts: np.ndarray) -> ValueError | RuntimeError:
         world = self.comm.world_size
         per_worker = counts[: WORKER_SLOTS * world].reshape(world, WORKER_SLOTS)
         server = counts[WORKER_SLOTS * world :]
@@ -246,10 +337,16 @@ class Step:
 
         def where(g: int) -> tuple[str, str]:
             """The rank prefix and the name of global worker ``g``'s input."""
-            rank = int(np.searchsorted(starts, g, side="right")) - 1
+            rank = self._rank_of(g)
             name = "local_sum" if self.summed else f"vectors[{g - starts[rank]}]"
             return (f"rank {rank}: " if self.comm.ranks > 1 else ""), name
 
+        failed = self._ranks_of(np.isnan(per_worker).any(axis=1))
+        if failed:
+            return RuntimeError(
+                f"the step could not run on rank(s) {failed} (the error is raised there); "
+                "nothing was applied"
+            )
         problems, error_type = [], ValueError
         for g, (nonfinite, overflow, _, _) in enumerate(per_worker):
             if nonfinite:

@@ -370,7 +370,24 @@ class Algorithm:
             )
 
     def _step(self, step: _step.Step, out: Any) -> None:
-        """Write the update into ``out``; new state only through ``step.target``."""
+        """Write the update into ``out``; new state only through ``step.target``.
+
+        The local phase, the step's one collective, then the server phase. The
+        DDP hook runs the three apart, so that the collective runs while
+        backward goes on.
+        """
+        self._local_phase(step)
+        step.exchange()
+        self._server_phase(step, out)
+
+    def _local_phase(self, step: _step.Step) -> None:
+        """Fill the step's payload (:meth:`Step.wire` or :meth:`Step.pairs`) and count this
+        process's workers into its status: no communication."""
+        raise NotImplementedError
+
+    def _server_phase(self, step: _step.Step, out: Any) -> None:
+        """The update into ``out``, and the server's new state, from the collective's result
+        (``step.payload`` summed over every worker, or ``step.gathered``)."""
         raise NotImplementedError
 
     def _scalar(self, value: float):
@@ -578,13 +595,14 @@ class SGD(Algorithm):
         self.nesterov = _arrays.check_bool("nesterov", nesterov)
         self._new_server(momentum=(self.d,))
 
-    def _step(self, step, out):
-        mean = step.wire(self.d, zero=False)  # the local sum overwrites it
+    def _local_phase(self, step):
+        local_sum = step.wire(self.d, zero=False)  # the local sum overwrites it
         for w, inp in enumerate(step.inputs):
             step.count_input(w, inp.array)
-        self._sum_inputs(step, mean)
-        step.allreduce()
-        rho, s = self._scalar(self.rho), step.stream
+        self._sum_inputs(step, local_sum)
+
+    def _server_phase(self, step, out):
+        mean, rho, s = step.payload, self._scalar(self.rho), step.stream
         _dense.scale(mean, self._scalar(1 / step.comm.world_size), s)
         u = step.target(self._server, "momentum", "momentum'")
         _dense.axpby(u, mean, rho, self._server["momentum"], s)  # u = rho u + mean
@@ -604,6 +622,12 @@ class MemSGD(Algorithm):
     Update: the mean of the workers' sparse vectors. Top-k pairs are
     allgathered; random-k values (shared indices) are allreduced.
 
+    With worker momentum ``rho > 0`` (the local top-k of FetchSGD's released
+    code [RPU20]_): ``u_i = rho u_i + g_i`` and ``m_i += lr u_i``; after
+    sending, ``u_i`` is zeroed at the coordinates sent (momentum masking), as
+    ``m_i`` is, so a coordinate's momentum does not keep pushing an update
+    that has already been applied.
+
     Parameters
     ----------
     d, lr, seed, dtype, device
@@ -612,8 +636,10 @@ class MemSGD(Algorithm):
         Coordinates each worker sends, in ``[1, d]``.
     compressor : {"topk", "randomk"}, default "topk"
     memory : bool, default True
-        ``False`` sends ``comp(lr g_i)`` and forgets the rest (the biased
-        baseline that converges worse).
+        ``False`` sends ``comp(lr g_i)`` (``comp(lr u_i)`` with momentum) and
+        forgets the rest (the biased baseline that converges worse).
+    rho : float, default 0.0
+        Worker momentum in ``[0, 1)``, masked where a worker sent.
 
     Examples
     --------
@@ -628,103 +654,109 @@ class MemSGD(Algorithm):
 
     name = "memsgd"
     stateful_workers = True
-    _PARAMS = ("k", "compressor", "memory")
+    _PARAMS = ("k", "compressor", "memory", "rho")
 
     def __init__(
-        self, d: int, *, lr: float, k: int, compressor: str = "topk", memory: bool = True, **kw
+        self,
+        d: int,
+        *,
+        lr: float,
+        k: int,
+        compressor: str = "topk",
+        memory: bool = True,
+        rho: float = 0.0,
+        **kw,
     ) -> None:
         super().__init__(d, lr=lr, **kw)
         self.k = check_count("k", k, self.d)
         self.compressor = _check_choice("compressor", compressor, ("topk", "randomk"))
         self.memory = _arrays.check_bool("memory", memory)
+        self.rho = _check_real("rho", rho, 0.0, 1.0)
         self._random = RandomK(self.d, self.k, seed=self.seed)
-        self._positions: tuple[np.ndarray, Any] | None = None
 
     def _worker_keys(self):
-        return ("memory",) if self.memory else ()
+        return ("memory",) * self.memory + ("momentum",) * (self.rho > 0)
 
-    def _to_send(self, step, w: int, g: Any) -> Any:
-        """Worker ``w``'s vector to compress: its new memory ``m + lr g``, or ``lr g``."""
-        lr = self._scalar(step.lr)
+    def _to_send(self, step, w: int, g: Any) -> tuple[Any, Any]:
+        """Worker ``w``'s vector to compress (its new memory ``m + lr u``, or ``lr u``) and
+        its new momentum ``u = rho u + g`` (``None`` without momentum: ``u`` is ``g``)."""
+        s, lr = step.stream, self._scalar(step.lr)
         step.count_input(w, g, step.lr)
+        worker, momentum = step.workers[w], None
+        if self.rho:
+            momentum = step.target(worker, "momentum", ("momentum'", w))
+            _dense.axpby(momentum, g, self._scalar(self.rho), worker["momentum"], s)
+            step.count_state(w, momentum)
+            g = momentum
         if not self.memory:
             scaled = step.buffer("scaled", self.d)
-            _dense.copy(scaled, g, step.stream)
-            _dense.scale(scaled, lr, step.stream)
-            return scaled
-        worker = step.workers[w]
+            _dense.copy(scaled, g, s)
+            _dense.scale(scaled, lr, s)
+            if self.rho:  # lr u may overflow where lr g does not
+                step.count_state(w, scaled)
+            return scaled, momentum
         memory = step.target(worker, "memory", ("memory'", w))
-        _dense.axpby(memory, worker["memory"], lr, g, step.stream)
+        _dense.axpby(memory, worker["memory"], lr, g, s)
         step.count_state(w, memory)
-        return memory
+        return memory, momentum
 
-    def _step(self, step, out):
+    def _mask(self, step, sent: tuple[Any, Any], idx: Any) -> None:
+        """Zero a worker's memory where it sent (``m - comp(m)`` is exactly 0 there) and its
+        momentum (momentum masking)."""
+        vector, momentum = sent
+        if self.memory:
+            _dense.set_at(vector, idx, 0, step.stream)
+        if momentum is not None:
+            _dense.set_at(momentum, idx, 0, step.stream)
+
+    def _local_phase(self, step):
         if self.compressor == "topk":
-            idx, val = self._topk_round(step)
+            self._topk_local(step)
         else:
-            idx, val = self._randomk_round(step)
+            self._randomk_local(step)
+
+    def _server_phase(self, step, out):
+        if self.compressor == "topk":
+            idx, val = step.gathered
+        else:
+            idx, val = step.indices, step.payload
         s = step.stream
         _dense.scale(val, self._scalar(1 / step.comm.world_size), s)
         _dense.fill(out, 0, s)
         _dense.scatter_add(out, idx, val, 1, s)
         step.count_server(out)
 
-    def _topk_round(self, step):
-        """Every worker's top-k pairs, allgathered (the status after this process's pairs)."""
+    def _topk_local(self, step):
+        """Every worker's top-k pairs, for the allgather (the status after this process's)."""
         k, local, s = self.k, len(step.inputs), step.stream
-        extra = _step.WORKER_SLOTS * local if step.checked else 0
-        send_idx = step.buffer("send indices", local * k + extra, index_dtype(self.d))
-        send_val = step.buffer("send values", local * k + extra)
-        if step.checked:
-            _dense.fill(send_idx[local * k :], 0, s)
-            step.count_locally(send_val[local * k :])
+        send_idx, send_val = step.pairs([k] * local, index_dtype(self.d))
         for w, inp in enumerate(step.inputs):
-            m = self._to_send(step, w, inp.array)
-            idx, val = step.topk(m, k)
+            sent = self._to_send(step, w, inp.array)
+            idx, val = step.topk(sent[0], k)
             _dense.copy(send_idx[w * k : (w + 1) * k], idx, s)
             _dense.copy(send_val[w * k : (w + 1) * k], val, s)
-            if self.memory:
-                _dense.set_at(m, idx, 0, s)  # m - comp(m): exactly 0 where it was sent
-        idx, val, positions = step.comm._gather_packed(
-            step.owner("send indices"), step.owner("send values"), [k] * local, extra
-        )
-        if step.checked:
-            step.gathered_status(val, self._positions_on_device(step, positions))
-        return idx, val
+            self._mask(step, sent, idx)
 
-    def _positions_on_device(self, step, positions: list[int]) -> Any:
-        """The status entries' positions in the gathered pairs, uploaded once per layout."""
-        host = np.asarray(positions, dtype=np.int64)
-        if step.device == CPU:
-            return host
-        kept = self._positions
-        if kept is None or not np.array_equal(kept[0], host):
-            device = step.buffer("status positions", host.shape[0], np.int64)
-            _cuda.upload(host, device, step.stream)
-            self._positions = kept = (host, device)
-        return kept[1]
-
-    def _randomk_round(self, step):
-        """The values at the step's shared random indices, summed over workers (allreduce)."""
+    def _randomk_local(self, step):
+        """The values at the step's shared random indices, summed over this process's
+        workers, for the allreduce."""
         k, s = self.k, step.stream
         host = self._random.indices(self.steps)
         idx = host
         if step.device != CPU:
             idx = step.buffer("random indices", k, np.int64)
             _cuda.upload(host, idx, s)
+        step.indices = idx
         total = step.wire(k, zero=False)  # the first worker's values overwrite it
         for w, inp in enumerate(step.inputs):
-            m = self._to_send(step, w, inp.array)
+            sent = self._to_send(step, w, inp.array)
             if w == 0:
-                _dense.gather(total, m, idx, s)
+                _dense.gather(total, sent[0], idx, s)
             else:
                 picked = step.buffer("picked", k)
-                _dense.gather(picked, m, idx, s)
+                _dense.gather(picked, sent[0], idx, s)
                 _dense.axpy(total, self._scalar(1), picked, s)
-            if self.memory:
-                _dense.set_at(m, idx, 0, s)
-        step.allreduce()
-        return idx, total
+            self._mask(step, sent, idx)
 
 
 # ================================================================ sketches
@@ -842,6 +874,8 @@ class SketchedSGD(_SketchAlgorithm):
         return ("momentum", "error")
 
     def _step(self, step, out):
+        # One _step, not two phases: the server phase zeroes the workers' new state, and
+        # with p2 a second collective follows the first.
         s = step.stream
         sketch = self._sketch_wire(step)
         errors, momenta = [], []
@@ -861,7 +895,7 @@ class SketchedSGD(_SketchAlgorithm):
                 sketch._accumulate(idx, step.input(val), dense=False)
             errors.append(v)
             momenta.append(u)
-        step.allreduce()
+        step.exchange()
         if self._n2 is None:
             idx, val = step.heavy_hitters(sketch, self.k)
         else:
@@ -958,11 +992,12 @@ class FetchSGD(_SketchAlgorithm):
         self._make_compressor(rows, cols, hash, k=self.k)
         self._new_server(momentum=(self.rows, self.cols), error=(self.rows, self.cols))
 
-    def _step(self, step, out):
+    def _local_phase(self, step):
+        self._sketch_inputs(step, self._sketch_wire(step))
+
+    def _server_phase(self, step, out):
         s, flat = step.stream, _dense.flat
-        mean = self._sketch_wire(step)
-        self._sketch_inputs(step, mean)
-        step.allreduce()
+        mean = self._sketch_of(step.payload)
         _dense.scale(flat(mean.table), self._scalar(1 / step.comm.world_size), s)
         server = self._server
         u = step.target(server, "momentum", "momentum'")
@@ -1049,17 +1084,18 @@ class SketchDL(_SketchAlgorithm):
     def _worker_keys(self):
         return ("error",) if self.error_feedback else ()
 
-    def _step(self, step, out):
-        s = step.stream
+    def _local_phase(self, step):
         if self.reseed:
-            self._hashes._reseed(step_seed(self.seed, self.steps), s)
+            self._hashes._reseed(step_seed(self.seed, self.steps), step.stream)
         total = self._sketch_wire(step)
         if not self.error_feedback:
             self._sketch_inputs(step, total)
         else:
             self._send_with_feedback(step, total)
-        step.allreduce()
-        total._unsketch(None, reductions.MEAN, out, s)
+
+    def _server_phase(self, step, out):
+        s = step.stream
+        self._sketch_of(step.payload)._unsketch(None, reductions.MEAN, out, s)
         _dense.scale(out, self._scalar(step.lr / step.comm.world_size), s)
         step.count_server(out)
 

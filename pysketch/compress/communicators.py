@@ -9,7 +9,7 @@ One protocol, three places the workers can live:
     ``mpiexec -n R``; each rank simulates ``workers_per_rank`` workers (their
     number may differ between ranks), so ``W`` is their sum (256 workers on 2
     cores). Built on :mod:`pysketch.distributed`.
-:func:`pysketch.compress.torch_ddp.fetchsgd_hook`
+:func:`pysketch.compress.torch_ddp.sketch_hook`
     A PyTorch DDP communication hook drives the same algorithms with a
     communicator over ``torch.distributed``.
 
@@ -238,7 +238,10 @@ class Communicator:
         positions of the status entries in them (every process's block, in rank order).
         """
         sent = [*lengths, extra] if extra else list(lengths)
-        idx, val, gathered = self._allgather(indices, values, sent)
+        return self._gathered(*self._allgather(indices, values, sent), extra)
+
+    def _gathered(self, idx: Any, val: Any, gathered: list[int], extra: int):
+        """:meth:`_gather_packed`'s result from the allgather's (the traffic counted)."""
         real, positions, at, start = [], [], 0, 0
         for workers in self.layout:
             block = gathered[at : at + workers]

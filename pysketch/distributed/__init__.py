@@ -14,16 +14,17 @@ the same order, with matching arguments. ``comm=None`` means
 :class:`ByteCounter`       bytes sent and received, per step and in total
 :func:`abort_on_error`     turn an exception on one rank into ``MPI_Abort``
 :func:`warm_up`            compile the kernels on one rank per node, load on all
-:func:`configure_threads`  Numba threads per rank from the local rank count
+:func:`configure_threads`  kernel threads per rank from the local rank count
 =========================  ==================================================
 
 mpi4py is imported lazily (``pip install pysketch[mpi]``), so ``import
 pysketch`` works without it.
 
 Importing this package runs :func:`configure_threads`: under a launcher that
-names the number of ranks on the node (``OMPI_COMM_WORLD_LOCAL_SIZE`` and the
-like), each rank gets its share of the cores as Numba threads, unless
-``NUMBA_NUM_THREADS`` is set (then yours stands) or ``PYSKETCH_AUTO_THREADS=0``.
+names the number of ranks on the node (``OMPI_COMM_WORLD_LOCAL_SIZE``,
+torchrun's ``LOCAL_WORLD_SIZE`` and the like), each rank's kernels get its
+share of the cores as threads, unless ``NUMBA_NUM_THREADS`` is set (then yours
+stands) or ``PYSKETCH_AUTO_THREADS=0``.
 
 The package's modules, by job: ``accounting`` (byte records and the ring
 formulas, importing neither mpi4py nor numba), ``agreement`` (cross-rank checks,

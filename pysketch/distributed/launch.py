@@ -5,8 +5,11 @@ Two things go wrong when several ranks of a job share a machine:
 * every rank starts as many Numba threads as the machine has cores, so ``W``
   ranks run ``W`` times too many threads (2 ranks x 2 threads on 2 cores made
   accumulate 4x slower). :func:`configure_threads`, run when
-  :mod:`pysketch.distributed` is imported, gives each rank its share of the
-  cores unless the user chose (``NUMBA_NUM_THREADS`` set);
+  :mod:`pysketch.distributed` is imported (the launcher's variables: MPI,
+  Slurm, torchrun) and by the DDP hook when it first meets its process group
+  (``torch.multiprocessing.spawn`` sets no variable: the hook counts the ranks
+  on this host), gives each rank its share of the cores unless the user chose
+  (``NUMBA_NUM_THREADS`` set);
 * every rank compiles the same kernels at once on a cold cache.
   :func:`warm_up` lets one rank per node compile (filling Numba's disk cache)
   while the others wait without spinning, then load.
@@ -29,6 +32,7 @@ LOCAL_SIZE_VARIABLES = (
     "MV2_COMM_WORLD_LOCAL_SIZE",  # MVAPICH
     "PMI_LOCAL_SIZE",
     "SLURM_NTASKS_PER_NODE",
+    "LOCAL_WORLD_SIZE",  # torchrun (torch.distributed.run)
 )
 
 
@@ -59,40 +63,59 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def configure_threads(environ: Any = None) -> int | None:
-    """Give this rank ``cores // ranks on this node`` Numba threads; return the count set.
+def configure_threads(environ: Any = None, *, local_ranks: int | None = None) -> int | None:
+    """Give this rank ``cores // ranks on this node`` kernel threads; return the count set.
 
     Does nothing (returns ``None``) when ``NUMBA_NUM_THREADS`` is set, when
-    ``PYSKETCH_AUTO_THREADS=0``, or when no launcher variable names the local
-    rank count (see :data:`LOCAL_SIZE_VARIABLES`). When the launcher bound the
-    rank to fewer cores than the machine has, the binding is the share.
-    ``numba.set_num_threads`` applies to the calling thread.
+    ``PYSKETCH_AUTO_THREADS=0``, or when neither ``local_ranks`` nor a launcher
+    variable names the local rank count (see :data:`LOCAL_SIZE_VARIABLES`).
+    When the launcher bound the rank to fewer cores than the machine has, the
+    binding is the share. The share caps every pysketch kernel call of the
+    process, from any thread (:func:`pysketch.kernels.parallel.num_threads`);
+    it does not call ``numba.set_num_threads``, whose first call would start
+    Numba's threading layer, and Numba's OpenMP layer changes the OpenMP thread
+    count that PyTorch's CPU kernels use.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        The environment to read (``os.environ`` by default).
+    local_ranks : int, optional
+        The ranks on this node, when the caller counted them (the DDP hook
+        does, for ``torch.multiprocessing.spawn``); the environment's count
+        otherwise.
 
     Examples
     --------
-    >>> import numba
     >>> from pysketch.distributed import configure_threads
+    >>> from pysketch.kernels.parallel import num_threads, set_thread_share
     >>> configure_threads({"OMPI_COMM_WORLD_LOCAL_SIZE": "1024"})  # 1024 ranks here: 1 each
     1
-    >>> numba.get_num_threads()
+    >>> num_threads()
+    1
+    >>> configure_threads({}, local_ranks=1024)  # counted by the caller
     1
     >>> configure_threads({"NUMBA_NUM_THREADS": "2", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}) is None
     True
-    >>> numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)  # undo
+    >>> set_thread_share(None)  # undo
     """
     environ = os.environ if environ is None else environ
     if "NUMBA_NUM_THREADS" in environ or environ.get("PYSKETCH_AUTO_THREADS") == "0":
         return None
-    ranks = local_size(environ)
+    ranks = local_size(environ) if local_ranks is None else local_ranks
     if ranks is None:
         return None
+    if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+        raise ValueError(f"local_ranks must be a positive integer, got {ranks!r}")
     import numba
+
+    from pysketch.kernels.parallel import set_thread_share
 
     available = _cores()
     machine = os.cpu_count() or available
     share = available if available < machine else available // ranks
     threads = max(1, min(share, numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
+    set_thread_share(threads)
     return threads
 
 

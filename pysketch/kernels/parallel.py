@@ -2,8 +2,9 @@
 
 A kernel is a serial ``njit(nogil=True, cache=True)`` function that handles a
 range of tasks ``[first, last)`` (:func:`task_kernel`). A call cuts the tasks
-into one contiguous range per thread (``numba.get_num_threads()``, so
-``NUMBA_NUM_THREADS`` and ``numba.set_num_threads`` apply) and runs the ranges
+into one contiguous range per thread (:func:`num_threads`: ``NUMBA_NUM_THREADS``,
+``numba.set_num_threads`` and the rank's share set by
+:func:`pysketch.distributed.configure_threads` apply) and runs the ranges
 on a pool of Python threads, the calling thread taking the first; Numba
 releases the GIL, so they run in parallel. A kernel with a serial step between
 parallel ones is two task kernels with the step in NumPy between them.
@@ -35,6 +36,48 @@ import numba
 
 _POOL_LOCK = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
+_share: int | None = None  # this process's threads per call, from configure_threads
+
+
+def num_threads() -> int:
+    """Threads a kernel call uses: Numba's count for the calling thread, capped by the share.
+
+    Numba's count is ``numba.get_num_threads()`` once Numba's threading layer
+    runs (then ``numba.set_num_threads`` applies to the calling thread), and
+    ``NUMBA_NUM_THREADS`` before. pysketch never launches that layer itself:
+    Numba's OpenMP layer sets the launching thread's OpenMP thread count to
+    ``NUMBA_NUM_THREADS``, and PyTorch in the same process reads that count
+    for its own intra-op threads, whose reductions then add in another order
+    (a DDP run gave other parameters at ``NUMBA_NUM_THREADS=1`` and ``2``).
+    The share (:func:`set_thread_share`, set by
+    :func:`~pysketch.distributed.configure_threads` under a launcher) applies
+    to every thread of the process: ``numba.set_num_threads`` can lower the
+    count below it, not raise it (``NUMBA_NUM_THREADS`` or
+    ``PYSKETCH_AUTO_THREADS=0`` leave the share unset).
+
+    Examples
+    --------
+    >>> from pysketch.kernels.parallel import num_threads, set_thread_share
+    >>> set_thread_share(1)
+    >>> num_threads()
+    1
+    >>> set_thread_share(None)  # undo
+    """
+    from numba.np.ufunc import parallel as layer
+
+    launched = getattr(layer, "_is_initialized", True)
+    count = numba.get_num_threads() if launched else numba.config.NUMBA_NUM_THREADS
+    return count if _share is None else min(count, _share)
+
+
+def set_thread_share(threads: int | None) -> None:
+    """Cap every kernel call of this process at ``threads`` threads (``None``: no cap)."""
+    global _share
+    if threads is not None and (
+        isinstance(threads, bool) or int(threads) != threads or threads < 1
+    ):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    _share = None if threads is None else int(threads)
 
 
 def _forget_pool_after_fork() -> None:
@@ -77,7 +120,7 @@ class TaskKernel:
 
     def __call__(self, *args: Any) -> None:
         tasks = int(self._tasks(*args))
-        threads = min(numba.get_num_threads(), tasks)
+        threads = min(num_threads(), tasks)
         if threads <= 1:
             self._dispatcher(*args, 0, tasks)
             return

@@ -19,6 +19,7 @@ CONFIGS = {
     "memsgd-topk": ("memsgd", dict(lr=0.2, k=10)),
     "memsgd-randomk": ("memsgd", dict(lr=0.2, k=10, compressor="randomk", seed=5)),
     "memsgd-topk-nomemory": ("memsgd", dict(lr=0.2, k=10, memory=False)),
+    "memsgd-topk-momentum": ("memsgd", dict(lr=0.2, k=10, rho=0.9)),
     "sketched": ("sketched_sgd", dict(lr=0.1, k=10, rows=5, cols=64, seed=3)),
     "sketched-p1-p2": ("sketched_sgd", dict(lr=0.1, k=10, rows=5, cols=64, p1=2, p2=3, seed=3)),
     "fetchsgd-zero": ("fetchsgd", dict(lr=0.1, k=10, rows=5, cols=64, seed=4)),

@@ -73,6 +73,28 @@ def test_fetchsgd_without_collisions_is_server_topk(error, rng):
         np.testing.assert_allclose(update, expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("memory", [True, False])
+def test_memsgd_momentum_is_the_released_local_topk(memory, rng):
+    # FetchSGD's released code, local top-k: u = rho u + g; e += u; send topk(e);
+    # e and u are zeroed where it sent (without memory, e is u itself each step).
+    d, k, rho, lr = 50, 4, 0.9, 0.5
+    algo = MemSGD(d, lr=lr, k=k, rho=rho, memory=memory, dtype=np.float64)
+    comm = LocalCommunicator(W)
+    u, e = np.zeros((W, d)), np.zeros((W, d))
+    for _ in range(6):
+        grads = [rng.standard_normal(d) for _ in range(W)]
+        update = algo.step(grads, comm)
+        expected = np.zeros(d)
+        for i, g in enumerate(grads):
+            u[i] = rho * u[i] + g
+            e[i] = e[i] + lr * u[i] if memory else lr * u[i]
+            idx, val = topk(e[i], k)
+            expected[idx] += val / W
+            e[i, idx] = 0.0
+            u[i, idx] = 0.0
+        np.testing.assert_allclose(update, expected, rtol=1e-12, atol=1e-14)
+
+
 def test_sketchdl_update_is_mean_of_desketched_deltas(rng):
     algo = SketchDL(D, lr=0.7, rows=3, cols=50, seed=9, dtype=np.float64)
     deltas = _grads(rng)

@@ -42,6 +42,7 @@ LAUNCHES = {
     "sgd-nesterov": (11, 6),
     "memsgd-topk": (21, 11),
     "memsgd-topk-nomemory": (19, 11),
+    "memsgd-topk-momentum": (27, 15),  # per worker: u = rho u + g, its count, its masking
     "memsgd-randomk": (16, 10),
     "sketched": (22, 15),
     "sketched-p1-p2": (26, 19),
