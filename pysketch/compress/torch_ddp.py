@@ -137,7 +137,8 @@ def _torch():
         import torch.distributed as dist
     except ImportError:
         raise ImportError(
-            "pysketch.compress.torch_ddp needs PyTorch: pip install -e ".[torch]" from the source tree (pysketch-compress)"
+            "pysketch.compress.torch_ddp needs PyTorch: pip install -e '.[torch]' "
+            "from pysketch's source tree"
         ) from None
     return torch, dist
 
