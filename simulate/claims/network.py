@@ -184,7 +184,7 @@ def analyse(runs: dict[str, Run], out: Path) -> Finding:
 CLAIM = Claim(
     name="network",
     title="When does compression pay?",
-    cite="Agarwal et al., MLSys 2022",
+    cite="[AWC22]_",
     statement=(
         "gradient compression often does not pay at data-centre bandwidths: uncompressed "
         "SGD reaches a given accuracy as soon or sooner in wall-clock time."
