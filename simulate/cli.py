@@ -219,6 +219,10 @@ def _train(args, layout, raw: dict, cases: list, run_dir: Path) -> int:
         title=report.title(raw["name"], cases),
         target=first["target"],
         steps=max(c.config["steps"] for c in cases),
+        # One network for the time axis; a sweep over [network] keys gets no time plot.
+        network=first["network"]
+        if all(c.config["network"] == first["network"] for c in cases)
+        else None,
     )
     plots.write(run_dir, figs)
     where = f"{layout.ranks} MPI ranks" if layout.comm is not None else "one process"

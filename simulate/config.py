@@ -113,6 +113,15 @@ MEASURED = {
     "command": Field("str", ""),
 }
 OUTCOMES = ("reach", "miss", "diverge")
+# [network]: the alpha-beta model of simulate/network.py (bandwidths in bits/s, times in s).
+NETWORK = {
+    "topology": _choice("ring", "allgather", "ps"),
+    "bandwidth": _num(**_POSITIVE, default=REQUIRED),
+    "latency": _num(0.0, default=0.0),
+    "up_bandwidth": _num(**_POSITIVE),  # ps only: a client's uplink (default: bandwidth)
+    "down_bandwidth": _num(**_POSITIVE),
+    "server_bandwidth": _num(**_POSITIVE),
+}
 HESSIAN = {
     "top": _num(1, kind="int", default=3),
     "probes": _num(1, kind="int", default=8),
@@ -224,6 +233,7 @@ SECTIONS = (
     "divergence",
     "expect",
     "measured",
+    "network",
 )
 
 
@@ -515,6 +525,28 @@ def _check_model(model: Mapping[str, Any], workers: int) -> None:
         model["l2"] = 1.0 / n_train if kind == "logistic" else 0.0
 
 
+def _check_network(table: Any) -> dict:
+    """A ``[network]`` table: :data:`NETWORK` plus ``compute`` (seconds a step, or "measured")."""
+    net = _check_table("network", table, NETWORK, skip=("compute",))
+    if "compute" not in table:
+        raise ConfigError('network.compute: missing (seconds a step, or "measured")')
+    compute = table["compute"]
+    if compute != "measured":
+        if isinstance(compute, str):
+            raise ConfigError(
+                f'network.compute: a number of seconds or "measured", got {compute!r}'
+            )
+        compute = check_value("network.compute", _num(0.0), compute)
+    net["compute"] = compute
+    if net["topology"] != "ps":
+        for key in ("up_bandwidth", "down_bandwidth", "server_bandwidth"):
+            if net[key] is not None:
+                raise ConfigError(
+                    f"network.{key}: only for topology = 'ps', not {net['topology']!r}"
+                )
+    return net
+
+
 def _check_case(raw: Mapping[str, Any]) -> dict:
     """One fully specified case (no sweep): checked, with defaults, sizes resolved."""
     cfg = _check_table("", raw, TOP, skip=SECTIONS)
@@ -545,6 +577,7 @@ def _check_case(raw: Mapping[str, Any]) -> dict:
         _check_table("measured", raw["measured"], MEASURED) if "measured" in raw else None
     )
     cfg["hessian"] = _check_table("hessian", raw.get("hessian", {}), HESSIAN)
+    cfg["network"] = _check_network(raw["network"]) if "network" in raw else None
     algos = raw.get("algorithms")
     if not isinstance(algos, list) or not algos:
         raise ConfigError("algorithms: expected a non-empty array of tables [[algorithms]]")

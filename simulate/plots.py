@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .network import describe
 from .runner import target_threshold
 
 LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 4))]
@@ -117,6 +118,8 @@ def _curves_figure(plt, results, rows_by_job, x_key, metric, title, target):
         rows = rows_by_job.get(r.label, [])
         if x_key == "step":
             points = [(row["step"], row[metric]) for row in rows]
+        elif x_key == "sim_time":
+            points = [(row["sim_time"], row[metric]) for row in rows]
         else:  # bytes: the first row (step 0) has sent nothing, and a log axis starts above 0
             points = [((row["upload"] or 0) + (row["download"] or 0), row[metric]) for row in rows]
             points = [(x, y) for x, y in points if x > 0]
@@ -141,8 +144,9 @@ def _curves_figure(plt, results, rows_by_job, x_key, metric, title, target):
     threshold = _threshold(results, rows_by_job, target) if target else None
     if threshold is not None and target["metric"] == metric:
         ax.axhline(threshold, color="0.3", linewidth=0.8, linestyle="--", label="target")
+    xlabel = {"step": "steps", "bytes": "bytes sent per worker (up + down), log scale"}
     ax.set(
-        xlabel="steps" if x_key == "step" else "bytes sent per worker (up + down), log scale",
+        xlabel=xlabel.get(x_key, x_key),
         ylabel="f - f*" if metric == "suboptimality" else "training loss",
     )
     _finish(ax, title)
@@ -268,6 +272,7 @@ def figures(
     title: str = "",
     target: dict | None = None,
     steps: int = 0,
+    network: dict | None = None,
 ) -> dict:
     """The run's figures by file name (the caller closes them).
 
@@ -284,6 +289,9 @@ def figures(
         The ``[target]``, drawn as a dashed line where the plot shows its metric.
     steps : int
         The run's length (where ``sweep.png`` puts jobs that missed the target).
+    network : dict, optional
+        The ``[network]`` table: adds ``loss_vs_time.png``, against the simulated
+        time, with the network's parameters on the axis.
 
     Returns
     -------
@@ -299,6 +307,10 @@ def figures(
             plt, results, rows_by_job, "bytes", metric, title, target
         ),
     }
+    if network and all(r.get("sim_time") is not None for rs in rows_by_job.values() for r in rs):
+        fig = _curves_figure(plt, results, rows_by_job, "sim_time", metric, title, target)
+        fig.axes[0].set_xlabel(f"simulated time (s): {describe(network)}", fontsize="small")
+        out["loss_vs_time.png"] = fig
     if any(r.get("test_accuracy") is not None for rows in rows_by_job.values() for r in rows):
         out["accuracy_vs_steps.png"] = _error_figure(plt, results, rows_by_job, title, target)
     if sweep_keys:

@@ -7,7 +7,7 @@ import textwrap
 from dataclasses import asdict
 from pathlib import Path
 
-from . import checkpoint
+from . import checkpoint, network
 from .runner import COLUMNS, HIGHER_IS_BETTER, OUTCOMES, _bytes, job_stem, read_rows
 
 WIDTH = 100  # of the notes under the table
@@ -83,6 +83,8 @@ def table(results: list, target: dict | None = None) -> str:
     head += ["test acc"] if has["test_accuracy"] else []
     head += ["f - f*"] if has["suboptimality"] else []
     head += [f"steps to {target_text(target)}" if target else "steps to target"]
+    timed = any(r.sim_time is not None for r in results)
+    head += ["time to target", "sim time"] if timed else []
     head += ["up/worker", "down/worker", "vs SGD", "outcome"]
     head += ["expected"] if expects else []
     lines = []
@@ -93,6 +95,7 @@ def table(results: list, target: dict | None = None) -> str:
         row += [_num(r.final.get("suboptimality"), 3)] if has["suboptimality"] else []
         row += [
             "-" if r.steps_to_target is None else str(r.steps_to_target),
+            *([_seconds(r.time_to_target), _seconds(r.sim_time)] if timed else []),
             _bytes(r.upload),
             _bytes(r.download),
             compression(r.compression),
@@ -109,6 +112,10 @@ def table(results: list, target: dict | None = None) -> str:
     out = [fmt.format(*head), "  ".join("-" * w for w in widths)]
     out += [fmt.format(*row).rstrip() for row in lines]
     return "\n".join(out)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g} s"
 
 
 def notes(results: list, cfg: dict) -> list[str]:
@@ -135,6 +142,13 @@ def notes(results: list, cfg: dict) -> list[str]:
             f"steps to target: the first evaluation that meets {target_text(target)}, "
             f"resolved to eval_every = {cfg['eval_every']} steps (met within the "
             f"{cfg['eval_every']} steps before it; not interpolated){relative}.",
+            width=WIDTH,
+        )
+    if cfg.get("network"):
+        out += textwrap.wrap(
+            f"time to target, sim time: simulated seconds on the network "
+            f"({network.describe(cfg['network'])}), alpha-beta model of each algorithm's "
+            "collectives (docs/simulator.rst, Network model).",
             width=WIDTH,
         )
     rule = cfg["divergence"]

@@ -29,7 +29,7 @@ import numpy as np
 
 from pysketch.errors import NonFiniteError
 
-from . import checkpoint, config, models
+from . import checkpoint, config, models, network
 from .schedules import Schedule
 
 COLUMNS = [
@@ -47,6 +47,7 @@ COLUMNS = [
     "wall",
 ]
 HIGHER_IS_BETTER = {"test_accuracy"}
+NETWORK_COLUMN = "sim_time"  # with [network]: simulated seconds (simulate/network.py)
 
 
 class Diverged(RuntimeError):
@@ -74,6 +75,8 @@ class JobResult:
     case_values: dict = field(default_factory=dict)
     expect: str | None = None
     outcome: str | None = None
+    time_to_target: float | None = None  # simulated seconds, with [network]
+    sim_time: float | None = None
 
     @property
     def as_expected(self) -> bool | None:
@@ -213,6 +216,7 @@ class Job:
         self.resumed: str | None = None
         self.resumed_from = 0
         self.chance: float | None = None  # the model's chance accuracy, set by run()
+        self.columns = COLUMNS + ([NETWORK_COLUMN] if self.cfg.get("network") else [])
 
     # ------------------------------------------------------------ set-up
     def _build(self):
@@ -269,6 +273,8 @@ class Job:
             case_values=self.case.values,
             expect=self.algo.get("expect"),
             outcome=outcome(status, hit, target),
+            time_to_target=network.time_to_target(self.rows, hit),
+            sim_time=last.get(NETWORK_COLUMN),
         )
 
     # ------------------------------------------------------------ checkpoints
@@ -388,8 +394,16 @@ class Job:
                 wire_received=float(traffic.wire_received),
                 wall=wall,
             )
+            if self.cfg.get("network"):
+                row[NETWORK_COLUMN] = network.simulated_time(
+                    self.cfg["network"],
+                    self.algo,
+                    row,
+                    self.cfg["workers"],
+                    len(self.comm.worker_ids),
+                )
             with open(self.csv_path, "a", newline="") as f:
-                csv.writer(f).writerow([_fmt(row.get(c)) for c in COLUMNS])
+                csv.writer(f).writerow([_fmt(row.get(c)) for c in self.columns])
         why = None
         if row is not None:
             self.rows.append(row)
@@ -419,13 +433,13 @@ class Job:
             if root:
                 self.rows = read_rows(self.csv_path, upto=start)
                 with open(self.csv_path, "w", newline="") as f:
-                    csv.writer(f).writerow(COLUMNS)
+                    csv.writer(f).writerow(self.columns)
                     for row in self.rows:
-                        csv.writer(f).writerow([_fmt(row.get(c)) for c in COLUMNS])
+                        csv.writer(f).writerow([_fmt(row.get(c)) for c in self.columns])
         else:
             if root:
                 with open(self.csv_path, "w", newline="") as f:
-                    csv.writer(f).writerow(COLUMNS)
+                    csv.writer(f).writerow(self.columns)
             self._evaluate(0, self.schedule(0), 0.0)
         cfg = self.cfg
         steps, every, ckpt = cfg["steps"], cfg["eval_every"], cfg["checkpoint_every"]

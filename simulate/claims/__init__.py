@@ -24,7 +24,7 @@ from pathlib import Path
 from .. import config
 from ..checkpoint import atomic_write, write_json
 
-CLAIMS = ("memsgd", "sketched_sgd", "fetchsgd", "sketchdl", "rates")
+CLAIMS = ("memsgd", "sketched_sgd", "fetchsgd", "sketchdl", "rates", "network")
 CONFIG_DIR = config.CONFIG_DIR / "claims"
 VERDICTS = ("held", "held partly", "failed")
 

@@ -18,6 +18,7 @@ REDUCED = {
     "default": ["steps=20", "eval_every=10"],
     "fetchsgd_scaling": ["workers=8", "steps=2", "eval_every=1"],
     "logistic_memsgd": ["steps=200", "eval_every=50"],
+    "network_time": ["steps=20"],
     "mlp_teacher_student": ["steps=20", "eval_every=10", "model.n=4000"],
     "quadratic_basis": ["steps=20", "model.d=4096"],
     "sketchdl_local": ["steps=10"],
