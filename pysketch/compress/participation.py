@@ -1,0 +1,125 @@
+"""Partial participation: which of the W workers (clients) take part in a round.
+
+In federated learning only a few clients take part in each round (FedAvg
+[MMR17]_ samples a fraction ``C`` of them; FetchSGD [RPU20]_ is designed for
+that setting). An algorithm built with ``participation`` samples, at each of
+its steps, a set of workers from the run's seed and the step number alone, so
+every process draws the same set without talking to the others (the draw is
+random-k's SplitMix64 stream, :func:`pysketch.randomk`, over worker ids).
+
+``participation`` follows scikit-learn's convention for sizes
+(``train_size``): a float in ``(0, 1]`` is a fraction of W (rounded, at least
+one worker), an int ``>= 1`` a number of workers (at most W). ``1.0``, the
+default, is every worker; the int ``1`` is a single worker.
+
+.. [MMR17] H. B. McMahan, E. Moore, D. Ramage, S. Hampson and B. Agüera y
+   Arcas, "Communication-Efficient Learning of Deep Networks from
+   Decentralized Data", AISTATS 2017.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from pysketch import _arrays, selection
+from pysketch.compress.compressors import step_seed
+
+__all__ = ["check_participation", "participant_count", "sample_participants"]
+
+# Makes the participants' seed of a step differ from random-k's seed of the same step.
+_TAG = 0x50415254  # "PART"
+
+
+def check_participation(participation: Any) -> float | int:
+    """``participation`` checked: a float in ``(0, 1]`` or an int ``>= 1``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming ``participation`` and what it must be.
+    """
+    if isinstance(participation, (bool, np.bool_)) or not isinstance(participation, numbers.Real):
+        raise TypeError(
+            "participation must be a fraction of the workers in (0, 1] (float) or a number "
+            f"of workers >= 1 (int), got {type(participation).__name__}"
+        )
+    if isinstance(participation, numbers.Integral):
+        if participation < 1:
+            raise ValueError(
+                f"participation must be >= 1 as a number of workers, got {participation}"
+            )
+        return int(participation)
+    value = float(participation)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(
+            f"participation must lie in (0, 1] as a fraction of the workers, got {participation}"
+        )
+    return value
+
+
+def participant_count(participation: float | int, world_size: int) -> int:
+    """How many of ``world_size`` workers take part in a round.
+
+    Raises
+    ------
+    ValueError
+        ``participation`` is a number of workers larger than ``world_size``.
+
+    Examples
+    --------
+    >>> participant_count(0.05, 1000), participant_count(0.001, 10), participant_count(3, 10)
+    (50, 1, 3)
+    """
+    participation = check_participation(participation)
+    world_size = _arrays.check_positive_int("world_size", world_size)
+    if isinstance(participation, int):
+        if participation > world_size:
+            raise ValueError(
+                f"participation must be at most the {world_size} workers, got {participation}"
+            )
+        return participation
+    return max(1, round(participation * world_size))
+
+
+def sample_participants(
+    world_size: int, participation: float | int, *, seed: int, step: int
+) -> np.ndarray:
+    """The workers that take part in ``step`` of a run seeded ``seed``: sorted global ids.
+
+    A function of its arguments only: every process, and a resumed run, draws
+    the same. Uniform over the subsets of :func:`participant_count` workers;
+    independent from step to step.
+
+    Parameters
+    ----------
+    world_size : int
+        W, the number of workers.
+    participation : float or int
+        A fraction of W in ``(0, 1]``, or a number of workers in ``[1, W]``.
+    seed : int
+        The run's seed.
+    step : int
+        The round (the algorithm's step count).
+
+    Returns
+    -------
+    ids : int64 array
+        Strictly increasing, in ``[0, world_size)``.
+
+    Examples
+    --------
+    >>> from pysketch.compress import sample_participants
+    >>> ids = sample_participants(100, 0.05, seed=0, step=7)
+    >>> len(ids), bool((ids == sample_participants(100, 5, seed=0, step=7)).all())
+    (5, True)
+    >>> sample_participants(4, 1.0, seed=0, step=7).tolist()
+    [0, 1, 2, 3]
+    """
+    count = participant_count(participation, world_size)
+    step = _arrays.check_int("step", step, minimum=0)
+    if count == world_size:
+        return np.arange(world_size, dtype=np.int64)
+    return selection.randomk(world_size, count, seed=step_seed(seed, step, _TAG))
