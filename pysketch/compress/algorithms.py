@@ -183,10 +183,7 @@ class Algorithm:
     _FREE_PARAMS: ClassVar[tuple[str, ...]] = ("lr", "device")
 
     def _recorded_params(self) -> dict[str, Any]:
-        recorded = {k: _plain(v) for k, v in self.params.items() if k not in self._FREE_PARAMS}
-        if recorded["participation"] == 1.0:  # as states saved before participation existed
-            del recorded["participation"]
-        return recorded
+        return {k: _plain(v) for k, v in self.params.items() if k not in self._FREE_PARAMS}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
@@ -216,9 +213,14 @@ class Algorithm:
         active = self._active(comm)
         return active.ids if isinstance(active, _Participants) else np.asarray(comm.worker_ids)
 
+    @property
+    def _everyone(self) -> bool:
+        """Whether every worker takes part (the float 1.0; the int 1 is one worker)."""
+        return isinstance(self.participation, float) and self.participation == 1.0
+
     def _active(self, comm: Communicator) -> Communicator:
         """``comm``, or the view of the workers that take part in this step."""
-        if self.participation == 1.0:
+        if self._everyone:
             return comm
         ids = sample_participants(
             comm.world_size, self.participation, seed=self.seed, step=self.steps
@@ -547,7 +549,7 @@ class Algorithm:
         diffs = [
             f"{key}={saved.get(key)!r} in the state, {value!r} here"
             for key, value in mine.items()
-            if _plain(saved.get(key)) != value
+            if not _same(saved.get(key), value, everyone=key == "participation")
         ]
         if diffs:
             raise ValueError(
@@ -570,6 +572,16 @@ class Algorithm:
         if not np.isfinite(converted).all():
             raise ValueError(f"state[{key!r}] holds values that overflow {self.dtype}")
         return converted
+
+
+def _same(saved: Any, value: Any, *, everyone: bool) -> bool:
+    """Whether a saved parameter is ``value``; for ``participation`` (``everyone``), a
+    state saved before it existed is the float 1.0, and the int 1 (one worker) is not."""
+    saved = _plain(saved)
+    if everyone:
+        saved = 1.0 if saved is None else saved
+        return saved == value and isinstance(saved, int) == isinstance(value, int)
+    return saved == value
 
 
 def _state_int(value: Any, name: str) -> int:
