@@ -7,7 +7,7 @@ import textwrap
 from dataclasses import asdict
 from pathlib import Path
 
-from . import checkpoint
+from . import checkpoint, config
 from .runner import COLUMNS, HIGHER_IS_BETTER, OUTCOMES, _bytes, job_stem, read_rows
 
 WIDTH = 100  # of the notes under the table
@@ -135,6 +135,13 @@ def notes(results: list, cfg: dict) -> list[str]:
             f"steps to target: the first evaluation that meets {target_text(target)}, "
             f"resolved to eval_every = {cfg['eval_every']} steps (met within the "
             f"{cfg['eval_every']} steps before it; not interpolated){relative}.",
+            width=WIDTH,
+        )
+    if cfg["participation"] != 1.0 or isinstance(cfg["participation"], int):
+        taking = config.resolve_size(cfg["participation"], cfg["workers"])
+        out += textwrap.wrap(
+            f"participation = {cfg['participation']}: {taking} of the {cfg['workers']} workers "
+            "take part in each step; bytes per worker are those of a worker that takes part.",
             width=WIDTH,
         )
     rule = cfg["divergence"]
