@@ -11,10 +11,6 @@ random-k's SplitMix64 stream, :func:`pysketch.randomk`, over worker ids).
 (``train_size``): a float in ``(0, 1]`` is a fraction of W (rounded, at least
 one worker), an int ``>= 1`` a number of workers (at most W). ``1.0``, the
 default, is every worker; the int ``1`` is a single worker.
-
-.. [MMR17] H. B. McMahan, E. Moore, D. Ramage, S. Hampson and B. Agüera y
-   Arcas, "Communication-Efficient Learning of Deep Networks from
-   Decentralized Data", AISTATS 2017.
 """
 
 from __future__ import annotations
