@@ -201,8 +201,7 @@ class Algorithm:
         --------
         >>> import numpy as np
         >>> from pysketch.compress import SGD, LocalCommunicator
-        >>> comm = LocalCommunicator(workers=10)
-        >>> algo = SGD(2, lr=1.0, participation=2)
+        >>> algo, comm = SGD(2, lr=1.0, participation=2), LocalCommunicator(workers=10)
         >>> ids = algo.participants(comm)
         >>> update = algo.step([np.full(2, float(i)) for i in ids], comm)
         >>> bool(update[0] == ids.mean()), comm.last_step.upload   # 2 workers' 2 float32
