@@ -95,6 +95,7 @@ TOP = {
     "expectation": Field("str", ""),
     "presum": Field("bool", True),
     "participation": Field("size", 1.0),  # of the workers, each step (pysketch.compress)
+    "download": _choice("collective", "changed"),
 }
 TARGET = {
     "metric": _choice("loss", "test_loss", "test_accuracy", "suboptimality", "grad_norm"),

@@ -227,6 +227,7 @@ class Job:
             seed=cfg["seed"],
             dtype=np.dtype(cfg["dtype"]).type,
             participation=cfg["participation"],
+            download=cfg["download"],
             **algorithm_kwargs(self.algo),
         )
         self.w = self.model.init()

@@ -56,7 +56,11 @@ from pysketch.compress.compressors import (
     step_seed,
 )
 from pysketch.compress.messages import index_dtype
-from pysketch.compress.participation import check_participation, sample_participants
+from pysketch.compress.participation import (
+    ChangedWeights,
+    check_participation,
+    sample_participants,
+)
 from pysketch.kernels import reductions
 
 __all__ = [
@@ -139,6 +143,12 @@ class Algorithm:
         them; the others' state stays as it was (mem-SGD's memory and
         Sketched-SGD's error go stale), and the bytes counted are those of
         the participants.
+    download : {"collective", "changed"}, default "collective"
+        How a worker's download is counted: what the step's collectives
+        deliver to it, or, as FetchSGD's released code counts it, the values
+        of the weights that changed since it last took part
+        (:class:`~pysketch.compress.participation.ChangedWeights`; on CUDA
+        that reads the update back, one more wait for the device).
     """
 
     name: ClassVar[str] = ""
@@ -154,6 +164,7 @@ class Algorithm:
         dtype: Any = np.float32,
         device: str = "cpu",
         participation: float | int = 1.0,
+        download: str = "collective",
     ) -> None:
         self.d = _arrays.check_positive_int("d", d)
         self.lr = _check_real("lr", lr, 0.0)
@@ -161,6 +172,8 @@ class Algorithm:
         self.dtype = _arrays.check_float_dtype("dtype", dtype)
         self.device = _arrays.check_device(device)
         self.participation = check_participation(participation)
+        self.download = _check_choice("download", download, ("collective", "changed"))
+        self._changed: ChangedWeights | None = None
         self.steps = 0
         #: Sum the local workers' vectors before compressing, where linearity makes it
         #: exact (stateless workers, linear compressor): one sketch per process, not per worker.
@@ -174,7 +187,8 @@ class Algorithm:
     @property
     def params(self) -> dict[str, Any]:
         """The constructor's arguments: every process must pass the same."""
-        names = ("d", "lr", "seed", "dtype", "device", "participation", *self._PARAMS)
+        names = ("d", "lr", "seed", "dtype", "device", "participation", "download")
+        names += self._PARAMS
         return {n: getattr(self, n) for n in names}
 
     _PARAMS: ClassVar[tuple[str, ...]] = ()
@@ -375,11 +389,21 @@ class Algorithm:
             comm._forget_step()
             raise
         step.commit()
+        if self.download == "changed":
+            self._count_changed(comm, active, update)
         if fresh:
             self._worker_ids, self._workers = tuple(comm.worker_ids), workers
         comm.step()
         self.steps += 1
         return result
+
+    def _count_changed(self, comm: Communicator, active: Communicator, update: Any) -> None:
+        if self._changed is None:
+            self._changed = ChangedWeights(self.d, comm.world_size)
+        everyone = active.everyone if active is not comm else np.arange(comm.world_size)
+        host = update if self.device == CPU else _cuda.to_host(update)
+        nbytes = self._changed.step(everyone, self.steps, host, self.dtype.itemsize)
+        comm._count_download(nbytes)
 
     def _inputs(self, vectors: Sequence[Any], comm: Communicator) -> list[Input]:
         if not isinstance(vectors, Sequence) or isinstance(vectors, (str, bytes)):
@@ -487,6 +511,8 @@ class Algorithm:
         if self._workers:
             for key in self._worker_keys():
                 state[f"workers.{key}"] = np.stack([_host_copy(w[key]) for w in self._workers])
+        if self._changed is not None:
+            state.update(self._changed.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -523,6 +549,12 @@ class Algorithm:
         for key in self._worker_keys():
             if ids or f"workers.{key}" in state:
                 stacks[key] = self._checked_array(state, f"workers.{key}", (len(ids), self.d))
+        changed = None
+        if self.download == "changed" and (steps or "download.changed" in state):
+            if "download.joined" not in state:
+                raise ValueError("state lacks 'download.joined' (download='changed')")
+            changed = ChangedWeights(self.d, np.asarray(state["download.joined"]).size)
+            changed.load_state_dict(state)
         # Everything is valid: assign.
         for key, host in server.items():
             _load_into(self._server[key], host)
@@ -534,6 +566,7 @@ class Algorithm:
             workers.append(worker)
         self._worker_ids = ids or None
         self._workers = workers
+        self._changed = changed
         self.steps = steps
 
     def _check_params(self, state: dict[str, Any]) -> None:
@@ -548,7 +581,7 @@ class Algorithm:
         diffs = [
             f"{key}={saved.get(key)!r} in the state, {value!r} here"
             for key, value in mine.items()
-            if not _same(saved.get(key), value, everyone=key == "participation")
+            if not _same(key, saved.get(key), value)
         ]
         if diffs:
             raise ValueError(
@@ -573,14 +606,18 @@ class Algorithm:
         return converted
 
 
-def _same(saved: Any, value: Any, *, everyone: bool) -> bool:
-    """Whether a saved parameter is ``value``; for ``participation`` (``everyone``), a
-    state saved before it existed is the float 1.0, and the int 1 (one worker) is not."""
+# Parameters added after states were first saved, with the value such a state had.
+_ADDED = {"participation": 1.0, "download": "collective"}
+
+
+def _same(key: str, saved: Any, value: Any) -> bool:
+    """Whether the saved parameter ``key`` is ``value`` (its type too, for those in
+    ``_ADDED``: the int 1 is one worker, the float 1.0 everyone)."""
     saved = _plain(saved)
-    if everyone:
-        saved = 1.0 if saved is None else saved
-        return saved == value and isinstance(saved, int) == isinstance(value, int)
-    return saved == value
+    if key not in _ADDED:
+        return saved == value
+    saved = _ADDED[key] if saved is None else saved
+    return saved == value and type(saved) is type(value)
 
 
 def _state_int(value: Any, name: str) -> int:

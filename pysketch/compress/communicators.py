@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -278,6 +278,11 @@ class Communicator:
     def _record(self, traffic: Traffic) -> None:
         self._open = self._open + traffic
 
+    def _count_download(self, nbytes: float) -> None:
+        """Count ``nbytes`` per worker as the open step's download, for what its collectives
+        received (see :class:`~pysketch.compress.participation.ChangedWeights`)."""
+        self._open = replace(self._open, download=nbytes)
+
     def _forget_step(self) -> None:
         """Drop the open step's traffic: a step that failed moved nothing that counts."""
         self._open = Traffic()
@@ -379,8 +384,8 @@ class _Participants(Communicator):
         self.world_size = int(len(ids))
         self.local_workers = self._layout[self.rank]
         first = sum(self._layout[: self.rank])
-        #: The global ids of this process's workers that take part.
-        self.ids = ids[first : first + self.local_workers]
+        #: The global ids of every worker that takes part, and of this process's.
+        self.everyone, self.ids = ids, ids[first : first + self.local_workers]
 
     def _allreduce(self, payload: tuple[Any, ...]) -> tuple[Any, ...]:
         return self._parent._allreduce(payload)
@@ -393,6 +398,9 @@ class _Participants(Communicator):
 
     def _record(self, traffic: Traffic) -> None:
         self._parent._record(traffic)
+
+    def _count_download(self, nbytes: float) -> None:
+        self._parent._count_download(nbytes)
 
 
 class LocalCommunicator(Communicator):

@@ -23,7 +23,7 @@ import numpy as np
 from pysketch import _arrays, selection
 from pysketch.compress.compressors import step_seed
 
-__all__ = ["check_participation", "participant_count", "sample_participants"]
+__all__ = ["ChangedWeights", "check_participation", "participant_count", "sample_participants"]
 
 # Makes the participants' seed of a step differ from random-k's seed of the same step.
 _TAG = 0x50415254  # "PART"
@@ -119,3 +119,43 @@ def sample_participants(
     if count == world_size:
         return np.arange(world_size, dtype=np.int64)
     return selection.randomk(world_size, count, seed=step_seed(seed, step, _TAG))
+
+
+class ChangedWeights:
+    """Download as FetchSGD's released code counts it: the weights changed since a client
+    last took part.
+
+    A client that takes part in step ``t`` and last took part in step ``s``
+    (never: it holds the initial weights, ``s = 0``) downloads the values of
+    the coordinates that the updates of steps ``s .. t-1`` changed (values
+    only, as that code counts them). Kept on every process alike: the step in
+    which each coordinate last changed (``d`` int32) and the step in which
+    each client last took part (``W`` int32).
+    """
+
+    def __init__(self, d: int, world_size: int) -> None:
+        self.changed = np.full(d, -1, dtype=np.int32)
+        self.joined = np.zeros(world_size, dtype=np.int32)
+
+    def step(self, participants: np.ndarray, step: int, update: np.ndarray, itemsize: int):
+        """Record step ``step``'s ``update``; return the participants' mean download in bytes."""
+        counts = [np.count_nonzero(self.changed >= self.joined[i]) for i in participants]
+        self.changed[update != 0] = step
+        self.joined[participants] = step
+        return float(np.mean(counts)) * itemsize
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"download.changed": self.changed.copy(), "download.joined": self.joined.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s arrays, checked (shapes, integers, steps) first."""
+        arrays = {}
+        for key, like in (("download.changed", self.changed), ("download.joined", self.joined)):
+            value = np.asarray(state.get(key))
+            if value.shape != like.shape or value.dtype.kind not in "iu" or (value < -1).any():
+                raise ValueError(
+                    f"state[{key!r}] must be {like.shape[0]} integer steps (>= -1), got "
+                    f"dtype {value.dtype} and shape {value.shape}"
+                )
+            arrays[key] = value
+        self.changed[...], self.joined[...] = arrays["download.changed"], arrays["download.joined"]

@@ -190,3 +190,45 @@ def test_fetchsgd_summed_with_participants():
     np.testing.assert_array_equal(
         algo.step_summed(np.sum(grads, axis=0), comm), other.step(grads, LocalCommunicator(8))
     )
+
+
+# ------------------------------------------------- download as FetchSGD's code counts it
+def _changed_download_reference(config, steps=8, workers=6, participation=2):
+    """Per step: the mean over the participants of the values of w that differ from the w
+    each last received (the initial w if never), in bytes, as CommEfficient counts it."""
+    algo, comm = build(config, participation=participation, download="changed"), None
+    comm = LocalCommunicator(workers)
+    w = np.zeros(D, dtype=np.float32)
+    seen = [w.copy() for _ in range(workers)]
+    for _ in range(steps):
+        ids = algo.participants(comm)
+        expected = np.mean([np.count_nonzero(w != seen[i]) for i in ids]) * 4
+        for i in ids:
+            seen[i] = w.copy()
+        w = w - algo.step([gradient(int(i), algo.steps, w) for i in ids], comm)
+        yield algo, comm.last_step.download, expected
+
+
+@pytest.mark.parametrize("config", ["memsgd-topk", "fetchsgd-zero", "sgd"])
+def test_changed_download_counts_the_weights_changed_since_the_last_round(config):
+    counted = [(got, want) for _, got, want in _changed_download_reference(config)]
+    assert [got for got, _ in counted] == [want for _, want in counted]
+    assert counted[0] == (0.0, 0.0) and max(want for _, want in counted) > 0
+
+
+def test_changed_download_resumes_from_a_checkpoint():
+    runs = list(_changed_download_reference("fetchsgd-zero", steps=6))
+    algo = runs[2][0]  # the same object: its state after all 6 steps
+    state = algo.state_dict()
+    assert state["download.changed"].shape == (D,) and state["download.joined"].shape == (6,)
+    again = build("fetchsgd-zero", participation=2, download="changed")
+    again.load_state_dict(state)
+    assert again.state_dict()["download.joined"].tolist() == state["download.joined"].tolist()
+    bad = {**state, "download.joined": np.zeros(6, dtype=np.float32)}
+    with pytest.raises(ValueError, match=r"state\['download.joined'\] must be 6 integer steps"):
+        build("fetchsgd-zero", participation=2, download="changed").load_state_dict(bad)
+
+
+def test_bad_download_names_the_argument():
+    with pytest.raises(ValueError, match="download must be one of"):
+        SGD(4, lr=0.1, download="sparse")
