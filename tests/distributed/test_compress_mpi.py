@@ -51,6 +51,15 @@ def test_participation_matches_the_in_process_run(comm, config, participation):
     assert mpi.total == local.total
 
 
+@pytest.mark.parametrize("config", ["memsgd-topk", "fetchsgd-zero"])
+def test_changed_download_matches_the_in_process_run(comm, config):
+    mpi = MPICommunicator(workers_per_rank=3, comm=comm)
+    local = LocalCommunicator(mpi.world_size)
+    for c in (mpi, local):
+        trajectory(build(config, participation=0.5, download="changed"), c)
+    assert mpi.total == local.total and mpi.total.download > 0
+
+
 def test_bad_vector_on_one_rank_raises_on_every_rank(comm):
     mpi = MPICommunicator(workers_per_rank=2, comm=comm)
     algo = build("fetchsgd-zero")

@@ -33,6 +33,9 @@ def test_bad_participation_is_refused(tiny_raw, value, match):
 
 def test_participation_defaults_to_every_worker(tiny_raw):
     assert resolved(tiny_raw)["participation"] == 1.0
+    assert resolved(tiny_raw)["download"] == "collective"
+    with pytest.raises(config.ConfigError, match="download: 'sparse' is not one of"):
+        resolved(tiny_raw, download="sparse")
 
 
 # ---------------------------------------------------------------- Dirichlet shards
@@ -126,6 +129,14 @@ def test_bytes_are_those_of_the_participants(tiny_raw, tmp_path):
     assert result.upload == steps * d * 8  # per worker that takes part: d float64 a step
     rows = runner.read_rows(tmp_path / "metrics" / "sgd.csv")
     assert rows[-1]["wire_sent"] == steps * 2 * (2 - 1) * d * 8 / 2  # a ring among 2, not 8
+
+
+def test_changed_download_is_at_most_d_values_a_step(tiny_raw, tmp_path):
+    raw = {**tiny_raw, "workers": 8, "participation": 2, "download": "changed"}
+    results = runner.run_cases(config.resolve(raw), tmp_path, Layout(mpi=False), log=print)
+    by_label = {r.label: r for r in results}
+    assert 0 < by_label["fetchsgd"].download < by_label["sgd"].download <= 12 * 256 * 8
+    assert by_label["fetchsgd"].upload == 12 * 3 * 64 * 8  # uploads are unchanged
 
 
 def test_participation_changes_the_run(tiny_raw, tmp_path):
