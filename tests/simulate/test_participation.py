@@ -176,3 +176,11 @@ def test_mpiexec_with_participation_equals_the_in_process_run(tiny_raw, tmp_path
         tmp_path / "mpi" / "tiny",
         ["sgd", "memsgd", "fetchsgd", "sketched_sgd"],
     )
+
+
+def test_the_memory_bound_counts_buffers_of_the_participants_only(tiny_raw):
+    """Local steps keep one buffer a worker that takes part: 10 of 1000, not 1000."""
+    raw = {**tiny_raw, "workers": 1000, "participation": 0.01}
+    raw["algorithms"] = [{"name": "sgd", "local_steps": 2, "local_lr": 0.1}]
+    terms = config.memory_terms(resolved(raw), local_workers=1000)
+    assert terms["workers = 1000, model.d = 256"] == (10 - 2) * 256 * 8
