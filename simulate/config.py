@@ -94,6 +94,8 @@ TOP = {
     "description": Field("str", ""),
     "expectation": Field("str", ""),
     "presum": Field("bool", True),
+    "participation": Field("size", 1.0),  # of the workers, each step (pysketch.compress)
+    "download": _choice("collective", "changed"),
 }
 TARGET = {
     "metric": _choice("loss", "test_loss", "test_accuracy", "suboptimality", "grad_norm"),
@@ -128,7 +130,8 @@ HESSIAN = {
     "lanczos_steps": _num(2, kind="int", default=30),
 }
 _DATA_SPLIT = {
-    "sharding": _choice("iid", "label"),
+    "sharding": _choice("iid", "label", "dirichlet"),
+    "dirichlet_alpha": _num(**_POSITIVE, default=0.5),
     "test_fraction": _num(0.0, 0.9, default=0.2),
     "batch_size": _num(1, kind="int", default=32),
     "sampling": _choice("replacement", "shuffle"),
@@ -283,15 +286,16 @@ def check_value(path: str, field: Field, value: Any) -> Any:
             raise _type_error(path, "a list of integers", value)
         return list(value)
     if kind == "size":
+        whole = "the workers" if path == "participation" else "d"
         if is_int:
             if value < 1:
                 raise ConfigError(f"{path}: must be >= 1, got {value}")
             return value
         if isinstance(value, float):
             if not 0.0 < value <= 1.0:
-                raise ConfigError(f"{path}: a fraction of d must lie in (0, 1], got {value}")
+                raise ConfigError(f"{path}: a fraction of {whole} must lie in (0, 1], got {value}")
             return value
-        raise _type_error(path, "an integer or a fraction of d in (0, 1]", value)
+        raise _type_error(path, f"an integer or a fraction of {whole} in (0, 1]", value)
     if kind == "int" and not is_int:
         raise _type_error(path, "an integer", value)
     if kind == "float":
@@ -419,7 +423,9 @@ def memory_terms(cfg: Mapping[str, Any], local_workers: int) -> dict[str, int]:
         kept = {"memsgd": int(algo.get("memory", False)), "sketched_sgd": 2}.get(name, 0)
         kept = int(algo.get("error_feedback", False)) if name == "sketchdl" else kept
         presum = cfg["presum"] and algo["local_steps"] == 1 and not kept
-        rows = min(local_workers, 2) if presum else local_workers  # the gradient buffer
+        # The gradient buffer: of the workers that take part in a step, at most.
+        taking = min(local_workers, resolve_size(cfg["participation"], cfg["workers"]))
+        rows = min(taking, 2) if presum else taking
         averaging = cfg["schedule"]["kind"] == "memsgd" and cfg["schedule"]["average"]
         job = {
             d_key: (1 + averaging + min(rows, 2)) * d * item,
@@ -555,6 +561,10 @@ def _check_case(raw: Mapping[str, Any]) -> dict:
         raise ConfigError("model: missing (a [model] table with kind = ...)")
     _, cfg["model"] = _check_kind("model", raw["model"], MODELS)
     _check_model(cfg["model"], cfg["workers"])
+    if isinstance(cfg["participation"], int) and cfg["participation"] > cfg["workers"]:
+        raise ConfigError(
+            f"participation: {cfg['participation']} workers cannot take part among {cfg['workers']}"
+        )
     d = model_dimension(cfg["model"])
     _, cfg["schedule"] = _check_kind(
         "schedule", raw.get("schedule", {"kind": "constant", "lr": 0.1}), SCHEDULES

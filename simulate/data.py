@@ -135,8 +135,10 @@ def load(model: dict, seed: int, dtype) -> Dataset:
     return Dataset(x_train, y[train], x_test, y[test], classes)
 
 
-def shard(labels: np.ndarray, workers: int, sharding: str, seed: int) -> list[np.ndarray]:
-    """Split the training samples among ``workers``: at random, or sorted by label.
+def shard(
+    labels: np.ndarray, workers: int, sharding: str, seed: int, alpha: float = 0.5
+) -> list[np.ndarray]:
+    """Split the training samples among ``workers``: at random, by label, or by Dirichlet(alpha).
 
     Parameters
     ----------
@@ -144,12 +146,17 @@ def shard(labels: np.ndarray, workers: int, sharding: str, seed: int) -> list[np
         Class label of each training sample.
     workers : int
         Number of shards.
-    sharding : {"iid", "label"}
+    sharding : {"iid", "label", "dirichlet"}
         ``"iid"``: a random permutation cut into equal parts; ``"label"``: the
         samples sorted by label, then cut, so that each worker sees one or a few
-        classes (non-iid).
+        classes (non-iid); ``"dirichlet"``: each worker's classes in proportions
+        ``q ~ Dirichlet(alpha p)``, ``p`` the classes' overall frequencies
+        (Hsu et al., 2019): small ``alpha`` gives a worker few classes, large
+        ``alpha`` the overall mix.
     seed : int
         The run's seed.
+    alpha : float, default 0.5
+        The Dirichlet concentration (``"dirichlet"`` only), positive.
 
     Returns
     -------
@@ -163,9 +170,45 @@ def shard(labels: np.ndarray, workers: int, sharding: str, seed: int) -> list[np
     [[0, 2], [1, 3]]
     """
     order = np.random.default_rng([seed, TAG_SPLIT, 1]).permutation(labels.size)
+    if sharding == "dirichlet":
+        return _dirichlet(
+            labels, order, workers, alpha, np.random.default_rng([seed, TAG_SPLIT, 2])
+        )
     if sharding == "label":
         order = order[np.argsort(labels[order], kind="stable")]
     return np.array_split(order, workers)
+
+
+def _dirichlet(labels, order, workers: int, alpha: float, rng) -> list[np.ndarray]:
+    """Shards of ``array_split`` sizes whose classes follow ``Dirichlet(alpha p)`` draws.
+
+    Worker by worker, its class counts are a multinomial draw from its
+    proportions, taken from what is left of each class (in ``order``); what a
+    class lacks is drawn again among the classes left, so every sample goes to
+    exactly one worker. The last workers get what remains, closer to ``p``.
+    """
+    classes = np.unique(labels)
+    pools = [list(order[labels[order] == c]) for c in classes]
+    left = np.array([len(pool) for pool in pools])
+    prior = left / left.sum()
+    sizes = [len(part) for part in np.array_split(order, workers)]
+    shards = []
+    for size in sizes:
+        q = rng.dirichlet(alpha * prior)
+        counts = np.zeros(len(classes), dtype=np.int64)
+        while counts.sum() < size:
+            remaining = left > counts
+            weights = q * remaining
+            if weights.sum() == 0:  # q has (underflowed) no mass on the classes left
+                weights = remaining * 1.0
+            draw = rng.multinomial(size - counts.sum(), weights / weights.sum())
+            counts = np.minimum(counts + draw, left)
+        taken = [pools[c][left[c] - n :] for c, n in enumerate(counts) if n]
+        left = left - counts
+        for c, pool in enumerate(pools):
+            del pool[left[c] :]
+        shards.append(np.sort(np.concatenate(taken)).astype(np.int64))
+    return shards
 
 
 @functools.lru_cache(maxsize=1024)

@@ -7,7 +7,7 @@ import textwrap
 from dataclasses import asdict
 from pathlib import Path
 
-from . import checkpoint, network
+from . import checkpoint, config, network
 from .runner import COLUMNS, HIGHER_IS_BETTER, OUTCOMES, _bytes, job_stem, read_rows
 
 WIDTH = 100  # of the notes under the table
@@ -149,6 +149,13 @@ def notes(results: list, cfg: dict) -> list[str]:
             f"time to target, sim time: simulated seconds on the network "
             f"({network.describe(cfg['network'])}), alpha-beta model of each algorithm's "
             "collectives (docs/simulator.rst, Network model).",
+            width=WIDTH,
+        )
+    if cfg["participation"] != 1.0 or isinstance(cfg["participation"], int):
+        taking = config.resolve_size(cfg["participation"], cfg["workers"])
+        out += textwrap.wrap(
+            f"participation = {cfg['participation']}: {taking} of the {cfg['workers']} workers "
+            "take part in each step; bytes per worker are those of a worker that takes part.",
             width=WIDTH,
         )
     rule = cfg["divergence"]

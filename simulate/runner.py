@@ -230,11 +230,15 @@ class Job:
             lr=self.schedule(0),
             seed=cfg["seed"],
             dtype=np.dtype(cfg["dtype"]).type,
+            participation=cfg["participation"],
+            download=cfg["download"],
             **algorithm_kwargs(self.algo),
         )
         self.w = self.model.init()
         self.w_avg = self.w.copy() if self.schedule.averaging else None
         workers = len(self.comm.worker_ids)
+        # Only the workers that take part in a step compute: buffers for those, at most.
+        taking = min(workers, config.resolve_size(cfg["participation"], self.comm.world_size))
         # Linearity: the gradients of stateless workers are summed here as they are
         # computed, in worker order (the sum pysketch would form, bit for bit), and
         # handed over with step_summed: O(d) memory instead of O(W d).
@@ -244,7 +248,7 @@ class Job:
             and self.algo["local_steps"] == 1
             and not self.algorithm.stateful_workers
         )
-        rows = 2 if self.presum else workers
+        rows = 2 if self.presum else taking
         self.buffer = np.empty((rows, self.model.d), dtype=self.w.dtype)
 
     def _result(self, status="done", message="") -> JobResult:
@@ -360,16 +364,17 @@ class Job:
 
     # ------------------------------------------------------------ the loop
     def _gradients(self, t: int, lr: float) -> list[np.ndarray] | np.ndarray:
-        """Every local worker's vector, or their sum when ``self.presum``."""
-        workers = self.comm.worker_ids
+        """The vectors of the local workers that take part, or their sum when ``self.presum``."""
+        workers = [int(i) for i in self.algorithm.participants(self.comm)]
         steps = self.algo["local_steps"]
         if self.presum:
+            self.buffer[0].fill(0)  # the sum of no worker, when none here takes part
             return self.model.sum_worker_gradients(
                 self.w, workers, t, self.buffer[0], self.buffer[1]
             )
         if steps == 1:
             self.model.worker_gradients(self.w, workers, t, self.buffer)
-            return list(self.buffer)
+            return list(self.buffer[: len(workers)])
         local_lr = self.algo["local_lr"] or lr
         for row, worker in enumerate(workers):
             local = self.buffer[row]
@@ -378,7 +383,7 @@ class Job:
                 local -= local_lr * self.model.worker_gradient(local, worker, t, s)
             np.subtract(self.w, local, out=local)
             local /= local_lr
-        return list(self.buffer)
+        return list(self.buffer[: len(workers)])
 
     def _evaluate(self, step: int, lr: float, wall: float) -> dict | None:
         row = None

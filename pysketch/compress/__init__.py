@@ -48,6 +48,7 @@ from pysketch.compress.compressors import (
     Threshold,
     TopK,
 )
+from pysketch.compress.participation import sample_participants
 
 __all__ = [
     "ALGORITHMS",
@@ -68,4 +69,5 @@ __all__ = [
     "TopK",
     "Traffic",
     "make_algorithm",
+    "sample_participants",
 ]

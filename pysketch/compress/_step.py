@@ -124,7 +124,7 @@ class Step:
     def __init__(self, algo, comm, inputs, lr, checked, summed, workers) -> None:
         self.algo, self.comm, self.inputs, self.lr = algo, comm, inputs, lr
         self.checked, self.summed, self.workers = checked, summed, workers
-        self.stream = inputs[0].stream
+        self.stream = inputs[0].stream if inputs else 0  # none: no local worker takes part
         self.device, self.dtype = algo.device, algo.dtype
         self.limit = _arrays.fit_limit(self.dtype)
         self.first = comm.worker_ids[0] if len(comm.worker_ids) else 0
@@ -193,6 +193,7 @@ class Step:
         allreduce, followed by the (zeroed) status."""
         extra = status_size(self.comm.world_size) if self.checked else 0
         packed = self.buffer("wire", n + extra)
+        zero = zero or not self.inputs  # nothing of this process's would overwrite it
         if zero or extra:
             _dense.fill(packed if zero else packed[n:], 0, self.stream)
         self._nbytes = n * self.dtype.itemsize

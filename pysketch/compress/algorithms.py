@@ -48,7 +48,7 @@ import numpy as np
 from pysketch import _arrays, _cuda, _dense, _frameworks
 from pysketch._arrays import CPU, Input
 from pysketch.compress import _step
-from pysketch.compress.communicators import Communicator
+from pysketch.compress.communicators import Communicator, _Participants
 from pysketch.compress.compressors import (
     CountSketchCompressor,
     RandomK,
@@ -56,6 +56,11 @@ from pysketch.compress.compressors import (
     step_seed,
 )
 from pysketch.compress.messages import index_dtype
+from pysketch.compress.participation import (
+    ChangedWeights,
+    check_participation,
+    sample_participants,
+)
 from pysketch.kernels import reductions
 
 __all__ = [
@@ -129,6 +134,21 @@ class Algorithm:
     device : {"cpu", "cuda"}, default "cpu"
         NumPy arrays on the CPU; on the GPU any CUDA array (CuPy, PyTorch,
         Numba device arrays).
+    participation : float or int, default 1.0
+        The workers that take part in each step: a fraction of W in
+        ``(0, 1]`` or a number of workers (see
+        :mod:`pysketch.compress.participation`). Each step draws them from
+        ``seed`` and the step number, the same on every process
+        (:meth:`participants`), takes their vectors only and averages over
+        them; the others' state stays as it was (mem-SGD's memory and
+        Sketched-SGD's error go stale), and the bytes counted are those of
+        the participants.
+    download : {"collective", "changed"}, default "collective"
+        How a worker's download is counted: what the step's collectives
+        deliver to it, or, as FetchSGD's released code counts it, the values
+        of the weights that changed since it last took part
+        (:class:`~pysketch.compress.participation.ChangedWeights`; on CUDA
+        that reads the update back, one more wait for the device).
     """
 
     name: ClassVar[str] = ""
@@ -136,13 +156,24 @@ class Algorithm:
     stateful_workers: ClassVar[bool] = False
 
     def __init__(
-        self, d: int, *, lr: float, seed: int = 0, dtype: Any = np.float32, device: str = "cpu"
+        self,
+        d: int,
+        *,
+        lr: float,
+        seed: int = 0,
+        dtype: Any = np.float32,
+        device: str = "cpu",
+        participation: float | int = 1.0,
+        download: str = "collective",
     ) -> None:
         self.d = _arrays.check_positive_int("d", d)
         self.lr = _check_real("lr", lr, 0.0)
         self.seed = _arrays.check_seed(seed)
         self.dtype = _arrays.check_float_dtype("dtype", dtype)
         self.device = _arrays.check_device(device)
+        self.participation = check_participation(participation)
+        self.download = _check_choice("download", download, ("collective", "changed"))
+        self._changed: ChangedWeights | None = None
         self.steps = 0
         #: Sum the local workers' vectors before compressing, where linearity makes it
         #: exact (stateless workers, linear compressor): one sketch per process, not per worker.
@@ -156,7 +187,8 @@ class Algorithm:
     @property
     def params(self) -> dict[str, Any]:
         """The constructor's arguments: every process must pass the same."""
-        names = ("d", "lr", "seed", "dtype", "device", *self._PARAMS)
+        names = ("d", "lr", "seed", "dtype", "device", "participation", "download")
+        names += self._PARAMS
         return {n: getattr(self, n) for n in names}
 
     _PARAMS: ClassVar[tuple[str, ...]] = ()
@@ -172,6 +204,42 @@ class Algorithm:
         return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ step
+    def participants(self, comm: Communicator) -> np.ndarray:
+        """The global ids of ``comm``'s local workers that take part in the next step.
+
+        :meth:`step` takes their vectors, in this order (every local worker's
+        with the default ``participation=1.0``). See
+        :func:`~pysketch.compress.sample_participants`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pysketch.compress import SGD, LocalCommunicator
+        >>> algo, comm = SGD(2, lr=1.0, participation=2), LocalCommunicator(workers=10)
+        >>> ids = algo.participants(comm)
+        >>> update = algo.step([np.full(2, float(i)) for i in ids], comm)
+        >>> bool(update[0] == ids.mean()), comm.last_step.upload   # 2 workers' 2 float32
+        (True, 8.0)
+        """
+        if not isinstance(comm, Communicator):
+            raise TypeError(f"comm must be a pysketch Communicator, got {type(comm).__name__}")
+        active = self._active(comm)
+        return active.ids if isinstance(active, _Participants) else np.asarray(comm.worker_ids)
+
+    @property
+    def _everyone(self) -> bool:
+        """Whether every worker takes part (the float 1.0; the int 1 is one worker)."""
+        return isinstance(self.participation, float) and self.participation == 1.0
+
+    def _active(self, comm: Communicator) -> Communicator:
+        """``comm``, or the view of the workers that take part in this step."""
+        if self._everyone:
+            return comm
+        ids = sample_participants(
+            comm.world_size, self.participation, seed=self.seed, step=self.steps
+        )
+        return comm if len(ids) == comm.world_size else _Participants(comm, ids)
+
     def step(
         self,
         vectors: Sequence[Any],
@@ -186,7 +254,8 @@ class Algorithm:
         Parameters
         ----------
         vectors : list of arrays of shape (d,)
-            One per worker of ``comm.worker_ids``, in that order: gradients
+            One per worker of :meth:`participants` (``comm.worker_ids``
+            unless ``participation`` is set), in that order: gradients
             (:class:`SketchDL`: model deltas). NumPy arrays on the CPU; on the
             GPU any CUDA array (CuPy, PyTorch, Numba device arrays).
         comm : Communicator
@@ -251,9 +320,11 @@ class Algorithm:
         Parameters
         ----------
         local_sum : array of shape (d,)
-            The sum of the vectors of the workers ``comm.worker_ids``.
+            The sum of the vectors of the workers :meth:`participants` (zeros
+            when none of this process's takes part).
         comm, lr, out, check_finite
-            As in :meth:`step`; the bytes counted are still those of every worker.
+            As in :meth:`step`; the bytes counted are still those of every
+            worker (that takes part).
 
         Examples
         --------
@@ -276,10 +347,11 @@ class Algorithm:
         try:
             step_lr = self.lr if lr is None else _check_real("lr", lr, 0.0)
             checked = _arrays.check_bool("check_finite", check_finite)
-            if summed:
-                inputs = [self._input(vectors, "local_sum")]
+            active = self._active(comm)
+            if summed:  # checked even when no local worker takes part, then dropped
+                inputs = [self._input(vectors, "local_sum")][: active.local_workers]
             else:
-                inputs = self._inputs(vectors, comm)
+                inputs = self._inputs(vectors, active)
             self._check_layout(comm)
             self._check_out(out)
         except (TypeError, ValueError) as exc:
@@ -294,14 +366,18 @@ class Algorithm:
             "layout": list(comm.layout),
         }
         comm.agree(f"{type(self).__name__}.step", fingerprint, error)
-        stream = inputs[0].stream
+        stream = inputs[0].stream if inputs else 0
         fresh = self._worker_ids is None
         workers = [self._new_worker(stream) for _ in comm.worker_ids] if fresh else self._workers
-        step = _step.Step(self, comm, inputs, step_lr, checked, summed, workers)
+        taking = workers
+        if active is not comm:  # the state of the workers that take part; the rest stays
+            taking = [workers[i - comm.worker_ids.start] for i in active.ids]
+        step = _step.Step(self, active, inputs, step_lr, checked, summed, taking)
         if out is None:
             owner = _dense.new(self.d, self.dtype, self.device, stream)
             update = owner if self.device == CPU else _cuda.bind(owner, stream)
-            result = _in_framework_of(owner, update, vectors if summed else vectors[0])
+            reference = vectors if summed else (vectors[0] if len(vectors) else None)
+            result = _in_framework_of(owner, update, reference)
         else:
             result = out
             update = out if self.device == CPU else _cuda.bind(out, stream)
@@ -313,18 +389,29 @@ class Algorithm:
             comm._forget_step()
             raise
         step.commit()
+        if self.download == "changed":
+            self._count_changed(comm, active, update)
         if fresh:
             self._worker_ids, self._workers = tuple(comm.worker_ids), workers
         comm.step()
         self.steps += 1
         return result
 
+    def _count_changed(self, comm: Communicator, active: Communicator, update: Any) -> None:
+        if self._changed is None:
+            self._changed = ChangedWeights(self.d, comm.world_size)
+        everyone = active.everyone if active is not comm else np.arange(comm.world_size)
+        host = update if self.device == CPU else _cuda.to_host(update)
+        nbytes = self._changed.step(everyone, self.steps, host, self.dtype.itemsize)
+        comm._count_download(nbytes)
+
     def _inputs(self, vectors: Sequence[Any], comm: Communicator) -> list[Input]:
         if not isinstance(vectors, Sequence) or isinstance(vectors, (str, bytes)):
             raise TypeError(f"vectors must be a list of arrays, got {type(vectors).__name__}")
         if len(vectors) != comm.local_workers:
+            which = " that takes part (participants())" if isinstance(comm, _Participants) else ""
             raise ValueError(
-                f"vectors must hold one array per local worker ({comm.local_workers}), "
+                f"vectors must hold one array per local worker{which} ({comm.local_workers}), "
                 f"got {len(vectors)}"
             )
         return [self._input(x, f"vectors[{w}]") for w, x in enumerate(vectors)]
@@ -395,7 +482,10 @@ class Algorithm:
         return self.dtype.type(value)
 
     def _sum_inputs(self, step: _step.Step, total: Any) -> None:
-        """``total`` = the sum of this process's inputs."""
+        """``total`` = the sum of this process's inputs (zero when it has none)."""
+        if not step.inputs:
+            _dense.fill(total, 0, step.stream)
+            return
         _dense.copy(total, step.inputs[0].array, step.stream)
         for inp in step.inputs[1:]:
             _dense.axpy(total, self._scalar(1), inp.array, step.stream)
@@ -438,6 +528,8 @@ class Algorithm:
         if self._workers:
             for key in self._worker_keys():
                 state[f"workers.{key}"] = np.stack([_host_copy(w[key]) for w in self._workers])
+        if self._changed is not None:
+            state.update(self._changed.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -474,6 +566,12 @@ class Algorithm:
         for key in self._worker_keys():
             if ids or f"workers.{key}" in state:
                 stacks[key] = self._checked_array(state, f"workers.{key}", (len(ids), self.d))
+        changed = None
+        if self.download == "changed" and (steps or "download.changed" in state):
+            if "download.joined" not in state:
+                raise ValueError("state lacks 'download.joined' (download='changed')")
+            changed = ChangedWeights(self.d, np.asarray(state["download.joined"]).size)
+            changed.load_state_dict(state)
         # Everything is valid: assign.
         for key, host in server.items():
             _load_into(self._server[key], host)
@@ -485,6 +583,7 @@ class Algorithm:
             workers.append(worker)
         self._worker_ids = ids or None
         self._workers = workers
+        self._changed = changed
         self.steps = steps
 
     def _check_params(self, state: dict[str, Any]) -> None:
@@ -499,7 +598,7 @@ class Algorithm:
         diffs = [
             f"{key}={saved.get(key)!r} in the state, {value!r} here"
             for key, value in mine.items()
-            if _plain(saved.get(key)) != value
+            if not _same(key, saved.get(key), value)
         ]
         if diffs:
             raise ValueError(
@@ -522,6 +621,20 @@ class Algorithm:
         if not np.isfinite(converted).all():
             raise ValueError(f"state[{key!r}] holds values that overflow {self.dtype}")
         return converted
+
+
+# Parameters added after states were first saved, with the value such a state had.
+_ADDED = {"participation": 1.0, "download": "collective"}
+
+
+def _same(key: str, saved: Any, value: Any) -> bool:
+    """Whether the saved parameter ``key`` is ``value`` (its type too, for those in
+    ``_ADDED``: the int 1 is one worker, the float 1.0 everyone)."""
+    saved = _plain(saved)
+    if key not in _ADDED:
+        return saved == value
+    saved = _ADDED[key] if saved is None else saved
+    return saved == value and type(saved) is type(value)
 
 
 def _state_int(value: Any, name: str) -> int:
@@ -915,6 +1028,8 @@ class SketchedSGD(_SketchAlgorithm):
         candidates, _ = step.heavy_hitters(sketch, n2)
         exact = step.buffer("exact", n2)
         picked = step.buffer("picked", n2)
+        if not errors:  # no local worker takes part
+            _dense.fill(exact, 0, s)
         for w, v in enumerate(errors):
             _dense.gather(exact if w == 0 else picked, v, candidates, s)
             if w:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -237,8 +237,9 @@ class Communicator:
         Returns every process's ``(indices, values)`` in rank order and the
         positions of the status entries in them (every process's block, in rank order).
         """
-        sent = [*lengths, extra] if extra else list(lengths)
-        return self._gathered(*self._allgather(indices, values, sent), extra)
+        # Every process sends its number of status entries (perhaps 0: it may hold no
+        # worker that takes part, see _Participants), so the lengths always line up.
+        return self._gathered(*self._allgather(indices, values, [*lengths, extra]), extra)
 
     def _gathered(self, idx: Any, val: Any, gathered: list[int], extra: int):
         """:meth:`_gather_packed`'s result from the allgather's (the traffic counted)."""
@@ -248,10 +249,9 @@ class Communicator:
             real += block
             start += sum(block)
             at += workers
-            if extra:  # every process sends its own number of status entries
-                positions += range(start, start + gathered[at])
-                start += gathered[at]
-                at += 1
+            positions += range(start, start + gathered[at])
+            start += gathered[at]
+            at += 1
         entry = np.dtype(idx.dtype).itemsize + np.dtype(val.dtype).itemsize
         sizes = [n * entry for n in real]
         total, world = sum(sizes), self.world_size
@@ -280,6 +280,11 @@ class Communicator:
     # ---------------------------------------------------------- accounting
     def _record(self, traffic: Traffic) -> None:
         self._open = self._open + traffic
+
+    def _count_download(self, nbytes: float) -> None:
+        """Count ``nbytes`` per worker as the open step's download, for what its collectives
+        received (see :class:`~pysketch.compress.participation.ChangedWeights`)."""
+        self._open = replace(self._open, download=nbytes)
 
     def _forget_step(self) -> None:
         """Drop the open step's traffic: a step that failed moved nothing that counts."""
@@ -361,6 +366,44 @@ def _bytes_field(state: dict[str, Any], name: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"state[{name!r}] must be a finite non-negative byte count, got {value}")
     return value
+
+
+class _Participants(Communicator):
+    """The workers of ``parent`` that take part in a step, as a communicator of their own.
+
+    W is their number and each process holds those of its workers that take
+    part (perhaps none), in order, so an algorithm's step divides by the
+    participants and sizes its status by them. The collectives still run over
+    every process of ``parent``; the traffic is that of the participants,
+    counted into ``parent``.
+    """
+
+    def __init__(self, parent: Communicator, ids: np.ndarray) -> None:
+        super().__init__()
+        self._parent = parent
+        starts = np.cumsum((0, *parent.layout))
+        self._layout = tuple(int(n) for n in np.diff(np.searchsorted(ids, starts)))
+        self.rank, self.ranks = parent.rank, parent.ranks
+        self.world_size = int(len(ids))
+        self.local_workers = self._layout[self.rank]
+        first = sum(self._layout[: self.rank])
+        #: The global ids of every worker that takes part, and of this process's.
+        self.everyone, self.ids = ids, ids[first : first + self.local_workers]
+
+    def _allreduce(self, payload: tuple[Any, ...]) -> tuple[Any, ...]:
+        return self._parent._allreduce(payload)
+
+    def _allgather(self, indices: Any, values: Any, lengths: list[int]):
+        return self._parent._allgather(indices, values, lengths)
+
+    def agree(self, what: str, fingerprint: dict[str, Any], error: BaseException | None) -> None:
+        self._parent.agree(what, fingerprint, error)
+
+    def _record(self, traffic: Traffic) -> None:
+        self._parent._record(traffic)
+
+    def _count_download(self, nbytes: float) -> None:
+        self._parent._count_download(nbytes)
 
 
 class LocalCommunicator(Communicator):

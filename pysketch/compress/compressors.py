@@ -47,9 +47,12 @@ def _check_nonnegative(name: str, value: Any) -> float:
     return value
 
 
-def step_seed(seed: int, step: int) -> int:
-    """A seed for training step ``step`` of a run seeded ``seed``, the same on every worker."""
-    return int(np.random.SeedSequence([seed, step]).generate_state(1, np.uint64)[0])
+def step_seed(seed: int, step: int, *tags: int) -> int:
+    """A seed for training step ``step`` of a run seeded ``seed``, the same on every worker.
+
+    ``tags`` make the seeds of independent draws of one step differ.
+    """
+    return int(np.random.SeedSequence([seed, step, *tags]).generate_state(1, np.uint64)[0])
 
 
 def _sparse(indices: Any, values: Any, d: int) -> Sparse:

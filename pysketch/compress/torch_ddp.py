@@ -233,7 +233,7 @@ class TorchCommunicator(Communicator):
         Every rank must send as many entries (the hook's one worker per rank, its
         ``k`` agreed on): no collective of the lengths first.
         """
-        sent = [*lengths, extra] if extra else list(lengths)
+        sent = [*lengths, extra]  # as _gather_packed: the status count always travels
         future = self._start_allgather(indices, values, [sent] * self.ranks)
         return future.then(lambda done: self._gathered(*done.value(), extra))
 

@@ -145,7 +145,9 @@ class DataModel(Model):
         self.batch_size, self.l2 = model["batch_size"], model["l2"]
         self.sampling = model["sampling"]
         self.data = data.load(model, seed, self.dtype)
-        self.shards = data.shard(self.data.y_train, workers, model["sharding"], seed)
+        self.shards = data.shard(
+            self.data.y_train, workers, model["sharding"], seed, model["dirichlet_alpha"]
+        )
         self.has_test = self.data.y_test.size > 0
 
     def _loss_grad(self, w, x, y, grad: bool):

@@ -49,7 +49,7 @@ def trajectory(algo, comm, steps: int = STEPS, w=None):
     w = np.zeros(D, dtype=np.float32) if w is None else w.copy()
     out = []
     for _ in range(steps):
-        grads = [gradient(worker, algo.steps, w) for worker in comm.worker_ids]
+        grads = [gradient(worker, algo.steps, w) for worker in algo.participants(comm)]
         w = w - algo.step(grads, comm)
         out.append(w.copy())
     return out

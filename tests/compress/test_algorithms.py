@@ -474,6 +474,8 @@ def test_state_dicts_record_the_parameters_as_plain_values():
         "d": D,
         "seed": 3,
         "dtype": "float32",
+        "participation": 1.0,
+        "download": "collective",
         "k": 10,
         "rows": 5,
         "cols": 64,

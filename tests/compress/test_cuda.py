@@ -62,11 +62,11 @@ if not _cuda.SIMULATOR:
         FRAMEWORKS["torch"] = _torch
 
 
-def _run(algo, device, convert=None, out=None):
-    comm = LocalCommunicator(WORKERS)
+def _run(algo, device, convert=None, out=None, workers=WORKERS):
+    comm = LocalCommunicator(workers)
     w, path = np.zeros(D, dtype=np.float32), []
     for _ in range(STEPS):
-        grads = [gradient(worker, algo.steps, w) for worker in comm.worker_ids]
+        grads = [gradient(worker, algo.steps, w) for worker in algo.participants(comm)]
         if device == "cuda":
             grads = [convert(g) for g in grads]
         update = algo.step(grads, comm, out=out)
@@ -88,6 +88,15 @@ def test_cuda_trajectory_equals_cpu(config, framework):
     assert gpu_comm.total == cpu_comm.total
     state = gpu_algo.state_dict()
     assert all(isinstance(v, (np.ndarray, int, str, dict)) for v in state.values())
+
+
+@pytest.mark.parametrize("config", ["sgd", "memsgd-topk", "sketched-p1-p2", "fetchsgd-zero"])
+def test_cuda_participation_equals_cpu(config):
+    """Two of five workers take part in each step (issue 19): the CPU's trajectory and bytes."""
+    cpu, cpu_comm = _run(build(config, participation=2), "cpu", workers=5)
+    gpu, gpu_comm = _run(build(config, participation=2, device="cuda"), "cuda", _numba, workers=5)
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-6, atol=1e-6)
+    assert gpu_comm.total == cpu_comm.total
 
 
 @pytest.mark.parametrize("config", ["sgd-nesterov", "memsgd-randomk", "sketchdl-ef"])

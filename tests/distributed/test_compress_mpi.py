@@ -38,6 +38,28 @@ def test_trajectory_and_bytes_match_the_in_process_run(comm, config, per_rank):
     assert mpi.counter.total.payload > 0
 
 
+@pytest.mark.parametrize("participation", [1, 0.5])
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_participation_matches_the_in_process_run(comm, config, participation):
+    """Clients sampled per step (issue 19): the same on every rank, the same trajectory and
+    bytes as in one process; with one participant, every step leaves a rank without any."""
+    mpi = MPICommunicator(workers_per_rank=2, comm=comm)
+    local = LocalCommunicator(mpi.world_size)
+    a = trajectory(build(config, participation=participation), mpi)
+    b = trajectory(build(config, participation=participation), local)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert mpi.total == local.total
+
+
+@pytest.mark.parametrize("config", ["memsgd-topk", "fetchsgd-zero"])
+def test_changed_download_matches_the_in_process_run(comm, config):
+    mpi = MPICommunicator(workers_per_rank=3, comm=comm)
+    local = LocalCommunicator(mpi.world_size)
+    for c in (mpi, local):
+        trajectory(build(config, participation=0.5, download="changed"), c)
+    assert mpi.total == local.total and mpi.total.download > 0
+
+
 def test_bad_vector_on_one_rank_raises_on_every_rank(comm):
     mpi = MPICommunicator(workers_per_rank=2, comm=comm)
     algo = build("fetchsgd-zero")

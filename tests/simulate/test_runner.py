@@ -37,8 +37,10 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_equals_an_uninterrupted_run(tiny_raw, tmp_path, monkeypatch):
-    tiny_raw["checkpoint_every"] = 4
+@pytest.mark.parametrize("extra", [{}, {"participation": 2, "download": "changed"}])
+def test_resume_equals_an_uninterrupted_run(tiny_raw, tmp_path, monkeypatch, extra):
+    """Also with clients sampled per step and their downloads counted since their last round."""
+    tiny_raw.update(checkpoint_every=4, **extra)
     run(tiny_raw, tmp_path / "full")
 
     real = models.Quadratic._add_worker_terms

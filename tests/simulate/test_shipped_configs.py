@@ -16,6 +16,7 @@ from simulate import cli, config
 
 REDUCED = {
     "default": ["steps=20", "eval_every=10"],
+    "federated_clients": ["steps=20", "eval_every=10"],
     "fetchsgd_scaling": ["workers=8", "steps=2", "eval_every=1"],
     "logistic_memsgd": ["steps=200", "eval_every=50"],
     "network_time": ["steps=20"],
