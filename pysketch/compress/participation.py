@@ -66,6 +66,7 @@ def participant_count(participation: float | int, world_size: int) -> int:
 
     Examples
     --------
+    >>> from pysketch.compress.participation import participant_count
     >>> participant_count(0.05, 1000), participant_count(0.001, 10), participant_count(3, 10)
     (50, 1, 3)
     """
