@@ -68,6 +68,7 @@ class Workspace:
         self._arrays: dict[Any, Any] = {}
         self._owners: dict[Any, Any] = {}
         self._streams: dict[Any, Any] = {}
+        self._topk: dict[tuple, selection.TopkWorkspace] = {}
         #: The status entries' positions in an allgather, on the host and on the device.
         self.positions: tuple[np.ndarray, Any] | None = None
 
@@ -85,10 +86,10 @@ class Workspace:
 
     def topk(self, d: int, k: int, dtype: Any, stream: Any) -> selection.TopkWorkspace:
         """The device top-k's scratch and results for ``(d, k, dtype)``, kept across steps."""
-        key = ("topk", int(d), int(k), np.dtype(dtype))
-        if key not in self._arrays:
-            self._arrays[key] = selection.TopkWorkspace(d, k, dtype, sorted=False, stream=stream)
-        return self._arrays[key]
+        key = (int(d), int(k), np.dtype(dtype))
+        if key not in self._topk:
+            self._topk[key] = selection.TopkWorkspace(d, k, dtype, sorted=False, stream=stream)
+        return self._topk[key]
 
     def owner(self, name: Any) -> Any:
         """The allocation behind buffer ``name`` (itself on the CPU)."""
