@@ -36,6 +36,7 @@ __all__ = [
     "new",
     "on_cpu",
     "scale",
+    "scale_clipped",
     "scatter_add",
     "set_at",
     "to_host",
@@ -118,6 +119,15 @@ def scale(y: Any, alpha: float, stream: Any = 0) -> None:
         y *= alpha
     else:
         _cuda.launch(elementwise.cuda_scale, y.shape[0], stream)(y, alpha)
+
+
+def scale_clipped(y: Any, ratios: Any, at: int, stream: Any = 0) -> None:
+    """``y *= 1 / ratios[at]`` where ``ratios[at] > 1`` (a norm over its limit): gradient
+    clipping with the norm's ratio left where it was computed (on CUDA: on the device)."""
+    if on_cpu(y):
+        y *= np.float64(elementwise.clip_factor(float(ratios[at])))
+    else:
+        _cuda.launch(elementwise.cuda_scale_clipped, y.shape[0], stream)(y, ratios, at)
 
 
 def axpby(out: Any, x: Any, beta: float, y: Any, stream: Any = 0) -> None:

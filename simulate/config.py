@@ -96,6 +96,9 @@ TOP = {
     "presum": Field("bool", True),
     "participation": Field("size", 1.0),  # of the workers, each step (pysketch.compress)
     "download": _choice("collective", "changed"),
+    # How the server averages: each worker alike, or weighted by its training samples (the
+    # batch-size weighting of FetchSGD's released code, whose clients take their whole data).
+    "weighting": _choice("uniform", "samples"),
 }
 TARGET = {
     "metric": _choice("loss", "test_loss", "test_accuracy", "suboptimality", "grad_norm"),
@@ -185,6 +188,7 @@ SCHEDULES = {
 }
 _MOMENTUM = _num(0.0, 1.0, default=0.9)
 _HASH = _choice("mix", "polynomial")
+_LR_PLACEMENT = _choice("state", "update")
 ALGORITHMS = {
     "sgd": {"rho": _num(0.0, 1.0, default=0.0), "nesterov": Field("bool", False)},
     "memsgd": {
@@ -192,6 +196,15 @@ ALGORITHMS = {
         "compressor": _choice("topk", "randomk"),
         "memory": Field("bool", True),
         "rho": _num(0.0, 1.0, default=0.0),
+        "lr_placement": _LR_PLACEMENT,
+        "server_rho": _num(0.0, 1.0, default=0.0),
+    },
+    "true_topk": {
+        "k": Field("size", REQUIRED),
+        "rho": _MOMENTUM,
+        "error": _choice("zero", "none"),
+        "lr_placement": _LR_PLACEMENT,
+        "momentum_masking": Field("bool", True),
     },
     "sketched_sgd": {
         "k": Field("size", REQUIRED),
@@ -208,7 +221,10 @@ ALGORITHMS = {
         "rows": _num(1, kind="int", default=5),
         "cols": Field("size", REQUIRED),
         "rho": _MOMENTUM,
-        "error": _choice("zero", "subtract"),
+        "error": _choice("zero", "subtract", "none"),
+        "lr_placement": _LR_PLACEMENT,
+        "momentum_masking": Field("bool", None),
+        "clip_norm": _num(**_POSITIVE),
         "hash": _HASH,
     },
     "sketchdl": {
@@ -225,6 +241,9 @@ ALGORITHM_COMMON = {
     "lr": _num(**_POSITIVE),
     "local_steps": _num(1, kind="int", default=1),
     "local_lr": _num(**_POSITIVE),
+    # Added to each worker's gradient before it is compressed, as FetchSGD's released code
+    # does (which adds weight_decay / W: the same as weight_decay here divided by W).
+    "weight_decay": _num(0.0, default=0.0),
 }
 SECTIONS = (
     "target",
@@ -423,6 +442,7 @@ def memory_terms(cfg: Mapping[str, Any], local_workers: int) -> dict[str, int]:
         kept = {"memsgd": int(algo.get("memory", False)), "sketched_sgd": 2}.get(name, 0)
         kept = int(algo.get("error_feedback", False)) if name == "sketchdl" else kept
         presum = cfg["presum"] and algo["local_steps"] == 1 and not kept
+        presum = presum and cfg["weighting"] == "uniform"
         # The gradient buffer: of the workers that take part in a step, at most.
         taking = min(local_workers, resolve_size(cfg["participation"], cfg["workers"]))
         rows = min(taking, 2) if presum else taking
@@ -564,6 +584,11 @@ def _check_case(raw: Mapping[str, Any]) -> dict:
     if isinstance(cfg["participation"], int) and cfg["participation"] > cfg["workers"]:
         raise ConfigError(
             f"participation: {cfg['participation']} workers cannot take part among {cfg['workers']}"
+        )
+    if cfg["weighting"] == "samples" and cfg["model"]["kind"] == "quadratic":
+        raise ConfigError(
+            "weighting: 'samples' needs a model with data shards (logistic or mlp), "
+            "not the quadratic"
         )
     d = model_dimension(cfg["model"])
     _, cfg["schedule"] = _check_kind(

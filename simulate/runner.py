@@ -242,11 +242,16 @@ class Job:
         # Linearity: the gradients of stateless workers are summed here as they are
         # computed, in worker order (the sum pysketch would form, bit for bit), and
         # handed over with step_summed: O(d) memory instead of O(W d).
+        # Weighted averaging takes each worker's vector and weight (its training samples).
+        self.weights = None
+        if cfg["weighting"] == "samples":
+            self.weights = np.array([len(s) for s in self.model.shards], dtype=np.float64)
         self.presum = (
             cfg["presum"]
             and workers > 1
             and self.algo["local_steps"] == 1
             and not self.algorithm.stateful_workers
+            and self.weights is None
         )
         rows = 2 if self.presum else taking
         self.buffer = np.empty((rows, self.model.d), dtype=self.w.dtype)
@@ -363,9 +368,24 @@ class Job:
             self.w_avg[...] = state["w_avg"]
 
     # ------------------------------------------------------------ the loop
-    def _gradients(self, t: int, lr: float) -> list[np.ndarray] | np.ndarray:
-        """The vectors of the local workers that take part, or their sum when ``self.presum``."""
+    def _step(self, t: int, lr: float) -> np.ndarray:
+        """The algorithm's update for round ``t``, from the local workers that take part."""
         workers = [int(i) for i in self.algorithm.participants(self.comm)]
+        vectors = self._gradients(workers, t, lr)
+        decay = self.algo["weight_decay"]
+        if self.presum:
+            if decay:  # each worker's gradient + decay w, summed
+                vectors += (decay * len(workers)) * self.w
+            return self.algorithm.step_summed(vectors, self.comm, lr=lr)
+        if decay:
+            for v in vectors:
+                v += decay * self.w
+        weights = None if self.weights is None else [self.weights[i] for i in workers]
+        return self.algorithm.step(vectors, self.comm, lr=lr, weights=weights)
+
+    def _gradients(self, workers: list[int], t: int, lr: float) -> list[np.ndarray] | np.ndarray:
+        """The vectors of ``workers`` (the local ones that take part), or their sum when
+        ``self.presum``."""
         steps = self.algo["local_steps"]
         if self.presum:
             self.buffer[0].fill(0)  # the sum of no worker, when none here takes part
@@ -454,9 +474,8 @@ class Job:
         try:
             for t in range(start, steps):
                 lr = self.schedule(t)
-                step = self.algorithm.step_summed if self.presum else self.algorithm.step
                 try:
-                    update = step(self._gradients(t, lr), self.comm, lr=lr)
+                    update = self._step(t, lr)
                 except NonFiniteError as exc:  # raised on every rank alike
                     raise Diverged(
                         f"{self.label}: NaN or Inf gradients at step {t + 1}; stopped. Files so "

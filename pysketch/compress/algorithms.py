@@ -16,6 +16,8 @@ so ``lr`` means what it means for minibatch SGD on the mean gradient.
 
 =====================  ======================================================
 :class:`SGD`           uncompressed minibatch SGD with (Nesterov) momentum
+:class:`TrueTopK`      dense upload, top-k of the server's momentum and error
+                       (FetchSGD's released code) [RPU20]_
 :class:`MemSGD`        top-k / random-k with error feedback [SCJ18]_
 :class:`SketchedSGD`   worker momentum and error, Count Sketch, optional
                        second round of exact values [IRU19]_
@@ -62,6 +64,7 @@ from pysketch.compress.participation import (
     sample_participants,
 )
 from pysketch.kernels import reductions
+from pysketch.kernels.countsketch import L2_THRESHOLD
 
 __all__ = [
     "ALGORITHMS",
@@ -71,6 +74,7 @@ __all__ = [
     "SGD",
     "SketchDL",
     "SketchedSGD",
+    "TrueTopK",
     "make_algorithm",
 ]
 
@@ -87,6 +91,20 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def _check_positive(name: str, value: Any) -> float:
+    """A finite real number above 0, or a TypeError/ValueError naming ``name``."""
+    value = _check_real(name, value, 0.0)
+    if value == 0.0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _check_lr_placement(value: Any) -> str:
+    """Where the learning rate goes: ``"state"`` (into the error or memory, as the papers
+    write it) or ``"update"`` (onto the update, as FetchSGD's released code does)."""
+    return _check_choice("lr_placement", value, ("state", "update"))
 
 
 def _multiple(name: str, factor: float | None, k: int, d: int) -> int | None:
@@ -248,6 +266,7 @@ class Algorithm:
         lr: float | None = None,
         out: Any = None,
         check_finite: bool = True,
+        weights: Sequence[float] | None = None,
     ) -> Any:
         """One training step: the local workers' vectors in, the update out.
 
@@ -280,6 +299,15 @@ class Algorithm:
             skips the counts and updates the state in place (no scratch): the
             step never waits for the device (it can be captured in a CUDA
             graph), and the caller vouches that nothing overflows.
+        weights : list of float, optional
+            One positive weight per vector, such as each worker's batch size:
+            each vector is multiplied by its weight before anything else (the
+            workers' state then holds weighted vectors), and sums over the
+            workers are divided by the total weight of every worker that takes
+            part (gathered with the step's agreement) instead of W. This is
+            the averaging of FetchSGD's released code [RPU20]_, where a
+            client's gradient counts as much as its batch. By default every
+            worker weighs 1.
 
         Returns
         -------
@@ -299,7 +327,7 @@ class Algorithm:
             the workers, the update). Nothing is changed then either, and the
             step's traffic is not counted.
         """
-        return self._run(vectors, comm, lr, out, check_finite, summed=False)
+        return self._run(vectors, comm, lr, out, check_finite, weights, summed=False)
 
     def step_summed(
         self,
@@ -309,6 +337,7 @@ class Algorithm:
         lr: float | None = None,
         out: Any = None,
         check_finite: bool = True,
+        weight: float | None = None,
     ) -> Any:
         """:meth:`step`, given the sum of this process's workers' vectors instead of each.
 
@@ -325,6 +354,10 @@ class Algorithm:
         comm, lr, out, check_finite
             As in :meth:`step`; the bytes counted are still those of every
             worker (that takes part).
+        weight : float, optional
+            With weighted averaging (:meth:`step`'s ``weights``): the sum of
+            the weights of this process's workers that take part, when
+            ``local_sum`` is the sum of each one's vector times its weight.
 
         Examples
         --------
@@ -338,9 +371,9 @@ class Algorithm:
                 f"{type(self).__name__} keeps state on each worker: pass every worker's "
                 "vector to step()"
             )
-        return self._run(local_sum, comm, lr, out, check_finite, summed=True)
+        return self._run(local_sum, comm, lr, out, check_finite, weight, summed=True)
 
-    def _run(self, vectors, comm, lr, out, check_finite, *, summed: bool) -> Any:
+    def _run(self, vectors, comm, lr, out, check_finite, weights, *, summed: bool) -> Any:
         if not isinstance(comm, Communicator):
             raise TypeError(f"comm must be a pysketch Communicator, got {type(comm).__name__}")
         inputs, error = None, None
@@ -354,8 +387,9 @@ class Algorithm:
                 inputs = self._inputs(vectors, active)
             self._check_layout(comm)
             self._check_out(out)
+            local_weight = _local_weight(weights, len(inputs), summed)
         except (TypeError, ValueError) as exc:
-            error = exc
+            error, local_weight = exc, None
         fingerprint = {
             **self.params,
             "type": self.name,
@@ -364,8 +398,12 @@ class Algorithm:
             "check_finite": check_finite if isinstance(check_finite, bool) else None,
             "world size": comm.world_size,
             "layout": list(comm.layout),
+            "weighted": weights is not None,
+            "local weight": local_weight,
         }
-        comm.agree(f"{type(self).__name__}.step", fingerprint, error)
+        prints = comm.agree(
+            f"{type(self).__name__}.step", fingerprint, error, ignore=("local weight",)
+        )
         stream = inputs[0].stream if inputs else 0
         fresh = self._worker_ids is None
         workers = [self._new_worker(stream) for _ in comm.worker_ids] if fresh else self._workers
@@ -373,6 +411,10 @@ class Algorithm:
         if active is not comm:  # the state of the workers that take part; the rest stays
             taking = [workers[i - comm.worker_ids.start] for i in active.ids]
         step = _step.Step(self, active, inputs, step_lr, checked, summed, taking)
+        if weights is not None:
+            step.total_weight = math.fsum(p["local weight"] for p in prints)
+            if not summed:
+                step.weigh_inputs(weights)
         if out is None:
             owner = _dense.new(self.d, self.dtype, self.device, stream)
             update = owner if self.device == CPU else _cuda.bind(owner, stream)
@@ -624,7 +666,14 @@ class Algorithm:
 
 
 # Parameters added after states were first saved, with the value such a state had.
-_ADDED = {"participation": 1.0, "download": "collective"}
+_ADDED = {
+    "participation": 1.0,
+    "download": "collective",
+    "lr_placement": "state",
+    "momentum_masking": None,
+    "clip_norm": None,
+    "server_rho": 0.0,
+}
 
 
 def _same(key: str, saved: Any, value: Any) -> bool:
@@ -635,6 +684,22 @@ def _same(key: str, saved: Any, value: Any) -> bool:
         return saved == value
     saved = _ADDED[key] if saved is None else saved
     return saved == value and type(saved) is type(value)
+
+
+def _local_weight(weights: Any, local: int, summed: bool) -> float:
+    """The total of this process's workers' weights (0 when none): ``weights`` checked."""
+    if weights is None:
+        return 0.0
+    if summed:
+        return _check_real("weight", weights, 0.0) if local else 0.0
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, (Sequence, np.ndarray)):
+        raise TypeError(f"weights must be a list of numbers, got {type(weights).__name__}")
+    if len(weights) != local:
+        raise ValueError(f"weights must hold one number per vector ({local}), got {len(weights)}")
+    for w, value in enumerate(weights):
+        if _check_real(f"weights[{w}]", value, 0.0) == 0.0:
+            raise ValueError(f"weights[{w}] must be positive, got {value!r}")
+    return math.fsum(float(v) for v in weights)
 
 
 def _state_int(value: Any, name: str) -> int:
@@ -672,7 +737,17 @@ def _load_into(target: Any, host: np.ndarray) -> None:
 
 
 # =============================================================== baselines
-class SGD(Algorithm):
+class _DenseUpload(Algorithm):
+    """Workers that send their whole vector: the allreduce of ``d`` values."""
+
+    def _local_phase(self, step):
+        local_sum = step.wire(self.d, zero=False)  # the local sum overwrites it
+        for w, inp in enumerate(step.inputs):
+            step.count_input(w, inp.array)
+        self._sum_inputs(step, local_sum)
+
+
+class SGD(_DenseUpload):
     """Uncompressed minibatch SGD: an allreduce of ``d`` values, server momentum.
 
     ``u = rho u + mean_i g_i``; ``update = lr u`` (Nesterov: ``lr (g + rho u)``).
@@ -708,15 +783,9 @@ class SGD(Algorithm):
         self.nesterov = _arrays.check_bool("nesterov", nesterov)
         self._new_server(momentum=(self.d,))
 
-    def _local_phase(self, step):
-        local_sum = step.wire(self.d, zero=False)  # the local sum overwrites it
-        for w, inp in enumerate(step.inputs):
-            step.count_input(w, inp.array)
-        self._sum_inputs(step, local_sum)
-
     def _server_phase(self, step, out):
         mean, rho, s = step.payload, self._scalar(self.rho), step.stream
-        _dense.scale(mean, self._scalar(1 / step.comm.world_size), s)
+        _dense.scale(mean, self._scalar(1 / step.total), s)
         u = step.target(self._server, "momentum", "momentum'")
         _dense.axpby(u, mean, rho, self._server["momentum"], s)  # u = rho u + mean
         if self.nesterov:
@@ -726,6 +795,94 @@ class SGD(Algorithm):
         _dense.scale(out, self._scalar(step.lr), s)
         step.count_server(u)
         step.count_server(out)
+
+
+class TrueTopK(_DenseUpload):
+    """True top-k [RPU20]_: workers send their whole gradient, the server keeps dense
+    momentum and error and applies their top ``k``.
+
+    The "true top-k" mode of FetchSGD's released code, the exact top-k that
+    FetchSGD's sketches approximate: ``u = rho u + mean_i g_i``,
+    ``e += lr u`` and ``delta = top_k(e)``; ``e`` is zeroed where ``delta``
+    is not (error feedback: what was applied leaves the error exactly) and,
+    with momentum masking (the code's default), so is ``u``. Upload is
+    uncompressed (``d`` values, like :class:`SGD`); the update has ``k``
+    non-zeros.
+
+    Parameters
+    ----------
+    d, lr, seed, dtype, device
+        See :class:`Algorithm`.
+    k : int
+        Coordinates updated per step.
+    rho : float, default 0.9
+        Server momentum in ``[0, 1)``.
+    error : {"zero", "none"}, default "zero"
+        ``"none"`` keeps no error: ``delta = top_k(lr u)``.
+    lr_placement : {"state", "update"}, default "state"
+        ``"update"``: ``e += u`` and ``update = lr delta``, as the code does.
+    momentum_masking : bool, default True
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pysketch.compress import TrueTopK, LocalCommunicator
+    >>> comm = LocalCommunicator(workers=2)
+    >>> algo = TrueTopK(4, lr=1.0, k=1, rho=0.0)
+    >>> g = np.array([1.0, -3.0, 0.0, 2.0])
+    >>> algo.step([g, g], comm).tolist(), algo.step([0 * g, 0 * g], comm).tolist()
+    ([0.0, -3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0])
+    """
+
+    name = "true_topk"
+    _PARAMS = ("k", "rho", "error", "lr_placement", "momentum_masking")
+
+    def __init__(
+        self,
+        d: int,
+        *,
+        lr: float,
+        k: int,
+        rho: float = 0.9,
+        error: str = "zero",
+        lr_placement: str = "state",
+        momentum_masking: bool = True,
+        **kw,
+    ) -> None:
+        super().__init__(d, lr=lr, **kw)
+        self.k = check_count("k", k, self.d)
+        self.rho = _check_real("rho", rho, 0.0, 1.0)
+        self.error = _check_choice("error", error, ("zero", "none"))
+        self.lr_placement = _check_lr_placement(lr_placement)
+        self.momentum_masking = _arrays.check_bool("momentum_masking", momentum_masking)
+        shapes = {"momentum": (self.d,)}
+        if self.error != "none":
+            shapes["error"] = (self.d,)
+        self._new_server(**shapes)
+
+    def _server_phase(self, step, out):
+        mean, s, server = step.payload, step.stream, self._server
+        _dense.scale(mean, self._scalar(1 / step.total), s)
+        u = step.target(server, "momentum", "momentum'")
+        _dense.axpby(u, mean, self._scalar(self.rho), server["momentum"], s)  # u = rho u + mean
+        lr_after = self.lr_placement == "update" or self.error == "none"
+        accumulated = u
+        if self.error != "none":
+            accumulated = step.target(server, "error", "error'")
+            factor = self._scalar(1.0 if lr_after else step.lr)
+            _dense.axpby(accumulated, server["error"], factor, u, s)  # e += lr u
+        idx, val = step.topk(accumulated, self.k)
+        if self.error != "none":
+            _dense.set_at(accumulated, idx, 0, s)
+        if self.momentum_masking:
+            _dense.set_at(u, idx, 0, s)
+        if lr_after:
+            _dense.scale(val, self._scalar(step.lr), s)
+        step.count_server(u)
+        step.count_server(accumulated)
+        step.count_server(val)
+        _dense.fill(out, 0, s)
+        _dense.scatter_add(out, idx, val, 1, s)
 
 
 class MemSGD(Algorithm):
@@ -741,6 +898,12 @@ class MemSGD(Algorithm):
     ``m_i`` is, so a coordinate's momentum does not keep pushing an update
     that has already been applied.
 
+    Two more options follow that code: ``lr_placement="update"`` keeps the
+    learning rate out of the memory (``m_i += u_i``) and applies it to the
+    update, and ``server_rho`` adds the server's "virtual" momentum on the
+    mean of what the workers sent, ``v = server_rho v + mean_i comp(m_i)``,
+    ``update = v`` (times ``lr`` with ``"update"``), which is not masked.
+
     Parameters
     ----------
     d, lr, seed, dtype, device
@@ -753,6 +916,10 @@ class MemSGD(Algorithm):
         forgets the rest (the biased baseline that converges worse).
     rho : float, default 0.0
         Worker momentum in ``[0, 1)``, masked where a worker sent.
+    lr_placement : {"state", "update"}, default "state"
+        ``lr`` inside the memory (the paper) or on the update (the code).
+    server_rho : float, default 0.0
+        Server ("virtual") momentum in ``[0, 1)``.
 
     Examples
     --------
@@ -767,7 +934,7 @@ class MemSGD(Algorithm):
 
     name = "memsgd"
     stateful_workers = True
-    _PARAMS = ("k", "compressor", "memory", "rho")
+    _PARAMS = ("k", "compressor", "memory", "rho", "lr_placement", "server_rho")
 
     def __init__(
         self,
@@ -778,6 +945,8 @@ class MemSGD(Algorithm):
         compressor: str = "topk",
         memory: bool = True,
         rho: float = 0.0,
+        lr_placement: str = "state",
+        server_rho: float = 0.0,
         **kw,
     ) -> None:
         super().__init__(d, lr=lr, **kw)
@@ -785,7 +954,11 @@ class MemSGD(Algorithm):
         self.compressor = _check_choice("compressor", compressor, ("topk", "randomk"))
         self.memory = _arrays.check_bool("memory", memory)
         self.rho = _check_real("rho", rho, 0.0, 1.0)
+        self.lr_placement = _check_lr_placement(lr_placement)
+        self.server_rho = _check_real("server_rho", server_rho, 0.0, 1.0)
         self._random = RandomK(self.d, self.k, seed=self.seed)
+        if self.server_rho:
+            self._new_server(momentum=(self.d,))
 
     def _worker_keys(self):
         return ("memory",) * self.memory + ("momentum",) * (self.rho > 0)
@@ -793,8 +966,9 @@ class MemSGD(Algorithm):
     def _to_send(self, step, w: int, g: Any) -> tuple[Any, Any]:
         """Worker ``w``'s vector to compress (its new memory ``m + lr u``, or ``lr u``) and
         its new momentum ``u = rho u + g`` (``None`` without momentum: ``u`` is ``g``)."""
-        s, lr = step.stream, self._scalar(step.lr)
-        step.count_input(w, g, step.lr)
+        in_state = self.lr_placement == "state"
+        s, lr = step.stream, self._scalar(step.lr if in_state else 1.0)
+        step.count_input(w, g, step.lr if in_state else 1.0)
         worker, momentum = step.workers[w], None
         if self.rho:
             momentum = step.target(worker, "momentum", ("momentum'", w))
@@ -834,9 +1008,16 @@ class MemSGD(Algorithm):
         else:
             idx, val = step.indices, step.payload
         s = step.stream
-        _dense.scale(val, self._scalar(1 / step.comm.world_size), s)
+        _dense.scale(val, self._scalar(1 / step.total), s)
         _dense.fill(out, 0, s)
         _dense.scatter_add(out, idx, val, 1, s)
+        if self.server_rho:  # v = server_rho v + mean; update = v
+            v = step.target(self._server, "momentum", "momentum'")
+            _dense.axpby(v, out, self._scalar(self.server_rho), self._server["momentum"], s)
+            _dense.copy(out, v, s)
+            step.count_server(v)
+        if self.lr_placement == "update":
+            _dense.scale(out, self._scalar(step.lr), s)
         step.count_server(out)
 
     def _topk_local(self, step):
@@ -1017,7 +1198,7 @@ class SketchedSGD(_SketchAlgorithm):
             _dense.set_at(v, idx, 0, s)
             if self.momentum_stopping:
                 _dense.set_at(u, idx, 0, s)
-        _dense.scale(val, self._scalar(step.lr / step.comm.world_size), s)
+        _dense.scale(val, self._scalar(step.lr / step.total), s)
         step.count_server(val)
         _dense.fill(out, 0, s)
         _dense.scatter_add(out, idx, val, 1, s)
@@ -1049,11 +1230,39 @@ class FetchSGD(_SketchAlgorithm):
     ``delta = unSketch(S_e, k)`` (the ``k`` largest estimates). Then, by
     ``error``:
 
-    ``"subtract"`` (the paper)
+    ``"subtract"`` (the paper's pseudo-code)
         ``S_e -= S(delta)``.
     ``"zero"`` (the released code)
-        every cell of ``S_e`` and ``S_u`` that the support of ``delta``
-        hashes to is set to zero.
+        every cell of ``S_e`` that the support of ``delta`` hashes to is set
+        to zero.
+    ``"none"``
+        no error is kept: ``delta = unSketch(lr S_u, k)``, and what is not
+        applied is dropped (the released code's ``error_type="none"``).
+
+    The options below follow the released code (CommEfficient,
+    ``fed_aggregator.py`` and ``fed_worker.py``) where it differs from the
+    paper's pseudo-code; each default is the paper's, except ``error``:
+
+    - ``lr_placement="update"``: ``S_e += S_u`` and ``update = lr delta``,
+      as the code applies the learning rate after unSketch; the paper's
+      ``"state"`` folds ``lr`` into ``S_e``. They agree at a constant rate;
+      under a schedule, ``S_e`` then holds gradients of past rates unscaled.
+    - ``momentum_masking``: the code zeroes ``S_u`` at the cells of the
+      chosen coordinates whatever the error variant, so that momentum stops
+      pushing what was applied; the default does so except with
+      ``error="subtract"``.
+    - ``clip_norm``: the code scales each worker's sketch down to this l2
+      norm, estimated from the sketch (:meth:`~pysketch.CountSketch.l2_estimate`),
+      before it is sent (so a process sketches each of its workers apart).
+
+    Weight decay "added before sketching", as in the code, is the caller's
+    ``g + wd * w``; the code's averaging weighted by batch size is
+    :meth:`step`'s ``weights``.
+
+    The code zeroes the cells where the sketch of ``delta`` is non-zero;
+    ``"zero"`` here zeroes every cell that a chosen coordinate hashes to. They
+    differ only where chosen values cancel in a cell exactly, or a chosen
+    estimate is exactly 0.
 
     Workers hold no state, so a process sums its workers' gradients and
     sketches once (exact by linearity; ``presum = False`` turns it off).
@@ -1067,7 +1276,13 @@ class FetchSGD(_SketchAlgorithm):
     rows, cols : int
         Count Sketch size: ``rows * cols`` values per worker and step.
     rho : float, default 0.9
-    error : {"subtract", "zero"}, default "zero"
+    error : {"subtract", "zero", "none"}, default "zero"
+    lr_placement : {"state", "update"}, default "state"
+    momentum_masking : bool, optional
+        Zero the momentum sketch at the chosen coordinates' cells (default:
+        unless ``error="subtract"``).
+    clip_norm : float, optional
+        Clip each worker's sketch to this estimated l2 norm.
     hash : {"mix", "polynomial"}, default "mix"
 
     Examples
@@ -1085,7 +1300,17 @@ class FetchSGD(_SketchAlgorithm):
     """
 
     name = "fetchsgd"
-    _PARAMS = ("k", "rows", "cols", "rho", "error", "hash")
+    _PARAMS = (
+        "k",
+        "rows",
+        "cols",
+        "rho",
+        "error",
+        "lr_placement",
+        "momentum_masking",
+        "clip_norm",
+        "hash",
+    )
 
     def __init__(
         self,
@@ -1097,41 +1322,89 @@ class FetchSGD(_SketchAlgorithm):
         cols: int,
         rho: float = 0.9,
         error: str = "zero",
+        lr_placement: str = "state",
+        momentum_masking: bool | None = None,
+        clip_norm: float | None = None,
         hash: str = "mix",
         **kw,
     ) -> None:
         super().__init__(d, lr=lr, **kw)
         self.k = check_count("k", k, self.d)
         self.rho = _check_real("rho", rho, 0.0, 1.0)
-        self.error = _check_choice("error", error, ("subtract", "zero"))
+        self.error = _check_choice("error", error, ("subtract", "zero", "none"))
+        self.lr_placement = _check_lr_placement(lr_placement)
+        self.momentum_masking = momentum_masking
+        if momentum_masking is not None:
+            self.momentum_masking = _arrays.check_bool("momentum_masking", momentum_masking)
+        self._masking = error != "subtract" if momentum_masking is None else momentum_masking
+        self.clip_norm = None if clip_norm is None else _check_positive("clip_norm", clip_norm)
         self._make_compressor(rows, cols, hash, k=self.k)
-        self._new_server(momentum=(self.rows, self.cols), error=(self.rows, self.cols))
+        shapes = {"momentum": (self.rows, self.cols)}
+        if self.error != "none":
+            shapes["error"] = (self.rows, self.cols)
+        self._new_server(**shapes)
 
     def _local_phase(self, step):
-        self._sketch_inputs(step, self._sketch_wire(step))
+        wire = self._sketch_wire(step)
+        if self.clip_norm is None:
+            self._sketch_inputs(step, wire)
+            return
+        mine = self._sketch_of(step.buffer("worker sketch", self.rows * self.cols))
+        for w, inp in enumerate(step.inputs):
+            step.count_input(w, inp.array)
+            _dense.fill(_dense.flat(mine.table), 0, step.stream)
+            self._accumulate(step, mine, inp.array)
+            self._clip(step, mine)
+            _dense.axpy(
+                _dense.flat(wire.table), self._scalar(1), _dense.flat(mine.table), step.stream
+            )
+
+    def _clip(self, step, sketch) -> None:
+        """Scale ``sketch`` down to ``clip_norm`` when its l2 estimate exceeds it."""
+        phi, s = 1.0 / self.clip_norm, step.stream
+        if step.device == CPU:
+            ratios = np.array([phi * sketch.l2_estimate()])
+            at = 0
+        else:
+            sizes = sketch._l2_sizes()
+            scratch = (
+                step.buffer("l2", sizes[0], np.float64),
+                step.buffer("l2 tickets", 1, np.int64),
+            )
+            ratios, at = sketch._l2_device(phi, scratch), L2_THRESHOLD
+        _dense.scale_clipped(_dense.flat(sketch.table), ratios, at, s)
 
     def _server_phase(self, step, out):
         s, flat = step.stream, _dense.flat
         mean = self._sketch_of(step.payload)
-        _dense.scale(flat(mean.table), self._scalar(1 / step.comm.world_size), s)
+        _dense.scale(flat(mean.table), self._scalar(1 / step.total), s)
         server = self._server
         u = step.target(server, "momentum", "momentum'")
-        e = step.target(server, "error", "error'")
-        # S_u = rho S_u + mean; S_e += lr S_u
+        # S_u = rho S_u + mean; S_e += lr S_u (the paper) or S_e += S_u (the code)
         _dense.axpby(flat(u), flat(mean.table), self._scalar(self.rho), flat(server["momentum"]), s)
-        _dense.axpby(flat(e), flat(server["error"]), self._scalar(step.lr), flat(u), s)
-        error = self._sketch_of(e)
-        idx, val = step.heavy_hitters(error, self.k)
+        lr_after = self.lr_placement == "update" or self.error == "none"
+        if self.error == "none":
+            accumulated = self._sketch_of(u)
+        else:
+            e = step.target(server, "error", "error'")
+            factor = self._scalar(1.0 if lr_after else step.lr)
+            _dense.axpby(flat(e), flat(server["error"]), factor, flat(u), s)
+            accumulated = self._sketch_of(e)
+        idx, val = step.heavy_hitters(accumulated, self.k)
         if self.error == "subtract":  # S_e -= S(delta): the sketch of -delta added in
             negated = step.buffer("negated", self.k)
             _dense.copy(negated, val, s)
             _dense.scale(negated, self._scalar(-1), s)
-            error._accumulate(idx, step.input(negated), dense=False)
-        else:
-            error._zero_buckets(idx, s)
+            accumulated._accumulate(idx, step.input(negated), dense=False)
+        elif self.error == "zero":
+            accumulated._zero_buckets(idx, s)
+        if self._masking:
             self._sketch_of(u)._zero_buckets(idx, s)
+        if lr_after:
+            _dense.scale(val, self._scalar(step.lr), s)
         step.count_server(u)
-        step.count_server(e)
+        if self.error != "none":
+            step.count_server(accumulated.table)
         step.count_server(val)  # an inf estimate's buckets may have been zeroed above
         _dense.fill(out, 0, s)
         _dense.scatter_add(out, idx, val, 1, s)
@@ -1211,7 +1484,7 @@ class SketchDL(_SketchAlgorithm):
     def _server_phase(self, step, out):
         s = step.stream
         self._sketch_of(step.payload)._unsketch(None, reductions.MEAN, out, s)
-        _dense.scale(out, self._scalar(step.lr / step.comm.world_size), s)
+        _dense.scale(out, self._scalar(step.lr / step.total), s)
         step.count_server(out)
 
     def _send_with_feedback(self, step, total) -> None:
@@ -1233,7 +1506,7 @@ class SketchDL(_SketchAlgorithm):
 
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (SGD, MemSGD, SketchedSGD, FetchSGD, SketchDL)
+    cls.name: cls for cls in (SGD, TrueTopK, MemSGD, SketchedSGD, FetchSGD, SketchDL)
 }
 
 

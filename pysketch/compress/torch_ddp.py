@@ -272,8 +272,8 @@ class TorchCommunicator(Communicator):
         dist.all_gather_single(out, tensor.contiguous(), group=self.group)
         return out.view(self.ranks, *tensor.shape)
 
-    def agree(self, what: str, fingerprint: dict[str, Any], error: BaseException | None) -> None:
-        self.gather_agreed(what, fingerprint, error)
+    def agree(self, what, fingerprint, error, ignore=()):
+        return self.gather_agreed(what, fingerprint, error, ignore=ignore)
 
     def gather_agreed(
         self,
