@@ -95,7 +95,10 @@ TOP = {
     "expectation": Field("str", ""),
     "presum": Field("bool", True),
     "participation": Field("size", 1.0),  # of the workers, each step (pysketch.compress)
-    "download": _choice("collective", "changed"),
+    "download": _choice("collective", "changed", "topk"),
+    # download = "topk": the entries of the weights a client downloads (FetchSGD's code's
+    # do_topk_down); its replica lags the server's weights and it trains on the replica.
+    "download_k": Field("size", None),
     # How the server averages: each worker alike, or weighted by its training samples (the
     # batch-size weighting of FetchSGD's released code, whose clients take their whole data).
     "weighting": _choice("uniform", "samples"),
@@ -441,8 +444,9 @@ def memory_terms(cfg: Mapping[str, Any], local_workers: int) -> dict[str, int]:
         # Vectors of d each worker keeps: mem-SGD's memory, Sketched-SGD's momentum and error.
         kept = {"memsgd": int(algo.get("memory", False)), "sketched_sgd": 2}.get(name, 0)
         kept = int(algo.get("error_feedback", False)) if name == "sketchdl" else kept
+        kept += cfg["download"] == "topk"  # each worker's replica of the weights
         presum = cfg["presum"] and algo["local_steps"] == 1 and not kept
-        presum = presum and cfg["weighting"] == "uniform"
+        presum = presum and cfg["weighting"] == "uniform" and cfg["download"] != "topk"
         # The gradient buffer: of the workers that take part in a step, at most.
         taking = min(local_workers, resolve_size(cfg["participation"], cfg["workers"]))
         rows = min(taking, 2) if presum else taking
@@ -585,6 +589,8 @@ def _check_case(raw: Mapping[str, Any]) -> dict:
         raise ConfigError(
             f"participation: {cfg['participation']} workers cannot take part among {cfg['workers']}"
         )
+    if (cfg["download"] == "topk") != (cfg["download_k"] is not None):
+        raise ConfigError("download_k: needed with download = 'topk', and only with it")
     if cfg["weighting"] == "samples" and cfg["model"]["kind"] == "quadratic":
         raise ConfigError(
             "weighting: 'samples' needs a model with data shards (logistic or mlp), "
@@ -611,6 +617,8 @@ def _check_case(raw: Mapping[str, Any]) -> dict:
     cfg["measured"] = (
         _check_table("measured", raw["measured"], MEASURED) if "measured" in raw else None
     )
+    if cfg["download_k"] is not None:
+        cfg["download_k"] = resolve_size(cfg["download_k"], d)
     cfg["hessian"] = _check_table("hessian", raw.get("hessian", {}), HESSIAN)
     cfg["network"] = _check_network(raw["network"]) if "network" in raw else None
     algos = raw.get("algorithms")

@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pysketch import _arrays, _cuda, _dense, _frameworks
+from pysketch import _arrays, _cuda, _dense, _frameworks, selection
 from pysketch._arrays import CPU, Input
 from pysketch.compress import _step
 from pysketch.compress.communicators import Communicator, _Participants
@@ -167,6 +167,13 @@ class Algorithm:
         of the weights that changed since it last took part
         (:class:`~pysketch.compress.participation.ChangedWeights`; on CUDA
         that reads the update back, one more wait for the device).
+        ``"topk"``: each worker keeps a replica of the weights and, in the
+        rounds it takes part in, downloads only the ``download_k`` largest
+        entries of the difference (FetchSGD's released code's
+        ``do_topk_down``): it trains on its replica (:meth:`worker_weights`)
+        and downloads ``download_k`` (index, value) pairs.
+    download_k : int, optional
+        The entries a worker downloads, with ``download="topk"``.
     """
 
     name: ClassVar[str] = ""
@@ -183,6 +190,7 @@ class Algorithm:
         device: str = "cpu",
         participation: float | int = 1.0,
         download: str = "collective",
+        download_k: int | None = None,
     ) -> None:
         self.d = _arrays.check_positive_int("d", d)
         self.lr = _check_real("lr", lr, 0.0)
@@ -190,8 +198,16 @@ class Algorithm:
         self.dtype = _arrays.check_float_dtype("dtype", dtype)
         self.device = _arrays.check_device(device)
         self.participation = check_participation(participation)
-        self.download = _check_choice("download", download, ("collective", "changed"))
+        self.download = _check_choice("download", download, ("collective", "changed", "topk"))
+        self.download_k = download_k
+        if download == "topk":
+            self.download_k = check_count("download_k", download_k, self.d)
+        elif download_k is not None:
+            raise ValueError(f"download_k is for download='topk', not {download!r}")
         self._changed: ChangedWeights | None = None
+        #: download="topk": the weights each local worker holds, and the step they were pulled.
+        self._replicas: list[Any] | None = None
+        self._pulled: tuple[int, list[Any]] | None = None
         self.steps = 0
         #: Sum the local workers' vectors before compressing, where linearity makes it
         #: exact (stateless workers, linear compressor): one sketch per process, not per worker.
@@ -205,7 +221,7 @@ class Algorithm:
     @property
     def params(self) -> dict[str, Any]:
         """The constructor's arguments: every process must pass the same."""
-        names = ("d", "lr", "seed", "dtype", "device", "participation", "download")
+        names = ("d", "lr", "seed", "dtype", "device", "participation", "download", "download_k")
         names += self._PARAMS
         return {n: getattr(self, n) for n in names}
 
@@ -243,6 +259,71 @@ class Algorithm:
             raise TypeError(f"comm must be a pysketch Communicator, got {type(comm).__name__}")
         active = self._active(comm)
         return active.ids if isinstance(active, _Participants) else np.asarray(comm.worker_ids)
+
+    def worker_weights(self, w: Any, comm: Communicator) -> list[Any]:
+        """The weights each worker of :meth:`participants` trains on in the next step.
+
+        ``w`` itself for each, unless ``download="topk"``: then each keeps a
+        replica of the weights, and downloads the ``download_k`` entries of
+        ``w - replica`` of largest magnitude into it, as FetchSGD's released
+        code does (``do_topk_down``): a client that took part long ago trains
+        on weights that lag the server's. The first call gives every local
+        worker a replica of ``w`` (call it first with the initial weights).
+        Calling it again before :meth:`step` returns the same replicas.
+
+        Parameters
+        ----------
+        w : array of shape (d,)
+            The current weights, on the algorithm's device.
+        comm : Communicator
+
+        Returns
+        -------
+        list of arrays of shape (d,)
+            One per participant, in :meth:`participants`' order; the
+            replicas themselves (read them, do not write them).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pysketch.compress import SGD, LocalCommunicator
+        >>> algo = SGD(3, lr=1.0, download="topk", download_k=1)
+        >>> comm = LocalCommunicator(workers=1)
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> algo.worker_weights(w, comm)[0].tolist()
+        [0.0, 0.0, 0.0]
+        >>> w = w - algo.step([np.array([1.0, -3.0, 2.0], np.float32)], comm)
+        >>> algo.worker_weights(w, comm)[0].tolist(), comm.last_step.download
+        ([0.0, 3.0, 0.0], 8.0)
+        """
+        ids = self.participants(comm)
+        if self.download != "topk":
+            return [w] * len(ids)
+        if self._pulled is not None and self._pulled[0] == self.steps:
+            return list(self._pulled[1])
+        w = self._input(w, "w").array
+        stream = _cuda.stream_for(w) if self.device != CPU else 0
+        if self._replicas is None:
+            self._replicas = []
+            for _ in comm.worker_ids:
+                replica = _dense.empty(self.d, self.dtype, self.device, stream)
+                _dense.copy(replica, w, stream)
+                self._replicas.append(replica)
+        elif len(self._replicas) != len(comm.worker_ids):
+            raise ValueError(
+                f"comm holds {len(comm.worker_ids)} workers, the replicas are of "
+                f"{len(self._replicas)}"
+            )
+        behind = _dense.empty(self.d, self.dtype, self.device, stream)
+        pulled = []
+        for i in ids:
+            replica = self._replicas[int(i) - comm.worker_ids[0]]
+            _dense.axpby(behind, w, -1.0, replica, stream)  # w - replica
+            idx, val = selection.topk(behind, self.download_k, sorted=False, check_finite=False)
+            _dense.scatter_add(replica, idx, val, 1, stream)
+            pulled.append(replica)
+        self._pulled = (self.steps, pulled)
+        return list(pulled)
 
     @property
     def _everyone(self) -> bool:
@@ -433,6 +514,9 @@ class Algorithm:
         step.commit()
         if self.download == "changed":
             self._count_changed(comm, active, update)
+        elif self.download == "topk":  # download_k (index, value) pairs per participant
+            pair = self.dtype.itemsize + np.dtype(index_dtype(self.d)).itemsize
+            comm._count_download(float(self.download_k * pair))
         if fresh:
             self._worker_ids, self._workers = tuple(comm.worker_ids), workers
         comm.step()
@@ -572,6 +656,8 @@ class Algorithm:
                 state[f"workers.{key}"] = np.stack([_host_copy(w[key]) for w in self._workers])
         if self._changed is not None:
             state.update(self._changed.state_dict())
+        if self._replicas is not None:
+            state["download.replicas"] = np.stack([_host_copy(r) for r in self._replicas])
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -614,6 +700,15 @@ class Algorithm:
                 raise ValueError("state lacks 'download.joined' (download='changed')")
             changed = ChangedWeights(self.d, np.asarray(state["download.joined"]).size)
             changed.load_state_dict(state)
+        replicas = None
+        if self.download == "topk" and "download.replicas" in state:
+            count = np.asarray(state["download.replicas"]).shape[:1]
+            replicas = self._checked_array(state, "download.replicas", (*count, self.d))
+            if ids and len(replicas) != len(ids):
+                raise ValueError(
+                    f"state['download.replicas'] must hold {len(ids)} replicas (one per "
+                    f"worker id), got {len(replicas)}"
+                )
         # Everything is valid: assign.
         for key, host in server.items():
             _load_into(self._server[key], host)
@@ -626,6 +721,12 @@ class Algorithm:
         self._worker_ids = ids or None
         self._workers = workers
         self._changed = changed
+        self._pulled = None
+        self._replicas = None
+        if replicas is not None:
+            self._replicas = [_dense.zeros(self.d, self.dtype, self.device) for _ in replicas]
+            for target, host in zip(self._replicas, replicas, strict=True):
+                _load_into(target, host)
         self.steps = steps
 
     def _check_params(self, state: dict[str, Any]) -> None:
@@ -669,6 +770,7 @@ class Algorithm:
 _ADDED = {
     "participation": 1.0,
     "download": "collective",
+    "download_k": None,
     "lr_placement": "state",
     "momentum_masking": None,
     "clip_norm": None,

@@ -242,3 +242,70 @@ def test_old_states_load_with_the_papers_defaults(seed):
     assert fresh.steps == 1
     with pytest.raises(ValueError, match="lr_placement"):
         fetch(seed, lr_placement="update").load_state_dict(state)
+
+
+# ------------------------------------------------------------- top-k download
+def test_a_client_trains_on_its_replica_which_downloads_topk_of_what_it_lacks():
+    """One of two clients a step: a client that sat out lags the server by two updates."""
+    algo = SGD(3, lr=1.0, participation=1, download="topk", download_k=1, dtype=np.float64)
+    comm = LocalCommunicator(workers=2)
+    w = np.zeros(3)
+    updates = [np.array([1.0, -3.0, 2.0]), np.array([0.5, 0.0, 0.0]), np.zeros(3)]
+    seen = {}
+    for g in updates:
+        (i,) = algo.participants(comm)
+        (weights,) = algo.worker_weights(w, comm)
+        assert algo.worker_weights(w, comm)[0] is weights  # one pull a step
+        seen.setdefault(int(i), []).append(weights.tolist())
+        w = w - algo.step([g], comm)
+        assert comm.last_step.download == 1 * (8 + 4)  # one float64 value, one int32 index
+    # Hand computation: w goes [0, 0, 0] -> [-1, 3, -2] -> [-1.5, 3, -2]; a client's first
+    # pull finds its replica equal to the initial weights, later pulls take the largest gap.
+    replicas = {0: np.zeros(3), 1: np.zeros(3)}
+    ws = [np.zeros(3), np.array([-1.0, 3.0, -2.0]), np.array([-1.5, 3.0, -2.0])]
+    order = [int(sample) for sample in _participants(algo.seed, 3)]
+    expected: dict[int, list] = {}
+    for t, i in enumerate(order):
+        gap = ws[t] - replicas[i]
+        j = int(np.argmax(np.abs(gap)))
+        replicas[i][j] += gap[j]
+        expected.setdefault(i, []).append(replicas[i].tolist())
+    assert seen == expected
+
+
+def _participants(seed, steps):
+    from pysketch.compress import sample_participants
+
+    return [sample_participants(2, 1, seed=seed, step=t)[0] for t in range(steps)]
+
+
+def test_replicas_are_checkpointed_and_checked():
+    algo = SGD(3, lr=1.0, download="topk", download_k=1)
+    comm = LocalCommunicator(workers=2)
+    w = np.ones(3, np.float32)
+    algo.worker_weights(w, comm)
+    w -= algo.step([np.array([0.0, 2.0, 0.0], np.float32)] * 2, comm)
+    algo.worker_weights(w, comm)
+    state = algo.state_dict()
+    assert state["download.replicas"].tolist() == [[1.0, -1.0, 1.0]] * 2
+    back = SGD(3, lr=1.0, download="topk", download_k=1)
+    back.load_state_dict(state)
+    np.testing.assert_array_equal(
+        back.state_dict()["download.replicas"], state["download.replicas"]
+    )
+    state["download.replicas"] = state["download.replicas"][:1]
+    with pytest.raises(ValueError, match="must hold 2 replicas"):
+        SGD(3, lr=1.0, download="topk", download_k=1).load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(download="topk"), "download_k must be"),
+        (dict(download="changed", download_k=2), "download_k is for download='topk'"),
+        (dict(download="topk", download_k=4), r"download_k must be an integer in \[1, d=3\]"),
+    ],
+)
+def test_bad_download_k_is_refused_by_name(params, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        SGD(3, lr=1.0, **params)
