@@ -41,6 +41,7 @@ read those counts (see :mod:`pysketch.compress._step`).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -234,7 +235,20 @@ class Algorithm:
         return {k: _plain(v) for k, v in self.params.items() if k not in self._FREE_PARAMS}
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        """``d``, ``lr`` and the parameters that differ from their defaults (as
+        scikit-learn prints estimators)."""
+        defaults = {}
+        for cls in reversed(type(self).__mro__):
+            if "__init__" in vars(cls):
+                for p in inspect.signature(cls.__init__).parameters.values():
+                    if p.default is not inspect.Parameter.empty:
+                        defaults[p.name] = p.default
+        shown = {
+            k: v
+            for k, v in self.params.items()
+            if k in ("d", "lr") or k not in defaults or not _same_default(v, defaults[k])
+        }
+        args = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ step
@@ -804,6 +818,13 @@ def _local_weight(weights: Any, local: int, summed: bool) -> float:
     return math.fsum(float(v) for v in weights)
 
 
+def _same_default(value: Any, default: Any) -> bool:
+    """Whether a parameter's ``value`` is its ``default`` (of the same type: 1 is not 1.0)."""
+    if isinstance(default, type) or isinstance(value, np.dtype):  # dtype=np.float32
+        return np.dtype(value) == np.dtype(default)
+    return type(value) is type(default) and value == default
+
+
 def _state_int(value: Any, name: str) -> int:
     if isinstance(value, np.ndarray) and value.shape == ():
         value = value.item()
@@ -1078,6 +1099,8 @@ class MemSGD(Algorithm):
             step.count_state(w, momentum)
             g = momentum
         if not self.memory:
+            if not in_state:  # the learning rate goes onto the update: send u itself
+                return g, momentum
             scaled = step.buffer("scaled", self.d)
             _dense.copy(scaled, g, s)
             _dense.scale(scaled, lr, s)

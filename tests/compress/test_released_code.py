@@ -139,6 +139,8 @@ def test_true_topk_uploads_every_coordinate():
         (dict(lr_placement="update"), [0.0, 0.0, 0.0, 0.2]),
         # v = [0, -1.5, 0, 0], then v = 0.5 v + [0, 0, 0, 1]
         (dict(server_rho=0.5), [0.0, -0.75, 0.0, 1.0]),
+        # no memory: top_k(g) sent, lr times it applied, the rest dropped
+        (dict(memory=False, lr_placement="update"), [0.0, 0.0, 0.0, 0.0]),
         # v = [0, -3, 0, 0], then v = 0.5 v + [0, 0, 0, 2], times 0.1
         (dict(server_rho=0.5, lr_placement="update"), [0.0, -0.15, 0.0, 0.2]),
     ],
