@@ -56,13 +56,18 @@ def gradient(worker: int, step: int, w: np.ndarray) -> np.ndarray:
     return (w - target + 0.1 * noise).astype(np.float32)
 
 
-def trajectory(algo, comm, steps: int = STEPS, w=None):
-    """The iterates ``w_1 .. w_steps`` of ``w -= algo.step(grads, comm)``."""
+def trajectory(algo, comm, steps: int = STEPS, w=None, weighted: bool = False):
+    """The iterates ``w_1 .. w_steps`` of ``w -= algo.step(grads, comm)``, the gradients
+    taken at :meth:`~pysketch.compress.Algorithm.worker_weights` (``w`` unless the algorithm
+    downloads top-k); ``weighted``: worker ``i`` weighs ``1 + i % 3``."""
     w = np.zeros(D, dtype=np.float32) if w is None else w.copy()
     out = []
     for _ in range(steps):
-        grads = [gradient(worker, algo.steps, w) for worker in algo.participants(comm)]
-        w = w - algo.step(grads, comm)
+        ids = algo.participants(comm)
+        points = algo.worker_weights(w, comm)
+        grads = [gradient(i, algo.steps, p) for i, p in zip(ids, points, strict=True)]
+        weights = [1.0 + i % 3 for i in ids] if weighted else None
+        w = w - algo.step(grads, comm, weights=weights)
         out.append(w.copy())
     return out
 

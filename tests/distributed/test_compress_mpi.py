@@ -135,3 +135,17 @@ def test_a_state_that_overflows_on_one_rank_raises_on_every_rank(comm):
     ):
         algo.step([big], mpi)
     assert algo.steps == 1
+
+
+@pytest.mark.parametrize("config", ["sgd", "memsgd-code", "true-topk", "fetchsgd-code"])
+def test_weighted_averaging_and_topk_download_match_the_in_process_run(comm, config):
+    """The total weight is gathered with the step's agreement; each worker's replica lives on
+    its rank (FetchSGD's code's batch-size averaging and top-k download, issue 19)."""
+    counts = [r + 1 for r in range(comm.Get_size())]
+    mpi = MPICommunicator(workers_per_rank=counts[comm.Get_rank()], comm=comm)
+    local = LocalCommunicator(mpi.world_size)
+    params = dict(participation=0.5, download="topk", download_k=20)
+    a = trajectory(build(config, **params), mpi, weighted=True)
+    b = trajectory(build(config, **params), local, weighted=True)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert mpi.total == local.total and mpi.total.download > 0
