@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 
 import numpy as np
 import pytest
@@ -17,9 +14,14 @@ from simulate import cli, config, network
 from simulate.claims import network as network_claim
 from simulate.runner import read_rows
 
-from ..test_distributed import _mpiexec, needs_mpi
+from ..test_distributed import needs_mpi
 from .conftest import TINY
-from .test_cli import _simulate, assert_same_metrics
+from .test_cli import (
+    _simulate,
+    assert_same_metrics,
+    kill_after_a_checkpoint,
+    run_here_and_under_mpiexec,
+)
 
 RING = {"topology": "ring", "bandwidth": 8e9, "latency": 1e-5, "compute": 0.0}
 RING_1G = {"topology": "ring", "bandwidth": 1e9, "latency": 5e-6, "compute": 1e-3}
@@ -537,14 +539,8 @@ def test_kill_and_resume_continues_the_simulated_times(tmp_path):
     args = ["run", str(toml), "-q", "--set", "steps=3000", "--set", "checkpoint_every=50"]
     args += ["--set", "eval_every=25"]
     full = _simulate([*args, "--out", str(tmp_path / "a")])
-    cut = _simulate([*args, "--out", str(tmp_path / "b")], start_new_session=True)
     marker = tmp_path / "b" / "tiny" / "checkpoints" / "memsgd.json"
-    deadline = time.monotonic() + 120
-    while not marker.exists() and time.monotonic() < deadline and cut.poll() is None:
-        time.sleep(0.02)
-    os.killpg(cut.pid, signal.SIGKILL)  # the session started above, and only it
-    cut.communicate()
-    killed_at = json.loads(marker.read_text())
+    killed_at = kill_after_a_checkpoint([*args, "--out", str(tmp_path / "b")], marker)
     assert killed_at["result"] is None and not (tmp_path / "b" / "tiny" / "summary.json").exists()
     resumed = _simulate(["--resume", str(tmp_path / "b" / "tiny"), "-q"])
     out, _ = resumed.communicate(timeout=300)
@@ -570,13 +566,7 @@ def test_mpiexec_gives_the_in_process_simulated_times(tmp_path, topology):
         raw.update(download="collective", network={**RING, "bandwidth": 1e8})
     toml = tmp_path / "fed.toml"
     toml.write_text(config.dumps(raw))
-    assert cli.main(["run", str(toml), "-q", "--out", str(tmp_path / "local")]) == 0
-    result = _mpiexec(
-        2, ["-m", "simulate", "run", str(toml), "-q", "--out", str(tmp_path / "mpi")], timeout=300
-    )
-    assert result.returncode == 0, result.stdout[-4000:]
-    assert "2 MPI ranks" in result.stdout
-    local, mpi = tmp_path / "local" / "tiny", tmp_path / "mpi" / "tiny"
+    local, mpi = run_here_and_under_mpiexec(toml, tmp_path)
     assert_same_metrics(local, mpi, ["sgd", "memsgd", "fetchsgd"])
     first, second = (json.loads((r / "summary.json").read_text()) for r in (local, mpi))
     assert sum(job["time_to_target"] is not None for job in first["jobs"]) >= 2
