@@ -54,7 +54,6 @@ __all__ = [
     "compute_seconds",
     "describe",
     "network_seconds",
-    "participants",
     "ps_seconds",
     "ring_allgather_seconds",
     "ring_allreduce_seconds",
@@ -128,25 +127,6 @@ def _bandwidths(net: Mapping) -> tuple[float, float, float | None]:
     return up, down, net.get("server_bandwidth")
 
 
-def participants(workers: int, participation: float | int = 1.0) -> int:
-    """The workers that take part in (and communicate in) each round: ``m`` of ``W``.
-
-    :func:`pysketch.compress.participation.participant_count`: the count that
-    :func:`pysketch.compress.sample_participants` draws each round.
-
-    Raises
-    ------
-    TypeError, ValueError
-        Naming ``participation`` (or ``world_size``) and what it must be.
-
-    Examples
-    --------
-    >>> participants(1000, 0.05), participants(1000, 20), participants(8)
-    (50, 20, 8)
-    """
-    return participant_count(participation, workers)
-
-
 def network_seconds(
     net: Mapping,
     kind: str,
@@ -161,8 +141,9 @@ def network_seconds(
     """Seconds spent communicating in ``steps`` steps that moved ``upload``/``download`` bytes.
 
     Each round only the ``m`` workers that take part communicate
-    (:func:`participants`): the collectives run among them, or ``m`` clients
-    share the parameter server's link.
+    (:func:`~pysketch.compress.participation.participant_count` of
+    ``participation`` and ``W``): the collectives run among them, or ``m``
+    clients share the parameter server's link.
 
     Parameters
     ----------
@@ -199,7 +180,7 @@ def network_seconds(
     0.00156
     """
     calls = rounds * steps
-    taking = participants(workers, participation)
+    taking = participant_count(participation, workers)
     if workers == 1 or calls == 0:
         return 0.0
     alpha, topology = net["latency"], net["topology"]
@@ -282,7 +263,7 @@ def simulated_time(
         workers,
         participation=participation,
     )
-    sequential = max(1.0, participants(workers, participation) * local_workers / workers)
+    sequential = max(1.0, participant_count(participation, workers) * local_workers / workers)
     return compute_seconds(net, row, sequential) + comm
 
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pysketch.compress.participation import participant_count
+
 from .. import network
 from ..runner import reached, target_threshold
 from . import Claim, Finding, Run
@@ -104,7 +106,7 @@ def analyse(runs: dict[str, Run], out: Path) -> Finding:
     run = runs[CONFIG]
     cfg = run.cases[0].config
     workers, d, participation = cfg["workers"], cfg["d"], cfg["participation"]
-    taking = network.participants(workers, participation)  # compute and communicate a round
+    taking = participant_count(participation, workers)  # compute and communicate a round
     sgd = next(r for r in run.results if r.algorithm == "sgd")
     compute = sgd.wall / max(sgd.steps, 1) / taking
     models = [(f"MLP, d = {d:,}", 1.0, compute)]

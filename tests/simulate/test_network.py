@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pysketch.compress import LocalCommunicator, make_algorithm, sample_participants
+from pysketch.compress import LocalCommunicator, make_algorithm
 from simulate import cli, config, network
 from simulate.claims import network as network_claim
 from simulate.runner import read_rows
@@ -144,12 +144,6 @@ def test_cost_of_matches_network_seconds():
 # ------------------------------------------------------------------ partial participation
 # W = 1000 workers, 5 % a round: the collectives run among m = 50 participants.
 FIFTY = {"participation": 0.05}
-
-
-def test_participants_is_the_count_sample_participants_draws():
-    for workers, participation in [(1000, 0.05), (1000, 50), (10, 0.001), (7, 0.5), (8, 1.0)]:
-        drawn = sample_participants(workers, participation, seed=3, step=11)
-        assert network.participants(workers, participation) == len(drawn)
 
 
 def test_ring_allreduce_among_the_participants_by_hand():
