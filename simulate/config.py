@@ -621,6 +621,13 @@ def _check_case(raw: Mapping[str, Any]) -> dict:
         cfg["download_k"] = resolve_size(cfg["download_k"], d)
     cfg["hessian"] = _check_table("hessian", raw.get("hessian", {}), HESSIAN)
     cfg["network"] = _check_network(raw["network"]) if "network" in raw else None
+    if cfg["network"] and cfg["download"] == "changed" and cfg["network"]["topology"] != "ps":
+        # The changed weights come from a server; a ring's or an allgather's participants
+        # receive the step's sum through the collective, and nothing times a fetch besides it.
+        raise ConfigError(
+            f"download: 'changed' counts what a returning client fetches from a server, which "
+            f"only network.topology = 'ps' times, not {cfg['network']['topology']!r}"
+        )
     algos = raw.get("algorithms")
     if not isinstance(algos, list) or not algos:
         raise ConfigError("algorithms: expected a non-empty array of tables [[algorithms]]")

@@ -3,25 +3,38 @@
 A message of ``n`` bytes over a link of ``B`` bits/s with latency ``alpha``
 takes ``alpha + 8 n / B`` seconds (Hockney's model). The collectives are timed
 by the standard formulas (Thakur, Rabenseifner & Gropp 2005; Patarasuk & Yuan
-2009 for the ring), for ``W`` workers:
+2009 for the ring), for the ``m`` workers that take part in a round:
 
 ring allreduce of ``n`` bytes
-    ``2 (W - 1) (alpha + 8 n / (W B))`` (reduce-scatter, then allgather).
-allgather of ``m`` bytes from each worker
-    ``(W - 1) (alpha + 8 m / B)`` (ring).
+    ``2 (m - 1) (alpha + 8 n / (m B))`` (reduce-scatter, then allgather).
+allgather of ``s`` bytes from each worker
+    ``(m - 1) (alpha + 8 s / B)`` (ring).
 parameter server
     the worker uploads ``u`` bytes and downloads ``v``:
     ``2 alpha + 8 u / B_up + 8 v / B_down``; with a server link ``B_s``, the
-    server's ``W`` messages share it: ``max(8 u / B_up, 8 W u / B_s)`` up, the
+    server's ``m`` messages share it: ``max(8 u / B_up, 8 m u / B_s)`` up, the
     same down.
 
-The bytes are those the simulator counts per worker (the ``upload`` and
-``download`` columns, from :class:`pysketch.compress.Communicator`): for an
-allreduce ``upload = download = n``; for an allgather ``upload = m`` (the mean
-message) and ``download = (W - 1) m``. Which collective an algorithm calls, and
-how many per step, is :func:`collectives`. Since every term is linear in the
-bytes and the steps, the time at an evaluation row is a function of that row
-alone (:func:`simulated_time`), and a resumed run gets the same times.
+Partial participation: ``m`` is the number of the ``W`` workers that take part
+in each round, :func:`pysketch.compress.participation.participant_count` of the
+run's ``participation`` (the count :func:`pysketch.compress.sample_participants`
+draws; ``m = W`` by default). Only they communicate: a ring or an allgather
+among the ``m``, or ``m`` clients on the parameter server. A collective among
+one participant moves nothing (ring, allgather); a parameter server still
+serves a lone participant, and a run of one worker (``W = 1``) needs no network.
+
+The bytes are those the simulator counts per worker that takes part (the
+``upload`` and ``download`` columns, from
+:class:`pysketch.compress.Communicator`, which averages over the participants):
+for an allreduce ``upload = download = n``; for an allgather ``upload = s``
+(the mean message) and ``download = (m - 1) s``. With ``download = "changed"``
+the download is instead what a returning client fetches from the server (the
+weights changed since its last round, FetchSGD's accounting), which only the
+parameter server times; the simulator's configuration refuses it with a ring or
+an allgather. Which collective an algorithm calls, and how many per step, is
+:func:`collectives`. Since every term is linear in the bytes and the steps, the
+time at an evaluation row is a function of that row alone
+(:func:`simulated_time`), and a resumed run gets the same times.
 """
 
 from __future__ import annotations
@@ -29,6 +42,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from pysketch.compress.participation import participant_count
 
 __all__ = [
     "BreakEven",
@@ -77,10 +92,11 @@ def ps_seconds(
     latency: float,
     server_bandwidth: float | None = None,
 ) -> float:
-    """Parameter server: ``u`` bytes up, ``v`` down, each worker on its own link.
+    """Parameter server: ``u`` bytes up, ``v`` down, each of ``workers`` clients on its own link.
 
-    ``2 alpha + max(8 u / B_up, 8 W u / B_s) + max(8 v / B_down, 8 W v / B_s)``
-    (without ``server_bandwidth`` the server's link is not the bottleneck).
+    ``2 alpha + max(8 u / B_up, 8 m u / B_s) + max(8 v / B_down, 8 m v / B_s)``
+    for ``m = workers``, the clients served in a round (without
+    ``server_bandwidth`` the server's link is not the bottleneck).
     """
     server = math.inf if server_bandwidth is None else server_bandwidth
     up_s = max(8.0 * up / up_bandwidth, 8.0 * workers * up / server)
@@ -112,9 +128,22 @@ def _bandwidths(net: Mapping) -> tuple[float, float, float | None]:
 
 
 def network_seconds(
-    net: Mapping, kind: str, rounds: int, steps: int, upload: float, download: float, workers: int
+    net: Mapping,
+    kind: str,
+    rounds: int,
+    steps: int,
+    upload: float,
+    download: float,
+    workers: int,
+    *,
+    participation: float | int = 1.0,
 ) -> float:
     """Seconds spent communicating in ``steps`` steps that moved ``upload``/``download`` bytes.
+
+    Each round only the ``m`` workers that take part communicate
+    (:func:`~pysketch.compress.participation.participant_count` of
+    ``participation`` and ``W``): the collectives run among them, or ``m``
+    clients share the parameter server's link.
 
     Parameters
     ----------
@@ -124,63 +153,118 @@ def network_seconds(
         The algorithm's collective (:func:`collectives`), ``rounds`` of them a step.
     rounds, steps : int
     upload, download : float
-        Bytes per worker over the ``steps`` steps, as the simulator counts them.
+        Bytes per worker that takes part, over the ``steps`` steps, as the
+        simulator counts them. With a ring or an allgather the download must
+        be the collective's (``download = "collective"``).
     workers : int
-        ``W``.
+        ``W``, the run's workers.
+    participation : float or int, default 1.0
+        The workers that take part in a round: a fraction of ``W`` in
+        ``(0, 1]`` or a number of them, as the run's ``participation``.
 
     Returns
     -------
     float
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``participation`` is not a fraction in ``(0, 1]`` or a number of workers in ``[1, W]``.
 
     Examples
     --------
     >>> net = {"topology": "ring", "bandwidth": 8e9, "latency": 1e-5}
     >>> round(network_seconds(net, "allreduce", 1, 1, 1e6, 1e6, 4), 9)  # one allreduce of 1 MB
     0.00156
+    >>> round(network_seconds(net, "allreduce", 1, 1, 1e6, 1e6, 40, participation=0.1), 9)
+    0.00156
     """
     calls = rounds * steps
+    taking = participant_count(participation, workers)
     if workers == 1 or calls == 0:
         return 0.0
     alpha, topology = net["latency"], net["topology"]
     if topology == "ps":
         up, down, server = _bandwidths(net)
         # The per-call bytes are the mean; every term is linear in them, so totals suffice.
-        return calls * ps_seconds(
-            upload / calls, download / calls, workers, up, down, alpha, server
-        )
+        return calls * ps_seconds(upload / calls, download / calls, taking, up, down, alpha, server)
+    if taking == 1:  # a collective among one participant: no peer to send to
+        return 0.0
     bandwidth = net["bandwidth"]
     if topology == "ring" and kind == "allreduce":
-        return calls * ring_allreduce_seconds(upload / calls, workers, bandwidth, alpha)
-    # An allgather: of the summable payload itself, or of each worker's pairs.
-    each = upload if kind == "allreduce" else download / (workers - 1)
-    return calls * ring_allgather_seconds(each / calls, workers, bandwidth, alpha)
+        return calls * ring_allreduce_seconds(upload / calls, taking, bandwidth, alpha)
+    # An allgather: of the summable payload itself, or of each participant's pairs.
+    each = upload if kind == "allreduce" else download / (taking - 1)
+    return calls * ring_allgather_seconds(each / calls, taking, bandwidth, alpha)
 
 
-def compute_seconds(net: Mapping, row: Mapping, local_workers: int) -> float:
+def compute_seconds(net: Mapping, row: Mapping, sequential: float) -> float:
     """The workers' computing time up to ``row``: ``compute`` a step, or measured.
 
-    ``"measured"``: the run's own wall time at the row divided by the workers
-    each process simulates one after another (they run side by side in the
-    modelled system).
+    ``"measured"``: the run's own wall time at the row divided by ``sequential``,
+    the workers a process computes one after another in a round (they run side
+    by side in the modelled system).
     """
     if net["compute"] == "measured":
-        return (row.get("wall") or 0.0) / local_workers
+        return (row.get("wall") or 0.0) / sequential
     return row["step"] * net["compute"]
 
 
 def simulated_time(
-    net: Mapping, algo: Mapping, row: Mapping, workers: int, local_workers: int
+    net: Mapping,
+    algo: Mapping,
+    row: Mapping,
+    workers: int,
+    local_workers: int,
+    *,
+    participation: float | int = 1.0,
 ) -> float:
     """Simulated wall time at a metrics ``row`` (``step``, ``upload``, ``download``, ``wall``).
 
     Compute plus communication: steps do not overlap them (as in synchronous
-    data-parallel SGD without bucketing).
+    data-parallel SGD without bucketing). Only the ``m`` workers that take part
+    in a round compute and communicate (:func:`network_seconds`); with
+    ``compute = "measured"`` a process computed ``m local_workers / W`` of them
+    in a round on average (at least one; its ``local_workers`` when all take part).
+
+    Parameters
+    ----------
+    net : mapping
+        A checked ``[network]`` table.
+    algo : mapping
+        The ``[[algorithms]]`` entry (:func:`collectives`).
+    row : mapping
+        ``step``, cumulative ``upload`` and ``download`` per worker that takes part, ``wall``.
+    workers, local_workers : int
+        ``W``, and the workers this process simulates.
+    participation : float or int, default 1.0
+        The run's ``participation``.
+
+    Examples
+    --------
+    A server link of 10 Mbit/s, 1,000 clients, 1 kB up and down a round each:
+
+    >>> net = {"topology": "ps", "bandwidth": 1e6, "latency": 0.0, "compute": 0.01,
+    ...        "server_bandwidth": 1e7}
+    >>> row = {"step": 10, "upload": 1e4, "download": 1e4, "wall": 3.0}
+    >>> round(simulated_time(net, {"name": "sgd"}, row, 1000, 1000), 6)  # all take part
+    16.1
+    >>> round(simulated_time(net, {"name": "sgd"}, row, 1000, 1000, participation=0.05), 6)
+    0.9
     """
     kind, rounds = collectives(algo)
     comm = network_seconds(
-        net, kind, rounds, row["step"], row["upload"] or 0.0, row["download"] or 0.0, workers
+        net,
+        kind,
+        rounds,
+        row["step"],
+        row["upload"] or 0.0,
+        row["download"] or 0.0,
+        workers,
+        participation=participation,
     )
-    return compute_seconds(net, row, local_workers) + comm
+    sequential = max(1.0, participant_count(participation, workers) * local_workers / workers)
+    return compute_seconds(net, row, sequential) + comm
 
 
 def time_to_target(rows: Sequence[Mapping], steps_to_target: int | None) -> float | None:
@@ -234,11 +318,20 @@ class Cost:
 
     @classmethod
     def of(
-        cls, net: Mapping, algo: Mapping, steps: int, upload: float, download: float, workers: int
+        cls,
+        net: Mapping,
+        algo: Mapping,
+        steps: int,
+        upload: float,
+        download: float,
+        workers: int,
+        *,
+        participation: float | int = 1.0,
     ) -> Cost:
         """The cost of ``steps`` steps moving ``upload``/``download`` bytes, on ``net``.
 
-        ``net["compute"]`` must be a number of seconds per step.
+        ``net["compute"]`` must be a number of seconds per step; ``participation``
+        as in :func:`network_seconds`.
         """
         kind, rounds = collectives(algo)
         scaled = {**net}
@@ -246,8 +339,9 @@ class Cost:
             if net.get(key) is not None:
                 scaled[key] = net[key] / net["bandwidth"]  # B = 1 bit/s: seconds = bits
         no_latency = {**scaled, "latency": 0.0}
-        moved = network_seconds(no_latency, kind, rounds, steps, upload, download, workers)
-        total = network_seconds(scaled, kind, rounds, steps, upload, download, workers)
+        args = (kind, rounds, steps, upload, download, workers)
+        moved = network_seconds(no_latency, *args, participation=participation)
+        total = network_seconds(scaled, *args, participation=participation)
         return cls(steps * net["compute"] + (total - moved), moved)
 
 

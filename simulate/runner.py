@@ -436,6 +436,7 @@ class Job:
                     row,
                     self.cfg["workers"],
                     len(self.comm.worker_ids),
+                    participation=self.cfg["participation"],
                 )
             with open(self.csv_path, "a", newline="") as f:
                 csv.writer(f).writerow([_fmt(row.get(c)) for c in self.columns])

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pysketch.compress.participation import participant_count
+
 from .. import network
 from ..runner import reached, target_threshold
 from . import Claim, Finding, Run
@@ -103,9 +105,10 @@ def analyse(runs: dict[str, Run], out: Path) -> Finding:
     """Break-even bandwidths and times to target (see the module doc)."""
     run = runs[CONFIG]
     cfg = run.cases[0].config
-    workers, d = cfg["workers"], cfg["d"]
+    workers, d, participation = cfg["workers"], cfg["d"], cfg["participation"]
+    taking = participant_count(participation, workers)  # compute and communicate a round
     sgd = next(r for r in run.results if r.algorithm == "sgd")
-    compute = sgd.wall / max(sgd.steps, 1) / workers
+    compute = sgd.wall / max(sgd.steps, 1) / taking
     models = [(f"MLP, d = {d:,}", 1.0, compute)]
     models += [(f"LLM, d = {D:.0e}", D / d, llm_compute(D)) for D in LLM_SIZES]
     algos = {a["label"]: a for a in cfg["algorithms"]}
@@ -131,6 +134,7 @@ def analyse(runs: dict[str, Run], out: Path) -> Finding:
                 scale * (row["upload"] or 0.0),
                 scale * (row["download"] or 0.0),
                 workers,
+                participation=participation,
             )
 
         for result in run.results:
@@ -160,9 +164,13 @@ def analyse(runs: dict[str, Run], out: Path) -> Finding:
             if result is not sgd and mine.seconds(100e9) < base.seconds(100e9):
                 faster[name].append(result.algorithm)
     verdict, reason = _verdict(faster)
+    who, clients = f"its {workers} workers", "every client"
+    if taking < workers:
+        who = f"the {taking} of its {workers:,} workers that took part in a step"
+        clients = f"{taking} of the {workers:,} clients a round"
     notes = (
         f"Compute a step: MLP {compute * 1e3:.3g} ms, measured (SGD's wall time a step in this "
-        f"run over its {workers} workers, which the process simulated one after another; the "
+        f"run over {who}, which the process simulated one after another; the "
         "compressors' own compute is not counted, which favours compression). LLM sizes: "
         f"6 d x {TOKENS:,} tokens / ({PEAK_FLOPS:.3g} FLOP/s x MFU {MFU}) = "
         + ", ".join(f"{llm_compute(D):.3g} s at d = {D:.0e}" for D in LLM_SIZES)
@@ -172,7 +180,7 @@ def analyse(runs: dict[str, Run], out: Path) -> Finding:
         f"{RING_LATENCY * 1e6:g} us. Federated: parameter server, each client's uplink "
         f"{network.bits(FEDERATED['up_bandwidth'])} and downlink "
         f"{network.bits(FEDERATED['down_bandwidth'])}, latency {FEDERATED['latency'] * 1e3:g} ms, "
-        "server link unconstrained, every client taking part. 'pays (ring)': the bandwidths "
+        f"server link unconstrained, {clients} taking part. 'pays (ring)': the bandwidths "
         "at which the algorithm reaches the target sooner than SGD on the ring (solved from "
         "the alpha-beta model: below the break-even bandwidth when it saves bytes but costs "
         "latency or steps; 'always' or 'never' when the times do not cross). Steps to target "

@@ -160,6 +160,33 @@ def _simulate(args, **kw):
     )
 
 
+def kill_after_a_checkpoint(args: list[str], marker: Path) -> dict:
+    """Run ``python -m simulate args`` in a session of its own, SIGKILL the session as soon
+    as the checkpoint ``marker`` exists, and return the marker (the step it was cut at)."""
+    cut = _simulate(args, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline and cut.poll() is None:
+        time.sleep(0.02)
+    os.killpg(cut.pid, signal.SIGKILL)  # the session started here, and only it
+    cut.communicate()
+    assert marker.exists()
+    return json.loads(marker.read_text())
+
+
+def run_here_and_under_mpiexec(toml: Path, tmp_path: Path, ranks: int = 2) -> tuple[Path, Path]:
+    """Run ``toml`` in this process and under ``mpiexec -n ranks``; their run folders."""
+    assert cli.main(["run", str(toml), "-q", "--out", str(tmp_path / "local")]) == 0
+    result = _mpiexec(
+        ranks,
+        ["-m", "simulate", "run", str(toml), "-q", "--out", str(tmp_path / "mpi")],
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert f"{ranks} MPI ranks" in result.stdout
+    name = config.load(toml)["name"]
+    return tmp_path / "local" / name, tmp_path / "mpi" / name
+
+
 def test_kill_and_resume_equals_an_uninterrupted_run(tiny_toml, tmp_path):
     args = [
         "run",
@@ -175,15 +202,10 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tiny_toml, tmp_path):
         'algorithms=[{name = "memsgd", k = 16}]',
     ]
     full = _simulate([*args, "--out", str(tmp_path / "a")])
-    cut = _simulate([*args, "--out", str(tmp_path / "b")], start_new_session=True)
     marker = tmp_path / "b" / "tiny" / "checkpoints" / "memsgd.json"
-    deadline = time.monotonic() + 120
-    while not marker.exists() and time.monotonic() < deadline and cut.poll() is None:
-        time.sleep(0.02)
-    os.killpg(cut.pid, signal.SIGKILL)  # the session started above, and only it
-    cut.communicate()
-    assert marker.exists() and not (tmp_path / "b" / "tiny" / "summary.json").exists()
-    assert json.loads(marker.read_text())["result"] is None  # killed mid-way
+    cut_at = kill_after_a_checkpoint([*args, "--out", str(tmp_path / "b")], marker)
+    assert not (tmp_path / "b" / "tiny" / "summary.json").exists()
+    assert cut_at["result"] is None  # killed mid-way
     resumed = _simulate(["--resume", str(tmp_path / "b" / "tiny"), "-q"])
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out

@@ -8,12 +8,12 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from simulate import cli, config, data, models, runner
+from simulate import config, data, models, runner
 from simulate.parallel import Layout
 
-from ..test_distributed import _mpiexec, needs_mpi
+from ..test_distributed import needs_mpi
 from .conftest import resolved
-from .test_cli import assert_same_metrics
+from .test_cli import assert_same_metrics, run_here_and_under_mpiexec
 
 
 # ---------------------------------------------------------------- config
@@ -169,16 +169,8 @@ def test_mpiexec_with_participation_equals_the_in_process_run(tiny_raw, tmp_path
     }
     toml = tmp_path / "part.toml"
     toml.write_text(config.dumps(raw))
-    assert cli.main(["run", str(toml), "-q", "--out", str(tmp_path / "local")]) == 0
-    result = _mpiexec(
-        2, ["-m", "simulate", "run", str(toml), "-q", "--out", str(tmp_path / "mpi")], timeout=300
-    )
-    assert result.returncode == 0, result.stdout[-4000:]
-    assert_same_metrics(
-        tmp_path / "local" / "tiny",
-        tmp_path / "mpi" / "tiny",
-        ["sgd", "memsgd", "fetchsgd", "sketched_sgd"],
-    )
+    local, mpi = run_here_and_under_mpiexec(toml, tmp_path)
+    assert_same_metrics(local, mpi, ["sgd", "memsgd", "fetchsgd", "sketched_sgd"])
 
 
 def test_the_memory_bound_counts_buffers_of_the_participants_only(tiny_raw):
