@@ -621,12 +621,15 @@ def _check_case(raw: Mapping[str, Any]) -> dict:
         cfg["download_k"] = resolve_size(cfg["download_k"], d)
     cfg["hessian"] = _check_table("hessian", raw.get("hessian", {}), HESSIAN)
     cfg["network"] = _check_network(raw["network"]) if "network" in raw else None
-    if cfg["network"] and cfg["download"] == "changed" and cfg["network"]["topology"] != "ps":
-        # The changed weights come from a server; a ring's or an allgather's participants
-        # receive the step's sum through the collective, and nothing times a fetch besides it.
+    fetched = cfg["download"] != "collective"
+    if cfg["network"] and fetched and cfg["network"]["topology"] != "ps":
+        # The changed weights (or their top-k) come from a server; a ring's or an allgather's
+        # participants receive the step's sum through the collective, and nothing times a
+        # fetch besides it.
         raise ConfigError(
-            f"download: 'changed' counts what a returning client fetches from a server, which "
-            f"only network.topology = 'ps' times, not {cfg['network']['topology']!r}"
+            f"download: {cfg['download']!r} counts what a returning client fetches from a "
+            f"server, which only network.topology = 'ps' times, not "
+            f"{cfg['network']['topology']!r}"
         )
     algos = raw.get("algorithms")
     if not isinstance(algos, list) or not algos:
