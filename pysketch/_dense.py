@@ -40,6 +40,7 @@ __all__ = [
     "scatter_add",
     "set_at",
     "to_host",
+    "zero_where",
     "zeros",
 ]
 
@@ -162,6 +163,14 @@ def set_at(out: Any, indices: Any, value: float, stream: Any = 0) -> None:
         out[indices] = value
     elif indices.shape[0]:
         _cuda.launch(sel.cuda_set_at, indices.shape[0], stream)(out, indices, _typed(value, out))
+
+
+def zero_where(out: Any, mask: Any, stream: Any = 0) -> None:
+    """``out[mask != 0] = 0`` (1-D, same length)."""
+    if on_cpu(out):
+        out[mask != 0] = 0
+    else:
+        _cuda.launch(elementwise.cuda_zero_where, out.shape[0], stream)(out, mask)
 
 
 def count_unfit(x: Any, factor: float, limit: float, counts: Any, stream: Any = 0) -> None:

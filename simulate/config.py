@@ -228,6 +228,7 @@ ALGORITHMS = {
         "lr_placement": _LR_PLACEMENT,
         "momentum_masking": Field("bool", None),
         "clip_norm": _num(**_POSITIVE),
+        "zeroing": _choice("cells", "nonzero"),
         "hash": _HASH,
     },
     "sketchdl": {

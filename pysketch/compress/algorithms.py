@@ -788,6 +788,7 @@ _ADDED = {
     "lr_placement": "state",
     "momentum_masking": None,
     "clip_norm": None,
+    "zeroing": "cells",
     "server_rho": 0.0,
 }
 
@@ -1384,10 +1385,13 @@ class FetchSGD(_SketchAlgorithm):
     ``g + wd * w``; the code's averaging weighted by batch size is
     :meth:`step`'s ``weights``.
 
-    The code zeroes the cells where the sketch of ``delta`` is non-zero;
-    ``"zero"`` here zeroes every cell that a chosen coordinate hashes to. They
-    differ only where chosen values cancel in a cell exactly, or a chosen
-    estimate is exactly 0.
+    - ``zeroing="nonzero"``: the code zeroes (``error="zero"`` and momentum
+      masking) the cells where the sketch of ``delta`` is non-zero; the
+      default ``"cells"`` zeroes every cell that a chosen coordinate hashes
+      to. They differ only where chosen values cancel in a cell exactly, or
+      a chosen estimate is exactly 0 (its cells then keep what other
+      coordinates put there). ``"nonzero"`` costs the sketch of ``delta``
+      each step.
 
     Workers hold no state, so a process sums its workers' gradients and
     sketches once (exact by linearity; ``presum = False`` turns it off).
@@ -1408,6 +1412,8 @@ class FetchSGD(_SketchAlgorithm):
         unless ``error="subtract"``).
     clip_norm : float, optional
         Clip each worker's sketch to this estimated l2 norm.
+    zeroing : {"cells", "nonzero"}, default "cells"
+        Which cells forget what was applied.
     hash : {"mix", "polynomial"}, default "mix"
 
     Examples
@@ -1434,6 +1440,7 @@ class FetchSGD(_SketchAlgorithm):
         "lr_placement",
         "momentum_masking",
         "clip_norm",
+        "zeroing",
         "hash",
     )
 
@@ -1450,6 +1457,7 @@ class FetchSGD(_SketchAlgorithm):
         lr_placement: str = "state",
         momentum_masking: bool | None = None,
         clip_norm: float | None = None,
+        zeroing: str = "cells",
         hash: str = "mix",
         **kw,
     ) -> None:
@@ -1457,6 +1465,7 @@ class FetchSGD(_SketchAlgorithm):
         self.k = check_count("k", k, self.d)
         self.rho = _check_real("rho", rho, 0.0, 1.0)
         self.error = _check_choice("error", error, ("subtract", "zero", "none"))
+        self.zeroing = _check_choice("zeroing", zeroing, ("cells", "nonzero"))
         self.lr_placement = _check_lr_placement(lr_placement)
         self.momentum_masking = momentum_masking
         if momentum_masking is not None:
@@ -1521,10 +1530,17 @@ class FetchSGD(_SketchAlgorithm):
             _dense.copy(negated, val, s)
             _dense.scale(negated, self._scalar(-1), s)
             accumulated._accumulate(idx, step.input(negated), dense=False)
-        elif self.error == "zero":
-            accumulated._zero_buckets(idx, s)
-        if self._masking:
-            self._sketch_of(u)._zero_buckets(idx, s)
+        zeroed = [accumulated] if self.error == "zero" else []
+        zeroed += [self._sketch_of(u)] if self._masking else []
+        if zeroed and self.zeroing == "nonzero":  # where the sketch of delta is not 0
+            applied = self._sketch_of(step.buffer("applied", self.rows * self.cols))
+            _dense.fill(flat(applied.table), 0, s)
+            applied._accumulate(idx, step.input(val), dense=False)
+            for sketch in zeroed:
+                _dense.zero_where(flat(sketch.table), flat(applied.table), s)
+        else:
+            for sketch in zeroed:
+                sketch._zero_buckets(idx, s)
         if lr_after:
             _dense.scale(val, self._scalar(step.lr), s)
         step.count_server(u)

@@ -70,3 +70,12 @@ def cuda_scale_clipped(y, ratios, at):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, y.shape[0], step):
         y[i] *= factor
+
+
+@cuda.jit
+def cuda_zero_where(out, mask):
+    """``out[i] = 0`` where ``mask[i] != 0`` (1-D)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, out.shape[0], step):
+        if mask[i] != 0:
+            out[i] = 0

@@ -31,9 +31,18 @@ CONFIGS = {
     "sketched-p1-p2": ("sketched_sgd", dict(lr=0.1, k=10, rows=5, cols=64, p1=2, p2=3, seed=3)),
     "fetchsgd-zero": ("fetchsgd", dict(lr=0.1, k=10, rows=5, cols=64, seed=4)),
     "fetchsgd-subtract": ("fetchsgd", dict(lr=0.1, k=10, rows=5, cols=64, error="subtract")),
-    "fetchsgd-code": (  # the released code's lr placement, masking and clipping
+    "fetchsgd-code": (  # the released code's lr placement, clipping and zeroing rule
         "fetchsgd",
-        dict(lr=0.1, k=10, rows=5, cols=64, lr_placement="update", clip_norm=20.0, seed=7),
+        dict(
+            lr=0.1,
+            k=10,
+            rows=5,
+            cols=64,
+            lr_placement="update",
+            clip_norm=20.0,
+            zeroing="nonzero",
+            seed=7,
+        ),
     ),
     "fetchsgd-none": ("fetchsgd", dict(lr=0.1, k=10, rows=5, cols=64, error="none")),
     "sketchdl": ("sketchdl", dict(lr=0.5, rows=3, cols=128, seed=6)),

@@ -52,8 +52,9 @@ LAUNCHES = {
     "sketched-p1-p2": (26, 19),
     "fetchsgd-zero": (17, 12),
     "fetchsgd-subtract": (18, 13),
-    # per worker: its own sketch zeroed, accumulated, its l2 ratio, clipped, added in
-    "fetchsgd-code": (27, 22),
+    # per worker: its own sketch zeroed, accumulated, its l2 ratio, clipped, added in; the
+    # sketch of the update (zeroed, accumulated) and the two tables zeroed where it is not 0
+    "fetchsgd-code": (29, 24),
     "fetchsgd-none": (15, 11),
     "sketchdl": (9, 6),
     "sketchdl-ef": (20, 15),

@@ -1,12 +1,13 @@
 """The options that follow FetchSGD's released code (CommEfficient), each on a case computed
 by hand: lr placement, momentum masking, error types, true top-k, local top-k with server
-momentum, clipping by the sketch's norm, weighted averaging."""
+momentum, clipping by the sketch's norm, weighted averaging, the zeroing rule, top-k download."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from pysketch import CountSketch
 from pysketch.compress import SGD, FetchSGD, LocalCommunicator, MemSGD, TrueTopK
 from tests.compress.scenarios import collision_free_seed
 
@@ -311,3 +312,34 @@ def test_replicas_are_checkpointed_and_checked():
 def test_bad_download_k_is_refused_by_name(params, match):
     with pytest.raises((TypeError, ValueError), match=match):
         SGD(3, lr=1.0, **params)
+
+
+# ---------------------------------------------------------------- zeroing rule
+def _one_step_tables(zeroing, seed, g, k):
+    algo = FetchSGD(
+        len(g), lr=1.0, k=k, rows=3, cols=4, rho=0.5, seed=seed, dtype=np.float64, zeroing=zeroing
+    )
+    update = algo.step([g], LocalCommunicator(1))
+    state = algo.state_dict()
+    return update, state["server.error"], state["server.momentum"]
+
+
+def test_nonzero_zeroing_forgets_the_cells_where_the_sketch_of_the_update_is_not_zero():
+    """The released code's rule, against its definition: S_e and S_u (masked) keep every
+    cell where CountSketch(delta) is 0. Small integer gradients in a 3 x 4 sketch make exact
+    cancellations, where it differs from zeroing every cell a chosen coordinate hashes to."""
+    rng = np.random.default_rng(0)
+    differed = 0
+    for trial in range(60):
+        g = rng.integers(-2, 3, size=8).astype(np.float64)
+        seed, k = trial, 6
+        update, error, momentum = _one_step_tables("nonzero", seed, g, k)
+        sketch_of = CountSketch(8, 3, 4, seed=seed, dtype=np.float64)
+        table = sketch_of.copy().accumulate(g).table
+        applied = sketch_of.copy().accumulate(update).table
+        expected = np.where(applied != 0, 0.0, table)
+        np.testing.assert_array_equal(error, expected)
+        np.testing.assert_array_equal(momentum, expected)
+        _, cells_error, _ = _one_step_tables("cells", seed, g, k)
+        differed += not np.array_equal(cells_error, error)
+    assert differed > 0  # the two rules are told apart on these cases
