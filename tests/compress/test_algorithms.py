@@ -483,6 +483,7 @@ def test_state_dicts_record_the_parameters_as_plain_values():
         "dtype": "float32",
         "participation": 1.0,
         "download": "collective",
+        "download_k": None,
         "k": 10,
         "rows": 5,
         "cols": 64,
