@@ -36,9 +36,11 @@ __all__ = [
     "new",
     "on_cpu",
     "scale",
+    "scale_clipped",
     "scatter_add",
     "set_at",
     "to_host",
+    "zero_where",
     "zeros",
 ]
 
@@ -120,6 +122,15 @@ def scale(y: Any, alpha: float, stream: Any = 0) -> None:
         _cuda.launch(elementwise.cuda_scale, y.shape[0], stream)(y, alpha)
 
 
+def scale_clipped(y: Any, ratios: Any, at: int, stream: Any = 0) -> None:
+    """``y *= 1 / ratios[at]`` where ``ratios[at] > 1`` (a norm over its limit): gradient
+    clipping with the norm's ratio left where it was computed (on CUDA: on the device)."""
+    if on_cpu(y):
+        y *= np.float64(elementwise.clip_factor(float(ratios[at])))
+    else:
+        _cuda.launch(elementwise.cuda_scale_clipped, y.shape[0], stream)(y, ratios, at)
+
+
 def axpby(out: Any, x: Any, beta: float, y: Any, stream: Any = 0) -> None:
     """``out = x + beta * y`` (1-D); ``out`` may be ``x`` or ``y`` itself."""
     beta = _scalar(beta)
@@ -152,6 +163,14 @@ def set_at(out: Any, indices: Any, value: float, stream: Any = 0) -> None:
         out[indices] = value
     elif indices.shape[0]:
         _cuda.launch(sel.cuda_set_at, indices.shape[0], stream)(out, indices, _typed(value, out))
+
+
+def zero_where(out: Any, mask: Any, stream: Any = 0) -> None:
+    """``out[mask != 0] = 0`` (1-D, same length)."""
+    if on_cpu(out):
+        out[mask != 0] = 0
+    else:
+        _cuda.launch(elementwise.cuda_zero_where, out.shape[0], stream)(out, mask)
 
 
 def count_unfit(x: Any, factor: float, limit: float, counts: Any, stream: Any = 0) -> None:

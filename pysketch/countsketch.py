@@ -32,7 +32,7 @@ from pysketch._arrays import CPU
 from pysketch._base import TableSketch
 from pysketch._frameworks import follows
 from pysketch.kernels import countsketch as kernels
-from pysketch.kernels import reductions
+from pysketch.kernels import elementwise, reductions
 from pysketch.kernels.parallel import num_threads
 
 __all__ = ["CountSketch"]
@@ -451,18 +451,28 @@ class CountSketch(TableSketch):
         )
         return math.sqrt(median[0])
 
-    def _l2_device(self, phi: float = 0.0) -> Any:
+    def _l2_device(self, phi: float = 0.0, scratch: Any = None) -> Any:
         """The median over rows of the sums of squares and ``phi * sqrt(median)``, in the
         float64 device array returned (``kernels.L2_MEDIAN``, ``L2_THRESHOLD``): one
-        launch, nothing read back."""
+        launch, nothing read back. ``scratch``: ``(out, tickets)`` to reuse, of
+        :meth:`_l2_sizes`'s sizes (``tickets`` is zeroed here)."""
         stream = self._stream()
         blocks = min(kernels.L2_BLOCKS, -(-self.cols // _cuda.THREADS_PER_BLOCK))
-        out = _cuda.empty(kernels.L2_SUMS + self.rows * blocks, np.float64, stream=stream)
-        tickets = _cuda.zeros(1, np.int64, stream=stream)
+        if scratch is None:
+            out = _cuda.empty(self._l2_sizes()[0], np.float64, stream=stream)
+            tickets = _cuda.zeros(1, np.int64, stream=stream)
+        else:
+            out, tickets = scratch
+            _cuda.launch(elementwise.cuda_fill, 1, stream)(tickets, np.int64(0))
         _cuda.launch(kernels.l2_kernel(self.rows), self.cols, stream, max_blocks=blocks)(
             self._table, tickets, float(phi), out
         )
         return out
+
+    def _l2_sizes(self) -> tuple[int, int]:
+        """The lengths of :meth:`_l2_device`'s float64 output and int64 tickets."""
+        blocks = min(kernels.L2_BLOCKS, -(-self.cols // _cuda.THREADS_PER_BLOCK))
+        return kernels.L2_SUMS + self.rows * blocks, 1
 
     @follows()
     def heavy_hitters(

@@ -95,7 +95,13 @@ TOP = {
     "expectation": Field("str", ""),
     "presum": Field("bool", True),
     "participation": Field("size", 1.0),  # of the workers, each step (pysketch.compress)
-    "download": _choice("collective", "changed"),
+    "download": _choice("collective", "changed", "topk"),
+    # download = "topk": the entries of the weights a client downloads (FetchSGD's code's
+    # do_topk_down); its replica lags the server's weights and it trains on the replica.
+    "download_k": Field("size", None),
+    # How the server averages: each worker alike, or weighted by its training samples (the
+    # batch-size weighting of FetchSGD's released code, whose clients take their whole data).
+    "weighting": _choice("uniform", "samples"),
 }
 TARGET = {
     "metric": _choice("loss", "test_loss", "test_accuracy", "suboptimality", "grad_norm"),
@@ -185,6 +191,7 @@ SCHEDULES = {
 }
 _MOMENTUM = _num(0.0, 1.0, default=0.9)
 _HASH = _choice("mix", "polynomial")
+_LR_PLACEMENT = _choice("state", "update")
 ALGORITHMS = {
     "sgd": {"rho": _num(0.0, 1.0, default=0.0), "nesterov": Field("bool", False)},
     "memsgd": {
@@ -192,6 +199,15 @@ ALGORITHMS = {
         "compressor": _choice("topk", "randomk"),
         "memory": Field("bool", True),
         "rho": _num(0.0, 1.0, default=0.0),
+        "lr_placement": _LR_PLACEMENT,
+        "server_rho": _num(0.0, 1.0, default=0.0),
+    },
+    "true_topk": {
+        "k": Field("size", REQUIRED),
+        "rho": _MOMENTUM,
+        "error": _choice("zero", "none"),
+        "lr_placement": _LR_PLACEMENT,
+        "momentum_masking": Field("bool", True),
     },
     "sketched_sgd": {
         "k": Field("size", REQUIRED),
@@ -208,7 +224,11 @@ ALGORITHMS = {
         "rows": _num(1, kind="int", default=5),
         "cols": Field("size", REQUIRED),
         "rho": _MOMENTUM,
-        "error": _choice("zero", "subtract"),
+        "error": _choice("zero", "subtract", "none"),
+        "lr_placement": _LR_PLACEMENT,
+        "momentum_masking": Field("bool", None),
+        "clip_norm": _num(**_POSITIVE),
+        "zeroing": _choice("cells", "nonzero"),
         "hash": _HASH,
     },
     "sketchdl": {
@@ -225,6 +245,9 @@ ALGORITHM_COMMON = {
     "lr": _num(**_POSITIVE),
     "local_steps": _num(1, kind="int", default=1),
     "local_lr": _num(**_POSITIVE),
+    # Added to each worker's gradient before it is compressed, as FetchSGD's released code
+    # does (which adds weight_decay / W: the same as weight_decay here divided by W).
+    "weight_decay": _num(0.0, default=0.0),
 }
 SECTIONS = (
     "target",
@@ -422,7 +445,9 @@ def memory_terms(cfg: Mapping[str, Any], local_workers: int) -> dict[str, int]:
         # Vectors of d each worker keeps: mem-SGD's memory, Sketched-SGD's momentum and error.
         kept = {"memsgd": int(algo.get("memory", False)), "sketched_sgd": 2}.get(name, 0)
         kept = int(algo.get("error_feedback", False)) if name == "sketchdl" else kept
+        kept += cfg["download"] == "topk"  # each worker's replica of the weights
         presum = cfg["presum"] and algo["local_steps"] == 1 and not kept
+        presum = presum and cfg["weighting"] == "uniform" and cfg["download"] != "topk"
         # The gradient buffer: of the workers that take part in a step, at most.
         taking = min(local_workers, resolve_size(cfg["participation"], cfg["workers"]))
         rows = min(taking, 2) if presum else taking
@@ -565,6 +590,13 @@ def _check_case(raw: Mapping[str, Any]) -> dict:
         raise ConfigError(
             f"participation: {cfg['participation']} workers cannot take part among {cfg['workers']}"
         )
+    if (cfg["download"] == "topk") != (cfg["download_k"] is not None):
+        raise ConfigError("download_k: needed with download = 'topk', and only with it")
+    if cfg["weighting"] == "samples" and cfg["model"]["kind"] == "quadratic":
+        raise ConfigError(
+            "weighting: 'samples' needs a model with data shards (logistic or mlp), "
+            "not the quadratic"
+        )
     d = model_dimension(cfg["model"])
     _, cfg["schedule"] = _check_kind(
         "schedule", raw.get("schedule", {"kind": "constant", "lr": 0.1}), SCHEDULES
@@ -586,14 +618,19 @@ def _check_case(raw: Mapping[str, Any]) -> dict:
     cfg["measured"] = (
         _check_table("measured", raw["measured"], MEASURED) if "measured" in raw else None
     )
+    if cfg["download_k"] is not None:
+        cfg["download_k"] = resolve_size(cfg["download_k"], d)
     cfg["hessian"] = _check_table("hessian", raw.get("hessian", {}), HESSIAN)
     cfg["network"] = _check_network(raw["network"]) if "network" in raw else None
-    if cfg["network"] and cfg["download"] == "changed" and cfg["network"]["topology"] != "ps":
-        # The changed weights come from a server; a ring's or an allgather's participants
-        # receive the step's sum through the collective, and nothing times a fetch besides it.
+    fetched = cfg["download"] != "collective"
+    if cfg["network"] and fetched and cfg["network"]["topology"] != "ps":
+        # The changed weights (or their top-k) come from a server; a ring's or an allgather's
+        # participants receive the step's sum through the collective, and nothing times a
+        # fetch besides it.
         raise ConfigError(
-            f"download: 'changed' counts what a returning client fetches from a server, which "
-            f"only network.topology = 'ps' times, not {cfg['network']['topology']!r}"
+            f"download: {cfg['download']!r} counts what a returning client fetches from a "
+            f"server, which only network.topology = 'ps' times, not "
+            f"{cfg['network']['topology']!r}"
         )
     algos = raw.get("algorithms")
     if not isinstance(algos, list) or not algos:

@@ -232,6 +232,7 @@ class Job:
             dtype=np.dtype(cfg["dtype"]).type,
             participation=cfg["participation"],
             download=cfg["download"],
+            download_k=cfg["download_k"],
             **algorithm_kwargs(self.algo),
         )
         self.w = self.model.init()
@@ -242,11 +243,17 @@ class Job:
         # Linearity: the gradients of stateless workers are summed here as they are
         # computed, in worker order (the sum pysketch would form, bit for bit), and
         # handed over with step_summed: O(d) memory instead of O(W d).
+        # Weighted averaging takes each worker's vector and weight (its training samples).
+        self.weights = None
+        if cfg["weighting"] == "samples":
+            self.weights = np.array([len(s) for s in self.model.shards], dtype=np.float64)
         self.presum = (
             cfg["presum"]
             and workers > 1
             and self.algo["local_steps"] == 1
             and not self.algorithm.stateful_workers
+            and self.weights is None
+            and cfg["download"] != "topk"  # then each worker computes at its own weights
         )
         rows = 2 if self.presum else taking
         self.buffer = np.empty((rows, self.model.d), dtype=self.w.dtype)
@@ -363,25 +370,48 @@ class Job:
             self.w_avg[...] = state["w_avg"]
 
     # ------------------------------------------------------------ the loop
-    def _gradients(self, t: int, lr: float) -> list[np.ndarray] | np.ndarray:
-        """The vectors of the local workers that take part, or their sum when ``self.presum``."""
+    def _step(self, t: int, lr: float) -> np.ndarray:
+        """The algorithm's update for round ``t``, from the local workers that take part."""
         workers = [int(i) for i in self.algorithm.participants(self.comm)]
+        # The weights each worker computes at: w, or its replica (download = "topk").
+        points = self.algorithm.worker_weights(self.w, self.comm)
+        vectors = self._gradients(workers, t, lr, points)
+        decay = self.algo["weight_decay"]
+        if self.presum:
+            if decay:  # each worker's gradient + decay w, summed
+                vectors += (decay * len(workers)) * self.w
+            return self.algorithm.step_summed(vectors, self.comm, lr=lr)
+        if decay:
+            for v, point in zip(vectors, points, strict=True):
+                v += decay * point
+        weights = None if self.weights is None else [self.weights[i] for i in workers]
+        return self.algorithm.step(vectors, self.comm, lr=lr, weights=weights)
+
+    def _gradients(
+        self, workers: list[int], t: int, lr: float, points: list[np.ndarray]
+    ) -> list[np.ndarray] | np.ndarray:
+        """The vectors of ``workers`` (the local ones that take part) computed at ``points``
+        (their weights), or their sum when ``self.presum`` (all at ``self.w``)."""
         steps = self.algo["local_steps"]
         if self.presum:
             self.buffer[0].fill(0)  # the sum of no worker, when none here takes part
             return self.model.sum_worker_gradients(
                 self.w, workers, t, self.buffer[0], self.buffer[1]
             )
-        if steps == 1:
+        if steps == 1 and all(p is self.w for p in points):
             self.model.worker_gradients(self.w, workers, t, self.buffer)
             return list(self.buffer[: len(workers)])
+        if steps == 1:
+            for row, (worker, point) in enumerate(zip(workers, points, strict=True)):
+                self.model.worker_gradient(point, worker, t, 0, out=self.buffer[row])
+            return list(self.buffer[: len(workers)])
         local_lr = self.algo["local_lr"] or lr
-        for row, worker in enumerate(workers):
+        for row, (worker, point) in enumerate(zip(workers, points, strict=True)):
             local = self.buffer[row]
-            local[...] = self.w
+            local[...] = point
             for s in range(steps):
                 local -= local_lr * self.model.worker_gradient(local, worker, t, s)
-            np.subtract(self.w, local, out=local)
+            np.subtract(point, local, out=local)
             local /= local_lr
         return list(self.buffer[: len(workers)])
 
@@ -455,9 +485,8 @@ class Job:
         try:
             for t in range(start, steps):
                 lr = self.schedule(t)
-                step = self.algorithm.step_summed if self.presum else self.algorithm.step
                 try:
-                    update = step(self._gradients(t, lr), self.comm, lr=lr)
+                    update = self._step(t, lr)
                 except NonFiniteError as exc:  # raised on every rank alike
                     raise Diverged(
                         f"{self.label}: NaN or Inf gradients at step {t + 1}; stopped. Files so "

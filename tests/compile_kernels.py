@@ -103,6 +103,8 @@ def signatures() -> dict[str, list[tuple]]:
         sigs.setdefault("elementwise.cuda_axpby_out", []).append(
             (A(dtype), A(dtype), f64, A(dtype))
         )
+        sigs.setdefault("elementwise.cuda_scale_clipped", []).append((A(dtype), A(f64), i64))
+        sigs.setdefault("elementwise.cuda_zero_where", []).append((A(dtype), A(dtype)))
     for idx, upper in ((i32, i64), (i64, i64), (u64, u64)):
         sigs.setdefault("reductions.cuda_count_out_of_range", []).append((A(idx), upper, A(i64)))
     for val in (f32, f64, i64, u64, i32):

@@ -45,6 +45,8 @@ REGISTER_CAPS = {
     "elementwise.cuda_fill": 32,
     "elementwise.cuda_scale": 32,
     "elementwise.cuda_scale_add": 32,
+    "elementwise.cuda_scale_clipped": 32,
+    "elementwise.cuda_zero_where": 32,
     "reductions.cuda_count_out_of_range": 40,
     "reductions.cuda_count_unfit": 48,
     "reductions.cuda_max_abs": 32,

@@ -32,6 +32,7 @@ from pysketch.compress.algorithms import (
     MemSGD,
     SketchDL,
     SketchedSGD,
+    TrueTopK,
     make_algorithm,
 )
 from pysketch.compress.communicators import (
@@ -68,6 +69,7 @@ __all__ = [
     "Threshold",
     "TopK",
     "Traffic",
+    "TrueTopK",
     "make_algorithm",
     "sample_participants",
 ]

@@ -35,6 +35,7 @@ included; nothing is allocated by a later step but the update when no
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -141,6 +142,26 @@ class Step:
         self.gathered: tuple[Any, Any] | None = None
         #: The indices the local phase chose for every worker (random-k's shared ones).
         self.indices: Any = None
+        #: The sum of the weights of every worker that takes part (``step(weights=...)``),
+        #: or ``None``: each worker weighs 1.
+        self.total_weight: float | None = None
+
+    @property
+    def total(self) -> float:
+        """What divides the collective's sum over the workers into their mean: ``W``, or
+        the workers' total weight."""
+        return self.comm.world_size if self.total_weight is None else self.total_weight
+
+    def weigh_inputs(self, weights: Sequence[float]) -> None:
+        """Replace each input by ``weights[w]`` times it, in a kept buffer: FetchSGD's released
+        code multiplies a client's gradient by its batch size before anything else."""
+        weighed = []
+        for w, (inp, weight) in enumerate(zip(self.inputs, weights, strict=True)):
+            scaled = self.buffer(("weighted", w), self.algo.d)
+            _dense.copy(scaled, inp.array, self.stream)
+            _dense.scale(scaled, float(weight), self.stream)
+            weighed.append(self.input(scaled))
+        self.inputs = weighed
 
     # ------------------------------------------------------------- buffers
     def buffer(self, name: Any, shape: int | tuple[int, ...], dtype: Any = None) -> Any:

@@ -16,6 +16,8 @@ so ``lr`` means what it means for minibatch SGD on the mean gradient.
 
 =====================  ======================================================
 :class:`SGD`           uncompressed minibatch SGD with (Nesterov) momentum
+:class:`TrueTopK`      dense upload, top-k of the server's momentum and error
+                       (FetchSGD's released code) [RPU20]_
 :class:`MemSGD`        top-k / random-k with error feedback [SCJ18]_
 :class:`SketchedSGD`   worker momentum and error, Count Sketch, optional
                        second round of exact values [IRU19]_
@@ -39,13 +41,14 @@ read those counts (see :mod:`pysketch.compress._step`).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pysketch import _arrays, _cuda, _dense, _frameworks
+from pysketch import _arrays, _cuda, _dense, _frameworks, selection
 from pysketch._arrays import CPU, Input
 from pysketch.compress import _step
 from pysketch.compress.communicators import Communicator, _Participants
@@ -62,6 +65,7 @@ from pysketch.compress.participation import (
     sample_participants,
 )
 from pysketch.kernels import reductions
+from pysketch.kernels.countsketch import L2_THRESHOLD
 
 __all__ = [
     "ALGORITHMS",
@@ -71,6 +75,7 @@ __all__ = [
     "SGD",
     "SketchDL",
     "SketchedSGD",
+    "TrueTopK",
     "make_algorithm",
 ]
 
@@ -87,6 +92,20 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def _check_positive(name: str, value: Any) -> float:
+    """A finite real number above 0, or a TypeError/ValueError naming ``name``."""
+    value = _check_real(name, value, 0.0)
+    if value == 0.0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _check_lr_placement(value: Any) -> str:
+    """Where the learning rate goes: ``"state"`` (into the error or memory, as the papers
+    write it) or ``"update"`` (onto the update, as FetchSGD's released code does)."""
+    return _check_choice("lr_placement", value, ("state", "update"))
 
 
 def _multiple(name: str, factor: float | None, k: int, d: int) -> int | None:
@@ -149,6 +168,13 @@ class Algorithm:
         of the weights that changed since it last took part
         (:class:`~pysketch.compress.participation.ChangedWeights`; on CUDA
         that reads the update back, one more wait for the device).
+        ``"topk"``: each worker keeps a replica of the weights and, in the
+        rounds it takes part in, downloads only the ``download_k`` largest
+        entries of the difference (FetchSGD's released code's
+        ``do_topk_down``): it trains on its replica (:meth:`worker_weights`)
+        and downloads ``download_k`` (index, value) pairs.
+    download_k : int, optional
+        The entries a worker downloads, with ``download="topk"``.
     """
 
     name: ClassVar[str] = ""
@@ -165,6 +191,7 @@ class Algorithm:
         device: str = "cpu",
         participation: float | int = 1.0,
         download: str = "collective",
+        download_k: int | None = None,
     ) -> None:
         self.d = _arrays.check_positive_int("d", d)
         self.lr = _check_real("lr", lr, 0.0)
@@ -172,8 +199,16 @@ class Algorithm:
         self.dtype = _arrays.check_float_dtype("dtype", dtype)
         self.device = _arrays.check_device(device)
         self.participation = check_participation(participation)
-        self.download = _check_choice("download", download, ("collective", "changed"))
+        self.download = _check_choice("download", download, ("collective", "changed", "topk"))
+        self.download_k = download_k
+        if download == "topk":
+            self.download_k = check_count("download_k", download_k, self.d)
+        elif download_k is not None:
+            raise ValueError(f"download_k is for download='topk', not {download!r}")
         self._changed: ChangedWeights | None = None
+        #: download="topk": the weights each local worker holds, and the step they were pulled.
+        self._replicas: list[Any] | None = None
+        self._pulled: tuple[int, list[Any]] | None = None
         self.steps = 0
         #: Sum the local workers' vectors before compressing, where linearity makes it
         #: exact (stateless workers, linear compressor): one sketch per process, not per worker.
@@ -187,7 +222,7 @@ class Algorithm:
     @property
     def params(self) -> dict[str, Any]:
         """The constructor's arguments: every process must pass the same."""
-        names = ("d", "lr", "seed", "dtype", "device", "participation", "download")
+        names = ("d", "lr", "seed", "dtype", "device", "participation", "download", "download_k")
         names += self._PARAMS
         return {n: getattr(self, n) for n in names}
 
@@ -200,7 +235,20 @@ class Algorithm:
         return {k: _plain(v) for k, v in self.params.items() if k not in self._FREE_PARAMS}
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        """``d``, ``lr`` and the parameters that differ from their defaults (as
+        scikit-learn prints estimators)."""
+        defaults = {}
+        for cls in reversed(type(self).__mro__):
+            if "__init__" in vars(cls):
+                for p in inspect.signature(cls.__init__).parameters.values():
+                    if p.default is not inspect.Parameter.empty:
+                        defaults[p.name] = p.default
+        shown = {
+            k: v
+            for k, v in self.params.items()
+            if k in ("d", "lr") or k not in defaults or not _same_default(v, defaults[k])
+        }
+        args = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ step
@@ -226,6 +274,71 @@ class Algorithm:
         active = self._active(comm)
         return active.ids if isinstance(active, _Participants) else np.asarray(comm.worker_ids)
 
+    def worker_weights(self, w: Any, comm: Communicator) -> list[Any]:
+        """The weights each worker of :meth:`participants` trains on in the next step.
+
+        ``w`` itself for each, unless ``download="topk"``: then each keeps a
+        replica of the weights, and downloads the ``download_k`` entries of
+        ``w - replica`` of largest magnitude into it, as FetchSGD's released
+        code does (``do_topk_down``): a client that took part long ago trains
+        on weights that lag the server's. The first call gives every local
+        worker a replica of ``w`` (call it first with the initial weights).
+        Calling it again before :meth:`step` returns the same replicas.
+
+        Parameters
+        ----------
+        w : array of shape (d,)
+            The current weights, on the algorithm's device.
+        comm : Communicator
+
+        Returns
+        -------
+        list of arrays of shape (d,)
+            One per participant, in :meth:`participants`' order; the
+            replicas themselves (read them, do not write them).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from pysketch.compress import SGD, LocalCommunicator
+        >>> algo = SGD(3, lr=1.0, download="topk", download_k=1)
+        >>> comm = LocalCommunicator(workers=1)
+        >>> w = np.zeros(3, dtype=np.float32)
+        >>> algo.worker_weights(w, comm)[0].tolist()
+        [0.0, 0.0, 0.0]
+        >>> w = w - algo.step([np.array([1.0, -3.0, 2.0], np.float32)], comm)
+        >>> algo.worker_weights(w, comm)[0].tolist(), comm.last_step.download
+        ([0.0, 3.0, 0.0], 8.0)
+        """
+        ids = self.participants(comm)
+        if self.download != "topk":
+            return [w] * len(ids)
+        if self._pulled is not None and self._pulled[0] == self.steps:
+            return list(self._pulled[1])
+        w = self._input(w, "w").array
+        stream = _cuda.stream_for(w) if self.device != CPU else 0
+        if self._replicas is None:
+            self._replicas = []
+            for _ in comm.worker_ids:
+                replica = _dense.empty(self.d, self.dtype, self.device, stream)
+                _dense.copy(replica, w, stream)
+                self._replicas.append(replica)
+        elif len(self._replicas) != len(comm.worker_ids):
+            raise ValueError(
+                f"comm holds {len(comm.worker_ids)} workers, the replicas are of "
+                f"{len(self._replicas)}"
+            )
+        behind = _dense.empty(self.d, self.dtype, self.device, stream)
+        pulled = []
+        for i in ids:
+            replica = self._replicas[int(i) - comm.worker_ids[0]]
+            _dense.axpby(behind, w, -1.0, replica, stream)  # w - replica
+            idx, val = selection.topk(behind, self.download_k, sorted=False, check_finite=False)
+            _dense.scatter_add(replica, idx, val, 1, stream)
+            pulled.append(replica)
+        self._pulled = (self.steps, pulled)
+        return list(pulled)
+
     @property
     def _everyone(self) -> bool:
         """Whether every worker takes part (the float 1.0; the int 1 is one worker)."""
@@ -248,6 +361,7 @@ class Algorithm:
         lr: float | None = None,
         out: Any = None,
         check_finite: bool = True,
+        weights: Sequence[float] | None = None,
     ) -> Any:
         """One training step: the local workers' vectors in, the update out.
 
@@ -280,6 +394,15 @@ class Algorithm:
             skips the counts and updates the state in place (no scratch): the
             step never waits for the device (it can be captured in a CUDA
             graph), and the caller vouches that nothing overflows.
+        weights : list of float, optional
+            One positive weight per vector, such as each worker's batch size:
+            each vector is multiplied by its weight before anything else (the
+            workers' state then holds weighted vectors), and sums over the
+            workers are divided by the total weight of every worker that takes
+            part (gathered with the step's agreement) instead of W. This is
+            the averaging of FetchSGD's released code [RPU20]_, where a
+            client's gradient counts as much as its batch. By default every
+            worker weighs 1.
 
         Returns
         -------
@@ -299,7 +422,7 @@ class Algorithm:
             the workers, the update). Nothing is changed then either, and the
             step's traffic is not counted.
         """
-        return self._run(vectors, comm, lr, out, check_finite, summed=False)
+        return self._run(vectors, comm, lr, out, check_finite, weights, summed=False)
 
     def step_summed(
         self,
@@ -309,6 +432,7 @@ class Algorithm:
         lr: float | None = None,
         out: Any = None,
         check_finite: bool = True,
+        weight: float | None = None,
     ) -> Any:
         """:meth:`step`, given the sum of this process's workers' vectors instead of each.
 
@@ -325,6 +449,10 @@ class Algorithm:
         comm, lr, out, check_finite
             As in :meth:`step`; the bytes counted are still those of every
             worker (that takes part).
+        weight : float, optional
+            With weighted averaging (:meth:`step`'s ``weights``): the sum of
+            the weights of this process's workers that take part, when
+            ``local_sum`` is the sum of each one's vector times its weight.
 
         Examples
         --------
@@ -338,9 +466,9 @@ class Algorithm:
                 f"{type(self).__name__} keeps state on each worker: pass every worker's "
                 "vector to step()"
             )
-        return self._run(local_sum, comm, lr, out, check_finite, summed=True)
+        return self._run(local_sum, comm, lr, out, check_finite, weight, summed=True)
 
-    def _run(self, vectors, comm, lr, out, check_finite, *, summed: bool) -> Any:
+    def _run(self, vectors, comm, lr, out, check_finite, weights, *, summed: bool) -> Any:
         if not isinstance(comm, Communicator):
             raise TypeError(f"comm must be a pysketch Communicator, got {type(comm).__name__}")
         inputs, error = None, None
@@ -354,8 +482,9 @@ class Algorithm:
                 inputs = self._inputs(vectors, active)
             self._check_layout(comm)
             self._check_out(out)
+            local_weight = _local_weight(weights, len(inputs), summed)
         except (TypeError, ValueError) as exc:
-            error = exc
+            error, local_weight = exc, None
         fingerprint = {
             **self.params,
             "type": self.name,
@@ -364,8 +493,12 @@ class Algorithm:
             "check_finite": check_finite if isinstance(check_finite, bool) else None,
             "world size": comm.world_size,
             "layout": list(comm.layout),
+            "weighted": weights is not None,
+            "local weight": local_weight,
         }
-        comm.agree(f"{type(self).__name__}.step", fingerprint, error)
+        prints = comm.agree(
+            f"{type(self).__name__}.step", fingerprint, error, ignore=("local weight",)
+        )
         stream = inputs[0].stream if inputs else 0
         fresh = self._worker_ids is None
         workers = [self._new_worker(stream) for _ in comm.worker_ids] if fresh else self._workers
@@ -373,6 +506,10 @@ class Algorithm:
         if active is not comm:  # the state of the workers that take part; the rest stays
             taking = [workers[i - comm.worker_ids.start] for i in active.ids]
         step = _step.Step(self, active, inputs, step_lr, checked, summed, taking)
+        if weights is not None:
+            step.total_weight = math.fsum(p["local weight"] for p in prints)
+            if not summed:
+                step.weigh_inputs(weights)
         if out is None:
             owner = _dense.new(self.d, self.dtype, self.device, stream)
             update = owner if self.device == CPU else _cuda.bind(owner, stream)
@@ -391,6 +528,9 @@ class Algorithm:
         step.commit()
         if self.download == "changed":
             self._count_changed(comm, active, update)
+        elif self.download == "topk":  # download_k (index, value) pairs per participant
+            pair = self.dtype.itemsize + np.dtype(index_dtype(self.d)).itemsize
+            comm._count_download(float(self.download_k * pair))
         if fresh:
             self._worker_ids, self._workers = tuple(comm.worker_ids), workers
         comm.step()
@@ -530,6 +670,8 @@ class Algorithm:
                 state[f"workers.{key}"] = np.stack([_host_copy(w[key]) for w in self._workers])
         if self._changed is not None:
             state.update(self._changed.state_dict())
+        if self._replicas is not None:
+            state["download.replicas"] = np.stack([_host_copy(r) for r in self._replicas])
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -572,6 +714,15 @@ class Algorithm:
                 raise ValueError("state lacks 'download.joined' (download='changed')")
             changed = ChangedWeights(self.d, np.asarray(state["download.joined"]).size)
             changed.load_state_dict(state)
+        replicas = None
+        if self.download == "topk" and "download.replicas" in state:
+            count = np.asarray(state["download.replicas"]).shape[:1]
+            replicas = self._checked_array(state, "download.replicas", (*count, self.d))
+            if ids and len(replicas) != len(ids):
+                raise ValueError(
+                    f"state['download.replicas'] must hold {len(ids)} replicas (one per "
+                    f"worker id), got {len(replicas)}"
+                )
         # Everything is valid: assign.
         for key, host in server.items():
             _load_into(self._server[key], host)
@@ -584,6 +735,12 @@ class Algorithm:
         self._worker_ids = ids or None
         self._workers = workers
         self._changed = changed
+        self._pulled = None
+        self._replicas = None
+        if replicas is not None:
+            self._replicas = [_dense.zeros(self.d, self.dtype, self.device) for _ in replicas]
+            for target, host in zip(self._replicas, replicas, strict=True):
+                _load_into(target, host)
         self.steps = steps
 
     def _check_params(self, state: dict[str, Any]) -> None:
@@ -624,7 +781,16 @@ class Algorithm:
 
 
 # Parameters added after states were first saved, with the value such a state had.
-_ADDED = {"participation": 1.0, "download": "collective"}
+_ADDED = {
+    "participation": 1.0,
+    "download": "collective",
+    "download_k": None,
+    "lr_placement": "state",
+    "momentum_masking": None,
+    "clip_norm": None,
+    "zeroing": "cells",
+    "server_rho": 0.0,
+}
 
 
 def _same(key: str, saved: Any, value: Any) -> bool:
@@ -635,6 +801,29 @@ def _same(key: str, saved: Any, value: Any) -> bool:
         return saved == value
     saved = _ADDED[key] if saved is None else saved
     return saved == value and type(saved) is type(value)
+
+
+def _local_weight(weights: Any, local: int, summed: bool) -> float:
+    """The total of this process's workers' weights (0 when none): ``weights`` checked."""
+    if weights is None:
+        return 0.0
+    if summed:
+        return _check_real("weight", weights, 0.0) if local else 0.0
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, (Sequence, np.ndarray)):
+        raise TypeError(f"weights must be a list of numbers, got {type(weights).__name__}")
+    if len(weights) != local:
+        raise ValueError(f"weights must hold one number per vector ({local}), got {len(weights)}")
+    for w, value in enumerate(weights):
+        if _check_real(f"weights[{w}]", value, 0.0) == 0.0:
+            raise ValueError(f"weights[{w}] must be positive, got {value!r}")
+    return math.fsum(float(v) for v in weights)
+
+
+def _same_default(value: Any, default: Any) -> bool:
+    """Whether a parameter's ``value`` is its ``default`` (of the same type: 1 is not 1.0)."""
+    if isinstance(default, type) or isinstance(value, np.dtype):  # dtype=np.float32
+        return np.dtype(value) == np.dtype(default)
+    return type(value) is type(default) and value == default
 
 
 def _state_int(value: Any, name: str) -> int:
@@ -672,7 +861,17 @@ def _load_into(target: Any, host: np.ndarray) -> None:
 
 
 # =============================================================== baselines
-class SGD(Algorithm):
+class _DenseUpload(Algorithm):
+    """Workers that send their whole vector: the allreduce of ``d`` values."""
+
+    def _local_phase(self, step):
+        local_sum = step.wire(self.d, zero=False)  # the local sum overwrites it
+        for w, inp in enumerate(step.inputs):
+            step.count_input(w, inp.array)
+        self._sum_inputs(step, local_sum)
+
+
+class SGD(_DenseUpload):
     """Uncompressed minibatch SGD: an allreduce of ``d`` values, server momentum.
 
     ``u = rho u + mean_i g_i``; ``update = lr u`` (Nesterov: ``lr (g + rho u)``).
@@ -708,15 +907,9 @@ class SGD(Algorithm):
         self.nesterov = _arrays.check_bool("nesterov", nesterov)
         self._new_server(momentum=(self.d,))
 
-    def _local_phase(self, step):
-        local_sum = step.wire(self.d, zero=False)  # the local sum overwrites it
-        for w, inp in enumerate(step.inputs):
-            step.count_input(w, inp.array)
-        self._sum_inputs(step, local_sum)
-
     def _server_phase(self, step, out):
         mean, rho, s = step.payload, self._scalar(self.rho), step.stream
-        _dense.scale(mean, self._scalar(1 / step.comm.world_size), s)
+        _dense.scale(mean, self._scalar(1 / step.total), s)
         u = step.target(self._server, "momentum", "momentum'")
         _dense.axpby(u, mean, rho, self._server["momentum"], s)  # u = rho u + mean
         if self.nesterov:
@@ -726,6 +919,94 @@ class SGD(Algorithm):
         _dense.scale(out, self._scalar(step.lr), s)
         step.count_server(u)
         step.count_server(out)
+
+
+class TrueTopK(_DenseUpload):
+    """True top-k [RPU20]_: workers send their whole gradient, the server keeps dense
+    momentum and error and applies their top ``k``.
+
+    The "true top-k" mode of FetchSGD's released code, the exact top-k that
+    FetchSGD's sketches approximate: ``u = rho u + mean_i g_i``,
+    ``e += lr u`` and ``delta = top_k(e)``; ``e`` is zeroed where ``delta``
+    is not (error feedback: what was applied leaves the error exactly) and,
+    with momentum masking (the code's default), so is ``u``. Upload is
+    uncompressed (``d`` values, like :class:`SGD`); the update has ``k``
+    non-zeros.
+
+    Parameters
+    ----------
+    d, lr, seed, dtype, device
+        See :class:`Algorithm`.
+    k : int
+        Coordinates updated per step.
+    rho : float, default 0.9
+        Server momentum in ``[0, 1)``.
+    error : {"zero", "none"}, default "zero"
+        ``"none"`` keeps no error: ``delta = top_k(lr u)``.
+    lr_placement : {"state", "update"}, default "state"
+        ``"update"``: ``e += u`` and ``update = lr delta``, as the code does.
+    momentum_masking : bool, default True
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pysketch.compress import TrueTopK, LocalCommunicator
+    >>> comm = LocalCommunicator(workers=2)
+    >>> algo = TrueTopK(4, lr=1.0, k=1, rho=0.0)
+    >>> g = np.array([1.0, -3.0, 0.0, 2.0])
+    >>> algo.step([g, g], comm).tolist(), algo.step([0 * g, 0 * g], comm).tolist()
+    ([0.0, -3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0])
+    """
+
+    name = "true_topk"
+    _PARAMS = ("k", "rho", "error", "lr_placement", "momentum_masking")
+
+    def __init__(
+        self,
+        d: int,
+        *,
+        lr: float,
+        k: int,
+        rho: float = 0.9,
+        error: str = "zero",
+        lr_placement: str = "state",
+        momentum_masking: bool = True,
+        **kw,
+    ) -> None:
+        super().__init__(d, lr=lr, **kw)
+        self.k = check_count("k", k, self.d)
+        self.rho = _check_real("rho", rho, 0.0, 1.0)
+        self.error = _check_choice("error", error, ("zero", "none"))
+        self.lr_placement = _check_lr_placement(lr_placement)
+        self.momentum_masking = _arrays.check_bool("momentum_masking", momentum_masking)
+        shapes = {"momentum": (self.d,)}
+        if self.error != "none":
+            shapes["error"] = (self.d,)
+        self._new_server(**shapes)
+
+    def _server_phase(self, step, out):
+        mean, s, server = step.payload, step.stream, self._server
+        _dense.scale(mean, self._scalar(1 / step.total), s)
+        u = step.target(server, "momentum", "momentum'")
+        _dense.axpby(u, mean, self._scalar(self.rho), server["momentum"], s)  # u = rho u + mean
+        lr_after = self.lr_placement == "update" or self.error == "none"
+        accumulated = u
+        if self.error != "none":
+            accumulated = step.target(server, "error", "error'")
+            factor = self._scalar(1.0 if lr_after else step.lr)
+            _dense.axpby(accumulated, server["error"], factor, u, s)  # e += lr u
+        idx, val = step.topk(accumulated, self.k)
+        if self.error != "none":
+            _dense.set_at(accumulated, idx, 0, s)
+        if self.momentum_masking:
+            _dense.set_at(u, idx, 0, s)
+        if lr_after:
+            _dense.scale(val, self._scalar(step.lr), s)
+        step.count_server(u)
+        step.count_server(accumulated)
+        step.count_server(val)
+        _dense.fill(out, 0, s)
+        _dense.scatter_add(out, idx, val, 1, s)
 
 
 class MemSGD(Algorithm):
@@ -741,6 +1022,12 @@ class MemSGD(Algorithm):
     ``m_i`` is, so a coordinate's momentum does not keep pushing an update
     that has already been applied.
 
+    Two more options follow that code: ``lr_placement="update"`` keeps the
+    learning rate out of the memory (``m_i += u_i``) and applies it to the
+    update, and ``server_rho`` adds the server's "virtual" momentum on the
+    mean of what the workers sent, ``v = server_rho v + mean_i comp(m_i)``,
+    ``update = v`` (times ``lr`` with ``"update"``), which is not masked.
+
     Parameters
     ----------
     d, lr, seed, dtype, device
@@ -753,6 +1040,10 @@ class MemSGD(Algorithm):
         forgets the rest (the biased baseline that converges worse).
     rho : float, default 0.0
         Worker momentum in ``[0, 1)``, masked where a worker sent.
+    lr_placement : {"state", "update"}, default "state"
+        ``lr`` inside the memory (the paper) or on the update (the code).
+    server_rho : float, default 0.0
+        Server ("virtual") momentum in ``[0, 1)``.
 
     Examples
     --------
@@ -767,7 +1058,7 @@ class MemSGD(Algorithm):
 
     name = "memsgd"
     stateful_workers = True
-    _PARAMS = ("k", "compressor", "memory", "rho")
+    _PARAMS = ("k", "compressor", "memory", "rho", "lr_placement", "server_rho")
 
     def __init__(
         self,
@@ -778,6 +1069,8 @@ class MemSGD(Algorithm):
         compressor: str = "topk",
         memory: bool = True,
         rho: float = 0.0,
+        lr_placement: str = "state",
+        server_rho: float = 0.0,
         **kw,
     ) -> None:
         super().__init__(d, lr=lr, **kw)
@@ -785,7 +1078,11 @@ class MemSGD(Algorithm):
         self.compressor = _check_choice("compressor", compressor, ("topk", "randomk"))
         self.memory = _arrays.check_bool("memory", memory)
         self.rho = _check_real("rho", rho, 0.0, 1.0)
+        self.lr_placement = _check_lr_placement(lr_placement)
+        self.server_rho = _check_real("server_rho", server_rho, 0.0, 1.0)
         self._random = RandomK(self.d, self.k, seed=self.seed)
+        if self.server_rho:
+            self._new_server(momentum=(self.d,))
 
     def _worker_keys(self):
         return ("memory",) * self.memory + ("momentum",) * (self.rho > 0)
@@ -793,8 +1090,9 @@ class MemSGD(Algorithm):
     def _to_send(self, step, w: int, g: Any) -> tuple[Any, Any]:
         """Worker ``w``'s vector to compress (its new memory ``m + lr u``, or ``lr u``) and
         its new momentum ``u = rho u + g`` (``None`` without momentum: ``u`` is ``g``)."""
-        s, lr = step.stream, self._scalar(step.lr)
-        step.count_input(w, g, step.lr)
+        in_state = self.lr_placement == "state"
+        s, lr = step.stream, self._scalar(step.lr if in_state else 1.0)
+        step.count_input(w, g, step.lr if in_state else 1.0)
         worker, momentum = step.workers[w], None
         if self.rho:
             momentum = step.target(worker, "momentum", ("momentum'", w))
@@ -802,6 +1100,8 @@ class MemSGD(Algorithm):
             step.count_state(w, momentum)
             g = momentum
         if not self.memory:
+            if not in_state:  # the learning rate goes onto the update: send u itself
+                return g, momentum
             scaled = step.buffer("scaled", self.d)
             _dense.copy(scaled, g, s)
             _dense.scale(scaled, lr, s)
@@ -834,9 +1134,16 @@ class MemSGD(Algorithm):
         else:
             idx, val = step.indices, step.payload
         s = step.stream
-        _dense.scale(val, self._scalar(1 / step.comm.world_size), s)
+        _dense.scale(val, self._scalar(1 / step.total), s)
         _dense.fill(out, 0, s)
         _dense.scatter_add(out, idx, val, 1, s)
+        if self.server_rho:  # v = server_rho v + mean; update = v
+            v = step.target(self._server, "momentum", "momentum'")
+            _dense.axpby(v, out, self._scalar(self.server_rho), self._server["momentum"], s)
+            _dense.copy(out, v, s)
+            step.count_server(v)
+        if self.lr_placement == "update":
+            _dense.scale(out, self._scalar(step.lr), s)
         step.count_server(out)
 
     def _topk_local(self, step):
@@ -1017,7 +1324,7 @@ class SketchedSGD(_SketchAlgorithm):
             _dense.set_at(v, idx, 0, s)
             if self.momentum_stopping:
                 _dense.set_at(u, idx, 0, s)
-        _dense.scale(val, self._scalar(step.lr / step.comm.world_size), s)
+        _dense.scale(val, self._scalar(step.lr / step.total), s)
         step.count_server(val)
         _dense.fill(out, 0, s)
         _dense.scatter_add(out, idx, val, 1, s)
@@ -1049,11 +1356,42 @@ class FetchSGD(_SketchAlgorithm):
     ``delta = unSketch(S_e, k)`` (the ``k`` largest estimates). Then, by
     ``error``:
 
-    ``"subtract"`` (the paper)
+    ``"subtract"`` (the paper's pseudo-code)
         ``S_e -= S(delta)``.
     ``"zero"`` (the released code)
-        every cell of ``S_e`` and ``S_u`` that the support of ``delta``
-        hashes to is set to zero.
+        every cell of ``S_e`` that the support of ``delta`` hashes to is set
+        to zero.
+    ``"none"``
+        no error is kept: ``delta = unSketch(lr S_u, k)``, and what is not
+        applied is dropped (the released code's ``error_type="none"``).
+
+    The options below follow the released code (CommEfficient,
+    ``fed_aggregator.py`` and ``fed_worker.py``) where it differs from the
+    paper's pseudo-code; each default is the paper's, except ``error``:
+
+    - ``lr_placement="update"``: ``S_e += S_u`` and ``update = lr delta``,
+      as the code applies the learning rate after unSketch; the paper's
+      ``"state"`` folds ``lr`` into ``S_e``. They agree at a constant rate;
+      under a schedule, ``S_e`` then holds gradients of past rates unscaled.
+    - ``momentum_masking``: the code zeroes ``S_u`` at the cells of the
+      chosen coordinates whatever the error variant, so that momentum stops
+      pushing what was applied; the default does so except with
+      ``error="subtract"``.
+    - ``clip_norm``: the code scales each worker's sketch down to this l2
+      norm, estimated from the sketch (:meth:`~pysketch.CountSketch.l2_estimate`),
+      before it is sent (so a process sketches each of its workers apart).
+
+    Weight decay "added before sketching", as in the code, is the caller's
+    ``g + wd * w``; the code's averaging weighted by batch size is
+    :meth:`step`'s ``weights``.
+
+    - ``zeroing="nonzero"``: the code zeroes (``error="zero"`` and momentum
+      masking) the cells where the sketch of ``delta`` is non-zero; the
+      default ``"cells"`` zeroes every cell that a chosen coordinate hashes
+      to. They differ only where chosen values cancel in a cell exactly, or
+      a chosen estimate is exactly 0 (its cells then keep what other
+      coordinates put there). ``"nonzero"`` costs the sketch of ``delta``
+      each step.
 
     Workers hold no state, so a process sums its workers' gradients and
     sketches once (exact by linearity; ``presum = False`` turns it off).
@@ -1067,7 +1405,15 @@ class FetchSGD(_SketchAlgorithm):
     rows, cols : int
         Count Sketch size: ``rows * cols`` values per worker and step.
     rho : float, default 0.9
-    error : {"subtract", "zero"}, default "zero"
+    error : {"subtract", "zero", "none"}, default "zero"
+    lr_placement : {"state", "update"}, default "state"
+    momentum_masking : bool, optional
+        Zero the momentum sketch at the chosen coordinates' cells (default:
+        unless ``error="subtract"``).
+    clip_norm : float, optional
+        Clip each worker's sketch to this estimated l2 norm.
+    zeroing : {"cells", "nonzero"}, default "cells"
+        Which cells forget what was applied.
     hash : {"mix", "polynomial"}, default "mix"
 
     Examples
@@ -1085,7 +1431,18 @@ class FetchSGD(_SketchAlgorithm):
     """
 
     name = "fetchsgd"
-    _PARAMS = ("k", "rows", "cols", "rho", "error", "hash")
+    _PARAMS = (
+        "k",
+        "rows",
+        "cols",
+        "rho",
+        "error",
+        "lr_placement",
+        "momentum_masking",
+        "clip_norm",
+        "zeroing",
+        "hash",
+    )
 
     def __init__(
         self,
@@ -1097,41 +1454,98 @@ class FetchSGD(_SketchAlgorithm):
         cols: int,
         rho: float = 0.9,
         error: str = "zero",
+        lr_placement: str = "state",
+        momentum_masking: bool | None = None,
+        clip_norm: float | None = None,
+        zeroing: str = "cells",
         hash: str = "mix",
         **kw,
     ) -> None:
         super().__init__(d, lr=lr, **kw)
         self.k = check_count("k", k, self.d)
         self.rho = _check_real("rho", rho, 0.0, 1.0)
-        self.error = _check_choice("error", error, ("subtract", "zero"))
+        self.error = _check_choice("error", error, ("subtract", "zero", "none"))
+        self.zeroing = _check_choice("zeroing", zeroing, ("cells", "nonzero"))
+        self.lr_placement = _check_lr_placement(lr_placement)
+        self.momentum_masking = momentum_masking
+        if momentum_masking is not None:
+            self.momentum_masking = _arrays.check_bool("momentum_masking", momentum_masking)
+        self._masking = error != "subtract" if momentum_masking is None else momentum_masking
+        self.clip_norm = None if clip_norm is None else _check_positive("clip_norm", clip_norm)
         self._make_compressor(rows, cols, hash, k=self.k)
-        self._new_server(momentum=(self.rows, self.cols), error=(self.rows, self.cols))
+        shapes = {"momentum": (self.rows, self.cols)}
+        if self.error != "none":
+            shapes["error"] = (self.rows, self.cols)
+        self._new_server(**shapes)
 
     def _local_phase(self, step):
-        self._sketch_inputs(step, self._sketch_wire(step))
+        wire = self._sketch_wire(step)
+        if self.clip_norm is None:
+            self._sketch_inputs(step, wire)
+            return
+        mine = self._sketch_of(step.buffer("worker sketch", self.rows * self.cols))
+        for w, inp in enumerate(step.inputs):
+            step.count_input(w, inp.array)
+            _dense.fill(_dense.flat(mine.table), 0, step.stream)
+            self._accumulate(step, mine, inp.array)
+            self._clip(step, mine)
+            _dense.axpy(
+                _dense.flat(wire.table), self._scalar(1), _dense.flat(mine.table), step.stream
+            )
+
+    def _clip(self, step, sketch) -> None:
+        """Scale ``sketch`` down to ``clip_norm`` when its l2 estimate exceeds it."""
+        phi, s = 1.0 / self.clip_norm, step.stream
+        if step.device == CPU:
+            ratios = np.array([phi * sketch.l2_estimate()])
+            at = 0
+        else:
+            sizes = sketch._l2_sizes()
+            scratch = (
+                step.buffer("l2", sizes[0], np.float64),
+                step.buffer("l2 tickets", 1, np.int64),
+            )
+            ratios, at = sketch._l2_device(phi, scratch), L2_THRESHOLD
+        _dense.scale_clipped(_dense.flat(sketch.table), ratios, at, s)
 
     def _server_phase(self, step, out):
         s, flat = step.stream, _dense.flat
         mean = self._sketch_of(step.payload)
-        _dense.scale(flat(mean.table), self._scalar(1 / step.comm.world_size), s)
+        _dense.scale(flat(mean.table), self._scalar(1 / step.total), s)
         server = self._server
         u = step.target(server, "momentum", "momentum'")
-        e = step.target(server, "error", "error'")
-        # S_u = rho S_u + mean; S_e += lr S_u
+        # S_u = rho S_u + mean; S_e += lr S_u (the paper) or S_e += S_u (the code)
         _dense.axpby(flat(u), flat(mean.table), self._scalar(self.rho), flat(server["momentum"]), s)
-        _dense.axpby(flat(e), flat(server["error"]), self._scalar(step.lr), flat(u), s)
-        error = self._sketch_of(e)
-        idx, val = step.heavy_hitters(error, self.k)
+        lr_after = self.lr_placement == "update" or self.error == "none"
+        if self.error == "none":
+            accumulated = self._sketch_of(u)
+        else:
+            e = step.target(server, "error", "error'")
+            factor = self._scalar(1.0 if lr_after else step.lr)
+            _dense.axpby(flat(e), flat(server["error"]), factor, flat(u), s)
+            accumulated = self._sketch_of(e)
+        idx, val = step.heavy_hitters(accumulated, self.k)
         if self.error == "subtract":  # S_e -= S(delta): the sketch of -delta added in
             negated = step.buffer("negated", self.k)
             _dense.copy(negated, val, s)
             _dense.scale(negated, self._scalar(-1), s)
-            error._accumulate(idx, step.input(negated), dense=False)
+            accumulated._accumulate(idx, step.input(negated), dense=False)
+        zeroed = [accumulated] if self.error == "zero" else []
+        zeroed += [self._sketch_of(u)] if self._masking else []
+        if zeroed and self.zeroing == "nonzero":  # where the sketch of delta is not 0
+            applied = self._sketch_of(step.buffer("applied", self.rows * self.cols))
+            _dense.fill(flat(applied.table), 0, s)
+            applied._accumulate(idx, step.input(val), dense=False)
+            for sketch in zeroed:
+                _dense.zero_where(flat(sketch.table), flat(applied.table), s)
         else:
-            error._zero_buckets(idx, s)
-            self._sketch_of(u)._zero_buckets(idx, s)
+            for sketch in zeroed:
+                sketch._zero_buckets(idx, s)
+        if lr_after:
+            _dense.scale(val, self._scalar(step.lr), s)
         step.count_server(u)
-        step.count_server(e)
+        if self.error != "none":
+            step.count_server(accumulated.table)
         step.count_server(val)  # an inf estimate's buckets may have been zeroed above
         _dense.fill(out, 0, s)
         _dense.scatter_add(out, idx, val, 1, s)
@@ -1211,7 +1625,7 @@ class SketchDL(_SketchAlgorithm):
     def _server_phase(self, step, out):
         s = step.stream
         self._sketch_of(step.payload)._unsketch(None, reductions.MEAN, out, s)
-        _dense.scale(out, self._scalar(step.lr / step.comm.world_size), s)
+        _dense.scale(out, self._scalar(step.lr / step.total), s)
         step.count_server(out)
 
     def _send_with_feedback(self, step, total) -> None:
@@ -1233,7 +1647,7 @@ class SketchDL(_SketchAlgorithm):
 
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (SGD, MemSGD, SketchedSGD, FetchSGD, SketchDL)
+    cls.name: cls for cls in (SGD, TrueTopK, MemSGD, SketchedSGD, FetchSGD, SketchDL)
 }
 
 

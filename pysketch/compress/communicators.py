@@ -273,8 +273,15 @@ class Communicator:
     def _allgather(self, indices: Any, values: Any, lengths: list[int]):
         raise NotImplementedError
 
-    def agree(self, what: str, fingerprint: dict[str, Any], error: BaseException | None) -> None:
-        """Raise on every process if ``error`` is set on any, or fingerprints differ."""
+    def agree(
+        self,
+        what: str,
+        fingerprint: dict[str, Any],
+        error: BaseException | None,
+        ignore: tuple[str, ...] = (),
+    ) -> list[dict[str, Any]]:
+        """Raise on every process if ``error`` is set on any, or fingerprints differ (but for
+        the keys in ``ignore``, data that may differ); return every process's fingerprint."""
         raise NotImplementedError
 
     # ---------------------------------------------------------- accounting
@@ -396,8 +403,8 @@ class _Participants(Communicator):
     def _allgather(self, indices: Any, values: Any, lengths: list[int]):
         return self._parent._allgather(indices, values, lengths)
 
-    def agree(self, what: str, fingerprint: dict[str, Any], error: BaseException | None) -> None:
-        self._parent.agree(what, fingerprint, error)
+    def agree(self, what, fingerprint, error, ignore=()):
+        return self._parent.agree(what, fingerprint, error, ignore)
 
     def _record(self, traffic: Traffic) -> None:
         self._parent._record(traffic)
@@ -438,9 +445,10 @@ class LocalCommunicator(Communicator):
     def _allgather(self, indices: Any, values: Any, lengths: list[int]):
         return indices, values, lengths
 
-    def agree(self, what: str, fingerprint: dict[str, Any], error: BaseException | None) -> None:
+    def agree(self, what, fingerprint, error, ignore=()):
         if error is not None:
             raise error
+        return [fingerprint]
 
 
 class MPICommunicator(Communicator):
@@ -512,17 +520,18 @@ class MPICommunicator(Communicator):
         idx, val, _ = self._dist.allgather_sparse(indices, values, self.comm, counter=self.counter)
         return idx, val, [n for rank_lengths in per_rank for n in rank_lengths]
 
-    def agree(self, what: str, fingerprint: dict[str, Any], error: BaseException | None) -> None:
+    def agree(self, what, fingerprint, error, ignore=()):
         from pysketch.distributed.agreement import _agree
 
         try:
-            _, control = _agree(self.comm, what, fingerprint, error)
+            prints, control = _agree(self.comm, what, fingerprint, error, ignore)
         except ValueError as exc:
             # Every rank raises the same type: a NaN on one rank is a divergence on all.
             if f"{NonFiniteError.__name__}:" in str(exc):
                 raise NonFiniteError(str(exc)) from exc
             raise
         self.counter.record("agree", "host", self.ranks, control=control)
+        return prints
 
     def _forget_step(self) -> None:
         super()._forget_step()

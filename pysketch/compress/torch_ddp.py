@@ -272,8 +272,8 @@ class TorchCommunicator(Communicator):
         dist.all_gather_single(out, tensor.contiguous(), group=self.group)
         return out.view(self.ranks, *tensor.shape)
 
-    def agree(self, what: str, fingerprint: dict[str, Any], error: BaseException | None) -> None:
-        self.gather_agreed(what, fingerprint, error)
+    def agree(self, what, fingerprint, error, ignore=()):
+        return self.gather_agreed(what, fingerprint, error, ignore=ignore)
 
     def gather_agreed(
         self,
@@ -1037,8 +1037,7 @@ def topk_state(
     --------
     >>> from pysketch.compress.torch_ddp import topk_state
     >>> topk_state(k_ratio=0.05, rho=0.9).make_algorithm(200)
-    MemSGD(d=200, lr=1.0, seed=0, dtype=dtype('float32'), device='cpu', participation=1.0, \
-download='collective', k=10, compressor='topk', memory=True, rho=0.9)
+    MemSGD(d=200, lr=1.0, k=10, rho=0.9)
     """
     return HookState(
         "memsgd",

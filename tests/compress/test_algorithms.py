@@ -17,7 +17,15 @@ from pysketch.compress import (
     make_algorithm,
 )
 from pysketch.errors import NonFiniteError
-from tests.compress.scenarios import CONFIGS, STEPS, D, build, gradient, trajectory
+from tests.compress.scenarios import (
+    CONFIGS,
+    STEPS,
+    D,
+    build,
+    collision_free_seed,
+    gradient,
+    trajectory,
+)
 
 W = 4
 
@@ -41,18 +49,10 @@ def test_memsgd_with_k_equal_d_is_sgd(compressor):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def _collision_free_seed(d, rows, cols):
-    for seed in range(100):
-        table = CountSketch(d, rows, cols, seed=seed).accumulate(np.ones(d)).table
-        if all(np.count_nonzero(row) == d for row in table):
-            return seed
-    raise AssertionError("no collision-free seed found")
-
-
 @pytest.mark.parametrize("error", ["subtract", "zero"])
 def test_fetchsgd_without_collisions_is_server_topk(error, rng):
     d, k, rho, lr, rows, cols = 40, 3, 0.9, 0.5, 3, 1 << 14
-    seed = _collision_free_seed(d, rows, cols)
+    seed = collision_free_seed(d, rows, cols)
     algo = FetchSGD(
         d, lr=lr, k=k, rows=rows, cols=cols, rho=rho, error=error, seed=seed, dtype=np.float64
     )
@@ -165,7 +165,14 @@ def test_state_dict_round_trip_resumes_the_same_trajectory(config):
 
 
 def test_registry_names_every_algorithm():
-    assert set(ALGORITHMS) == {"sgd", "memsgd", "sketched_sgd", "fetchsgd", "sketchdl"}
+    assert set(ALGORITHMS) == {
+        "sgd",
+        "true_topk",
+        "memsgd",
+        "sketched_sgd",
+        "fetchsgd",
+        "sketchdl",
+    }
     assert all(cls.name == name for name, cls in ALGORITHMS.items())
 
 
@@ -476,6 +483,7 @@ def test_state_dicts_record_the_parameters_as_plain_values():
         "dtype": "float32",
         "participation": 1.0,
         "download": "collective",
+        "download_k": None,
         "k": 10,
         "rows": 5,
         "cols": 64,

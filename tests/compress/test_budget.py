@@ -44,10 +44,18 @@ LAUNCHES = {
     "memsgd-topk-nomemory": (19, 11),
     "memsgd-topk-momentum": (27, 15),  # per worker: u = rho u + g, its count, its masking
     "memsgd-randomk": (16, 10),
+    # worker momentum, the update scaled by lr, server momentum v = rho v + mean, its count
+    "memsgd-code": (31, 18),
+    "true-topk": (15, 9),
+    "true-topk-code": (16, 10),
     "sketched": (22, 15),
     "sketched-p1-p2": (26, 19),
     "fetchsgd-zero": (17, 12),
     "fetchsgd-subtract": (18, 13),
+    # per worker: its own sketch zeroed, accumulated, its l2 ratio, clipped, added in; the
+    # sketch of the update (zeroed, accumulated) and the two tables zeroed where it is not 0
+    "fetchsgd-code": (29, 24),
+    "fetchsgd-none": (15, 11),
     "sketchdl": (9, 6),
     "sketchdl-ef": (20, 15),
     "sketchdl-reseed": (9, 6),
@@ -56,7 +64,12 @@ LAUNCHES = {
 TOPK_LAUNCHES = 5
 #: Host-to-device copies per step: the random-k indices, sketch-DL's fresh hashes.
 UPLOADS = {"memsgd-randomk": 1, "sketchdl-reseed": 1}
-USES_TOPK = {c for c in CONFIGS if c.startswith(("memsgd-topk", "sketched", "fetchsgd"))}
+USES_TOPK = {
+    c
+    for c, (name, params) in CONFIGS.items()
+    if name in ("true_topk", "sketched_sgd", "fetchsgd")
+    or (name == "memsgd" and params.get("compressor", "topk") == "topk")
+}
 
 
 class _Counts:

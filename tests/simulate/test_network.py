@@ -351,14 +351,18 @@ def test_bad_participation_with_a_network_names_the_key(participation, message):
         config.resolve(raw)
 
 
+@pytest.mark.parametrize(
+    "download", [{"download": "changed"}, {"download": "topk", "download_k": 0.1}]
+)
 @pytest.mark.parametrize("topology", ["ring", "allgather"])
-def test_changed_download_needs_a_parameter_server(topology):
-    raw = {**_raw(topology=topology), "download": "changed", "participation": 0.5}
-    with pytest.raises(config.ConfigError, match=f"download: 'changed' .* not '{topology}'"):
+def test_changed_download_needs_a_parameter_server(topology, download):
+    raw = {**_raw(topology=topology), **download, "participation": 0.5}
+    kind = download["download"]
+    with pytest.raises(config.ConfigError, match=f"download: '{kind}' .* not '{topology}'"):
         config.resolve(raw)
-    raw = {**_raw(topology="ps"), "download": "changed", "participation": 0.5}
+    raw = {**_raw(topology="ps"), **download, "participation": 0.5}
     (case,) = config.resolve(raw)
-    assert (case.config["download"], case.config["network"]["topology"]) == ("changed", "ps")
+    assert (case.config["download"], case.config["network"]["topology"]) == (kind, "ps")
 
 
 def test_network_compute_and_bandwidth_are_required():

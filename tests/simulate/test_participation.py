@@ -153,10 +153,13 @@ def test_participation_changes_the_run(tiny_raw, tmp_path):
 
 @needs_mpi
 @pytest.mark.mpi
-def test_mpiexec_with_participation_equals_the_in_process_run(tiny_raw, tmp_path):
-    """One client of four a step: a rank often has none that takes part."""
+@pytest.mark.parametrize("download", [{}, {"download": "topk", "download_k": 32}])
+def test_mpiexec_with_participation_equals_the_in_process_run(tiny_raw, tmp_path, download):
+    """One client of four a step: a rank often has none that takes part (and, downloading
+    top-k, each client's replica lives on its rank)."""
     raw = {
         **tiny_raw,
+        **download,
         "participation": 1,
         "model": {**tiny_raw["model"]},
         "algorithms": [

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
 from simulate import checkpoint, config, models, runner
 from simulate.parallel import Layout
 
-from .conftest import resolved
+from .conftest import TINY, resolved
 
 
 def run(raw, run_dir, resume=False, overrides=()):
@@ -37,7 +39,14 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("extra", [{}, {"participation": 2, "download": "changed"}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"participation": 2, "download": "changed"},
+        {"participation": 2, "download": "topk", "download_k": 32},
+    ],
+)
 def test_resume_equals_an_uninterrupted_run(tiny_raw, tmp_path, monkeypatch, extra):
     """Also with clients sampled per step and their downloads counted since their last round."""
     tiny_raw.update(checkpoint_every=4, **extra)
@@ -247,3 +256,71 @@ def test_resume_says_which_jobs_it_skipped_resumed_and_started(tiny_raw, tmp_pat
         "resume: skipped memsgd (finished before: done at step 12)",
         "resume: resumed fetchsgd from step 8 to 12",
     ]
+
+
+def _job(raw, tmp_path, algo=0):
+    """A built job of ``raw``'s ``algo``-th algorithm (its model, algorithm and weights)."""
+    (case,) = config.resolve(raw, [])
+    cfg = case.config
+    model = models.build(cfg["model"], cfg["workers"], seed=cfg["seed"], dtype=cfg["dtype"])
+    job = runner.Job(case, cfg["algorithms"][algo], model, tmp_path, Layout(mpi=False))
+    job._build()
+    return job
+
+
+MLP = {
+    "steps": 1,
+    "workers": 3,
+    "dtype": "float64",
+    "model": {"kind": "mlp", "dataset": "digits", "hidden": [8], "sharding": "dirichlet"},
+    "schedule": {"kind": "constant", "lr": 0.5},
+    "algorithms": [{"name": "sgd"}],
+}
+
+
+def test_weight_decay_is_added_to_each_gradient_before_compression(tmp_path):
+    raw = copy.deepcopy(MLP)
+    plain, decayed = _job(raw, tmp_path / "a"), None
+    raw["algorithms"][0]["weight_decay"] = 0.1
+    decayed = _job(raw, tmp_path / "b")
+    w0 = plain.w.copy()
+    difference = decayed._step(0, 0.5) - plain._step(0, 0.5)
+    np.testing.assert_allclose(difference, 0.5 * 0.1 * w0, rtol=1e-9, atol=1e-15)
+
+
+def test_samples_weighting_weighs_each_worker_by_its_shard(tmp_path):
+    raw = {**copy.deepcopy(MLP), "weighting": "samples"}
+    job = _job(raw, tmp_path)
+    assert not job.presum
+    sizes = np.array([len(s) for s in job.model.shards], dtype=np.float64)
+    assert len(set(sizes)) > 1  # Dirichlet shards differ in size
+    grads = [job.model.worker_gradient(job.w, i, 0) for i in range(3)]
+    expected = 0.5 * sum(n * g for n, g in zip(sizes, grads, strict=True)) / sizes.sum()
+    np.testing.assert_allclose(job._step(0, 0.5), expected, rtol=1e-9)
+
+
+def test_samples_weighting_needs_data_shards():
+    raw = {**copy.deepcopy(TINY), "weighting": "samples"}
+    with pytest.raises(config.ConfigError, match="weighting"):
+        config.resolve(raw, [])
+
+
+@pytest.mark.parametrize(
+    "algo",
+    [
+        {"name": "true_topk", "k": 16, "lr_placement": "update"},
+        {"name": "memsgd", "k": 16, "rho": 0.9, "server_rho": 0.5, "lr_placement": "update"},
+        {
+            "name": "fetchsgd",
+            "k": 16,
+            "cols": 64,
+            "error": "none",
+            "momentum_masking": False,
+            "clip_norm": 5.0,
+        },
+    ],
+)
+def test_the_released_codes_options_run_from_a_config(algo, tmp_path):
+    raw = {**copy.deepcopy(TINY), "algorithms": [algo]}
+    (result,) = run(raw, tmp_path)
+    assert result.status == "done" and result.steps == TINY["steps"]
