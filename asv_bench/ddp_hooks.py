@@ -70,7 +70,14 @@ def powersgd_bytes(net: torch.nn.Module, rank: int) -> int:
     return 4 * values
 
 
-def configs(d: int, net: torch.nn.Module, start: int) -> dict[str, tuple]:
+#: FetchSGD at PowerSGD rank 2's bytes: one row (4,239 columns) and k = 3 % of d, the best
+#: of the sweep in docs/performance.rst (k 0.03-10 %, 1 or 3 rows).
+FETCH_K, FETCH_ROWS = 0.03, 1
+
+
+def configs(
+    d: int, net: torch.nn.Module, start: int, fetch_k: float = FETCH_K, fetch_rows: int = FETCH_ROWS
+) -> dict[str, tuple]:
     """name -> (hook state builder, optimizer momentum); None: DDP's own allreduce."""
     out: dict[str, tuple] = {"allreduce": (None, 0.9)}
     for r in (1, 2, 3, 4):
@@ -90,10 +97,10 @@ def configs(d: int, net: torch.nn.Module, start: int) -> dict[str, tuple]:
         lambda: topk_state(k_ratio=k_ratio, rho=0.9, start_iter=start),
         0.0,
     )
-    # FetchSGD: a 3-row float32 sketch up and down, as many bytes as PowerSGD at rank 2 ...
-    cols = powersgd_bytes(net, 2) / 4 / 3 / d
+    # FetchSGD: a float32 sketch up and down, as many bytes as PowerSGD at rank 2 ...
+    cols = powersgd_bytes(net, 2) / 4 / fetch_rows / d
     out["fetchsgd-r2"] = (
-        lambda: fetchsgd_state(k_ratio=0.003, rows=3, cols_ratio=cols, start_iter=start),
+        lambda: fetchsgd_state(k_ratio=fetch_k, rows=fetch_rows, cols_ratio=cols, start_iter=start),
         0.9,
     )
     # ... and the sketch FetchSGD needs here (5 x d/10, 33x the bytes), with the optimizer's
@@ -163,12 +170,12 @@ def train(rank: int, name: str, build, momentum: float, args, data) -> dict:
     }
 
 
-def breakdown(names: list[str], start: int, calls: int = 30) -> None:
+def breakdown(names: list[str], args, calls: int = 30) -> None:
     """Print the median ms of each hook configuration's local and server phase."""
     from pysketch.compress import LocalCommunicator
     from pysketch.compress._step import Step
 
-    d, table = 283_786, configs(283_786, cnn(), start)
+    d, table = 283_786, table_of(args)
     g = np.random.default_rng(0).standard_normal(d).astype(np.float32) / 100
     out = np.empty(d, np.float32)
     print(f"{'configuration':<22} {'local phase':>12} {'server phase':>13}  (ms, d = {d:,})")
@@ -198,12 +205,17 @@ def breakdown(names: list[str], start: int, calls: int = 30) -> None:
         )
 
 
+def table_of(args) -> dict[str, tuple]:
+    """The configurations of the model the script trains, with the command line's FetchSGD."""
+    return configs(283_786, cnn(), args.start_iter, args.fetchsgd_k, args.fetchsgd_rows)
+
+
 def worker(rank: int, init: str, args, names: list[str], out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
     data = digits()
     results: dict[str, list[dict]] = {n: [] for n in names}
-    table = configs(283_786, cnn(), args.start_iter)
+    table = table_of(args)
     for _ in range(args.repeats):
         for name in names:  # interleaved: every repeat sees the machine's load alike
             build, momentum = table[name]
@@ -221,11 +233,15 @@ def main() -> None:
     ap.add_argument("--bucket-cap-mb", type=float, default=25.0, help="25: one bucket")
     ap.add_argument("--configs", nargs="*", default=None, help="names (default: all)")
     ap.add_argument("--breakdown", action="store_true", help="time the hook steps' phases")
+    ap.add_argument(
+        "--fetchsgd-k", type=float, default=FETCH_K, help="fetchsgd-r2's k, a fraction of d"
+    )
+    ap.add_argument("--fetchsgd-rows", type=int, default=FETCH_ROWS, help="fetchsgd-r2's rows")
     args = ap.parse_args()
-    names = args.configs or list(configs(283_786, cnn(), args.start_iter))
+    names = args.configs or list(table_of(args))
     if args.breakdown:
         print(f"# {cpu_description()}, {os.environ['NUMBA_NUM_THREADS']} Numba thread")
-        breakdown(names, args.start_iter)
+        breakdown(names, args)
         return
     if "allreduce" not in names:
         names.insert(0, "allreduce")
@@ -238,7 +254,8 @@ def main() -> None:
         f"torch {torch.__version__}; {WORLD} gloo processes, 1 torch + "
         f"{os.environ['NUMBA_NUM_THREADS']} Numba thread each; {args.steps} steps, batch "
         f"{BATCH} per rank, SGD lr {LR}, start_iter {args.start_iter}, bucket_cap_mb "
-        f"{args.bucket_cap_mb:g}; {args.repeats} repeat(s)"
+        f"{args.bucket_cap_mb:g}; fetchsgd-r2: k {args.fetchsgd_k:g} d, {args.fetchsgd_rows} "
+        f"row(s); {args.repeats} repeat(s)"
     )
     print(
         f"{'configuration':<22} {'loss':>6} {'accuracy':>9} {'bytes/step':>11} "
