@@ -255,7 +255,7 @@ def analyse(runs: dict[str, Run], out: Path) -> Finding:
         )
     held_text = "; ".join(f"({key}) {where(flags)}" for key, flags in met.items())
     reason = (
-        f"{verdict.capitalize()}: {held_text} ({criteria}). Measured: "
+        f"Criteria met: {held_text} ({criteria}). Measured: "
         + "; ".join(measured)
         + ". "
         + _full_text(full)
@@ -308,7 +308,31 @@ def analyse(runs: dict[str, Run], out: Path) -> Finding:
             ]
         )
 
-    return Finding(verdict, reason, headers, rows, _figures(fed, full, best, out), NOTES)
+    figures = _figures(fed, full, best, out)
+    return Finding(verdict, reason, headers, rows, figures, NOTES + _edges(fed, best))
+
+
+def _edges(run: Run, best: dict) -> str:
+    """A paragraph naming the best settings that lie at an end of their method's lr grid."""
+    grid: dict[str, list[float]] = {m: [] for m in METHODS}
+    lrs = {}
+    for algo in run.cases[0].config["algorithms"]:
+        lr = algo.get("lr", run.cases[0].config["schedule"].get("lr"))
+        grid[method(algo)].append(lr)
+        lrs[algo["label"]] = lr
+    workers = run.cases[0].config["workers"]
+    edges = [
+        f"{name} at {_share(level, workers)} (lr {lrs[best[level][m]['label']]:g})"
+        for level in sorted(best)
+        for m, name in METHODS.items()
+        if lrs[best[level][m]["label"]] in (min(grid[m]), max(grid[m]))
+    ]
+    if not edges:
+        return "\n\nEvery method's best learning rate lies inside its grid."
+    return (
+        "\n\nBest learning rates at an end of their grid (a setting outside it might do "
+        "better): " + "; ".join(edges) + "."
+    )
 
 
 def _full_text(run: Run) -> str:
@@ -359,7 +383,6 @@ def _figures(fed: Run, full: Run, best: dict, out: Path) -> list[Path]:
             xlabel="clients taking part in a round (% of 1,000)",
             ylabel="final test accuracy (mean; seeds' range)",
             title="Non-iid clients, each method at its best setting",
-            logx=True,
         ),
         line_plot(
             out / "federated_error.png",

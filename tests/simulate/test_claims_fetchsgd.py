@@ -61,11 +61,15 @@ def _job(case: str, label: str, acc: float, up: int, steps: list[int], hit, dive
 def _federated(acc, up=UP) -> claims.Run:
     """``acc(label, level, seed)``: each job's final test accuracy."""
     steps = list(range(0, 401, 20))
-    algos = [{"name": n, "label": label, "rho": rho} for label, (n, rho) in FED_JOBS.items()]
+    algos = [
+        {"name": n, "label": label, "rho": rho, "lr": float(label.rsplit("_lr", 1)[1])}
+        for label, (n, rho) in FED_JOBS.items()
+    ]
     cfg = {
         "workers": 1000,
         "algorithms": algos,
         "target": {"metric": "test_accuracy", "value": 0.75},
+        "schedule": {"kind": "constant", "lr": 0.1},
     }
     cases, results, rows = [], [], {}
     for level in LEVELS:
@@ -123,7 +127,7 @@ def _acc(fetch: float, *, topk=0.78, momentum=0.77, sgd=0.80):
 def test_held_when_fetchsgd_matches_topk_and_sgd_everywhere(tmp_path):
     finding = fetchsgd.analyse(_runs(_acc(0.80)), tmp_path)
     assert finding.verdict == "held", finding.reason
-    assert finding.reason.startswith("Held: (a) at 10 of 1,000 (1 %) and 50 of 1,000 (5 %)")
+    assert finding.reason.startswith("Criteria met: (a) at 10 of 1,000 (1 %) and 50 of 1,000 (5 %)")
     assert len(finding.rows) == 2 * len(fetchsgd.METHODS) + len(FULL_LABELS)
     assert all(p.exists() for p in finding.figures) and len(finding.figures) == 3
 
@@ -206,3 +210,11 @@ def test_claim_runs_both_configs():
     assert fetchsgd.CLAIM.configs == [fetchsgd.FEDERATED, fetchsgd.FULL]
     for name in fetchsgd.CLAIM.configs:
         assert claims.config_cases(name)[1]
+
+
+def test_best_settings_at_the_end_of_their_grid_are_named(tmp_path):
+    """lr 0.1 wins every grid of {0.1, 0.5}: the smallest, so every method is at an end."""
+    finding = fetchsgd.analyse(_runs(_acc(0.80)), tmp_path)
+    assert "Best learning rates at an end of their grid" in finding.notes
+    assert "FetchSGD at 10 of 1,000 (1 %) (lr 0.1)" in finding.notes
+    assert finding.notes.count("(lr 0.1)") == 2 * len(fetchsgd.METHODS)
