@@ -58,12 +58,12 @@ def _job(case: str, label: str, acc: float, up: int, steps: list[int], hit, dive
     return result, rows
 
 
-def _federated(acc, up=UP) -> claims.Run:
-    """``acc(label, level, seed)``: each job's final test accuracy."""
+def _federated(acc, up=UP, jobs=FED_JOBS) -> claims.Run:
+    """``acc(label, level, seed)``: each job's final test accuracy; ``jobs`` like FED_JOBS."""
     steps = list(range(0, 401, 20))
     algos = [
         {"name": n, "label": label, "rho": rho, "lr": float(label.rsplit("_lr", 1)[1])}
-        for label, (n, rho) in FED_JOBS.items()
+        for label, (n, rho) in jobs.items()
     ]
     cfg = {
         "workers": 1000,
@@ -76,7 +76,7 @@ def _federated(acc, up=UP) -> claims.Run:
         for seed in SEEDS:
             case = f"participation={level},seed={seed}"
             cases.append(config.Case(case, {"participation": level, "seed": seed}, cfg))
-            for label, (name, _) in FED_JOBS.items():
+            for label, (name, _) in jobs.items():
                 a = acc(label, level, seed)
                 result, job_rows = _job(case, label, a, up[name], steps, 200 if a > 0.75 else None)
                 results.append(result)
@@ -218,3 +218,23 @@ def test_best_settings_at_the_end_of_their_grid_are_named(tmp_path):
     assert "Best learning rates at an end of their grid" in finding.notes
     assert "FetchSGD at 10 of 1,000 (1 %) (lr 0.1)" in finding.notes
     assert finding.notes.count("(lr 0.1)") == 2 * len(fetchsgd.METHODS)
+
+
+def test_best_settings_inside_their_grid_are_not_flagged(tmp_path):
+    jobs = {
+        f"{prefix}_lr{lr}": spec
+        for prefix, spec in {
+            "sgd": ("sgd", 0.9),
+            "fetchsgd": ("fetchsgd", 0.9),
+            "topk": ("memsgd", 0.0),
+            "topk_momentum": ("memsgd", 0.9),
+        }.items()
+        for lr in (0.05, 0.1, 0.5)
+    }
+
+    def acc(label, level, seed):
+        return 0.80 if label.endswith("_lr0.1") else 0.70
+
+    finding = fetchsgd.analyse(_runs(acc, jobs=jobs), tmp_path)
+    assert finding.notes.endswith("Every method's best learning rate lies inside its grid.")
+    assert finding.rows[0][2] == "FetchSGD: ``fetchsgd_lr0.1`` (of 3)"
