@@ -861,6 +861,23 @@ def _load_into(target: Any, host: np.ndarray) -> None:
 
 
 # =============================================================== baselines
+def _momentum_and_error(algo, step, mean: Any) -> tuple[Any, Any, bool]:
+    """The server's new momentum ``u = rho u + mean`` and what the update is chosen from:
+    ``e + lr u`` (``lr_placement="state"``), ``e + u`` (``"update"``), or ``u`` itself
+    (``error="none"``); and whether ``lr`` goes onto the update. ``mean`` and the server's
+    ``"momentum"`` and ``"error"`` of any shape (FetchSGD's tables, true top-k's vectors)."""
+    s, flat, server = step.stream, _dense.flat, algo._server
+    u = step.target(server, "momentum", "momentum'")
+    _dense.axpby(flat(u), flat(mean), algo._scalar(algo.rho), flat(server["momentum"]), s)
+    lr_after = algo.lr_placement == "update" or algo.error == "none"
+    if algo.error == "none":
+        return u, u, lr_after
+    e = step.target(server, "error", "error'")
+    factor = algo._scalar(1.0 if lr_after else step.lr)
+    _dense.axpby(flat(e), flat(server["error"]), factor, flat(u), s)
+    return u, e, lr_after
+
+
 class _DenseUpload(Algorithm):
     """Workers that send their whole vector: the allreduce of ``d`` values."""
 
@@ -985,16 +1002,9 @@ class TrueTopK(_DenseUpload):
         self._new_server(**shapes)
 
     def _server_phase(self, step, out):
-        mean, s, server = step.payload, step.stream, self._server
+        mean, s = step.payload, step.stream
         _dense.scale(mean, self._scalar(1 / step.total), s)
-        u = step.target(server, "momentum", "momentum'")
-        _dense.axpby(u, mean, self._scalar(self.rho), server["momentum"], s)  # u = rho u + mean
-        lr_after = self.lr_placement == "update" or self.error == "none"
-        accumulated = u
-        if self.error != "none":
-            accumulated = step.target(server, "error", "error'")
-            factor = self._scalar(1.0 if lr_after else step.lr)
-            _dense.axpby(accumulated, server["error"], factor, u, s)  # e += lr u
+        u, accumulated, lr_after = _momentum_and_error(self, step, mean)
         idx, val = step.topk(accumulated, self.k)
         if self.error != "none":
             _dense.set_at(accumulated, idx, 0, s)
@@ -1510,20 +1520,10 @@ class FetchSGD(_SketchAlgorithm):
 
     def _server_phase(self, step, out):
         s, flat = step.stream, _dense.flat
-        mean = self._sketch_of(step.payload)
-        _dense.scale(flat(mean.table), self._scalar(1 / step.total), s)
-        server = self._server
-        u = step.target(server, "momentum", "momentum'")
+        _dense.scale(step.payload, self._scalar(1 / step.total), s)
         # S_u = rho S_u + mean; S_e += lr S_u (the paper) or S_e += S_u (the code)
-        _dense.axpby(flat(u), flat(mean.table), self._scalar(self.rho), flat(server["momentum"]), s)
-        lr_after = self.lr_placement == "update" or self.error == "none"
-        if self.error == "none":
-            accumulated = self._sketch_of(u)
-        else:
-            e = step.target(server, "error", "error'")
-            factor = self._scalar(1.0 if lr_after else step.lr)
-            _dense.axpby(flat(e), flat(server["error"]), factor, flat(u), s)
-            accumulated = self._sketch_of(e)
+        u, e, lr_after = _momentum_and_error(self, step, step.payload)
+        accumulated = self._sketch_of(e)
         idx, val = step.heavy_hitters(accumulated, self.k)
         if self.error == "subtract":  # S_e -= S(delta): the sketch of -delta added in
             negated = step.buffer("negated", self.k)
