@@ -42,8 +42,13 @@ def _job(d: int, workers: int, algorithm: str) -> Job:
 
 def _round(job: Job, t: int) -> None:
     """One round as the runner takes it: the summed gradients where the job presums them."""
-    step = job.algorithm.step_summed if job.presum else job.algorithm.step
-    job.w -= step(job._gradients(t, 0.1), job.comm, lr=0.1)
+    job.w -= job._step(t, 0.1)
+
+
+def _gradients(job: Job, t: int) -> None:
+    """The round's gradients alone, at the weights each worker computes at."""
+    workers = [int(i) for i in job.algorithm.participants(job.comm)]
+    job._gradients(workers, t, 0.1, job.algorithm.worker_weights(job.w, job.comm))
 
 
 class SimulatorRound:
@@ -64,7 +69,7 @@ class SimulatorRound:
         self.t += 1
 
     def time_gradients(self, d, workers, algorithm):
-        self.job._gradients(self.t, 0.1)
+        _gradients(self.job, self.t)
 
 
 class SimulatorMemory:
