@@ -457,22 +457,25 @@ class CountSketch(TableSketch):
         launch, nothing read back. ``scratch``: ``(out, tickets)`` to reuse, of
         :meth:`_l2_sizes`'s sizes (``tickets`` is zeroed here)."""
         stream = self._stream()
-        blocks = min(kernels.L2_BLOCKS, -(-self.cols // _cuda.THREADS_PER_BLOCK))
         if scratch is None:
             out = _cuda.empty(self._l2_sizes()[0], np.float64, stream=stream)
             tickets = _cuda.zeros(1, np.int64, stream=stream)
         else:
             out, tickets = scratch
             _cuda.launch(elementwise.cuda_fill, 1, stream)(tickets, np.int64(0))
+        blocks = self._l2_blocks()
         _cuda.launch(kernels.l2_kernel(self.rows), self.cols, stream, max_blocks=blocks)(
             self._table, tickets, float(phi), out
         )
         return out
 
+    def _l2_blocks(self) -> int:
+        """The blocks of the l2 kernel's launch: one partial sum per row and block."""
+        return min(kernels.L2_BLOCKS, -(-self.cols // _cuda.THREADS_PER_BLOCK))
+
     def _l2_sizes(self) -> tuple[int, int]:
         """The lengths of :meth:`_l2_device`'s float64 output and int64 tickets."""
-        blocks = min(kernels.L2_BLOCKS, -(-self.cols // _cuda.THREADS_PER_BLOCK))
-        return kernels.L2_SUMS + self.rows * blocks, 1
+        return kernels.L2_SUMS + self.rows * self._l2_blocks(), 1
 
     @follows()
     def heavy_hitters(

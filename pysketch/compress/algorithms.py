@@ -814,8 +814,7 @@ def _local_weight(weights: Any, local: int, summed: bool) -> float:
     if len(weights) != local:
         raise ValueError(f"weights must hold one number per vector ({local}), got {len(weights)}")
     for w, value in enumerate(weights):
-        if _check_real(f"weights[{w}]", value, 0.0) == 0.0:
-            raise ValueError(f"weights[{w}] must be positive, got {value!r}")
+        _check_positive(f"weights[{w}]", value)
     return math.fsum(float(v) for v in weights)
 
 
